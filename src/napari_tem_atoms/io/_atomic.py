@@ -1,0 +1,58 @@
+"""Write files so that a failure never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from ..errors import TEMFileError
+
+__all__ = ["atomic_write"]
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success rename it over `path`.
+
+    The rename is atomic on the same file system, so readers see either the old file or the
+    complete new one. On any error the temporary file is removed and `path` is untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+    mode : str, optional
+        ``"w"`` (text) or ``"wb"`` (binary).
+    **open_kwargs
+        Passed to :func:`open` (``newline``, ``encoding``...).
+
+    Yields
+    ------
+    file object
+        The open temporary file.
+
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise TEMFileError(path, f"the folder {path.parent} does not exist")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".part")
+    except OSError as exc:
+        raise TEMFileError(path, f"cannot write there ({exc.strerror})") from exc
+    try:
+        with os.fdopen(handle, mode, **open_kwargs) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+

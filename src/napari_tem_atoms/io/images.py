@@ -1,0 +1,541 @@
+"""Read TEM images and stacks, with their pixel size in Å, from the formats microscopes write.
+
+Formats: DM3/DM4 (Gatan), EMD (Velox and Berkeley/NCEM), SER/EMI (TIA), MRC, HSPY (through
+RosettaSciIO); TIFF and TIFF stacks with ImageJ, OME or vendor calibration (tifffile, then
+RosettaSciIO for vendor tags); NPY; and a folder of frames read in natural order as one stack.
+
+Every problem is raised as :class:`~napari_tem_atoms.errors.TEMFileError`, whose message names
+the file and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import warnings
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import TEMFileError
+from .calibration import Calibration, calibration_from_axes, normalise_unit
+
+__all__ = [
+    "FRAME_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "TEMImage",
+    "frame_files",
+    "natural_sort_key",
+    "read_folder",
+    "read_image",
+    "read_images",
+]
+
+#: RosettaSciIO plugin module for each extension it reads for us.
+_RSCIIO_MODULES = {
+    ".dm3": ("digitalmicrograph", "DM3"),
+    ".dm4": ("digitalmicrograph", "DM4"),
+    ".emd": ("emd", "EMD"),
+    ".ser": ("tia", "SER"),
+    ".emi": ("tia", "EMI"),
+    ".mrc": ("mrc", "MRC"),
+    ".mrcs": ("mrc", "MRC"),
+    ".rec": ("mrc", "MRC"),
+    ".st": ("mrc", "MRC"),
+    ".ali": ("mrc", "MRC"),
+    ".hspy": ("hspy", "HSPY"),
+}
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+
+#: Extensions of single files that hold an image or a stack.
+IMAGE_EXTENSIONS: tuple[str, ...] = (*_RSCIIO_MODULES, *_TIFF_EXTENSIONS, ".npy")
+#: Extensions accepted as frames of a folder stack (what acquisition software writes per frame).
+FRAME_EXTENSIONS: tuple[str, ...] = (
+    ".tif", ".tiff", ".dm3", ".dm4", ".mrc", ".npy", ".ser", ".emd",
+)
+
+_SPECTRAL_SIGNALS = ("EELS", "EDS", "EDX", "CL", "SPECTRUM")
+_SPECTRAL_UNITS = {"eV", "keV", "meV"}
+_SPECTRAL_AXIS_NAMES = ("energy", "wavelength", "wavenumber")
+
+
+@dataclass
+class TEMImage:
+    """An image or image stack as read from a file, with its calibration.
+
+    Attributes
+    ----------
+    data : numpy.ndarray or dask.array.Array
+        Intensities, (y, x) for an image, (frame, y, x) for a stack, or (frame, image, y, x)
+        for a time series of focal series.
+    path : pathlib.Path
+        The file (or folder) it came from.
+    name : str
+        A short name for display (the file stem, plus the signal title when a file holds
+        several images).
+    calibration : Calibration
+        The pixel size in Å, or why there is none.
+    file_format : str
+        What the file was read as (``"DM4"``, ``"TIFF (ImageJ)"``, ...).
+    frame_interval_s : float or None
+        Time between frames [s] when the file gives it.
+    original_metadata : dict
+        The metadata tree of the file, as RosettaSciIO or tifffile give it.
+
+    """
+
+    data: Any
+    path: Path
+    name: str
+    calibration: Calibration
+    file_format: str
+    frame_interval_s: float | None = None
+    original_metadata: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def pixel_size_angstrom(self) -> float | None:
+        """The x pixel size [Å/px], or ``None`` when the image has no real-space calibration."""
+        size = self.calibration.pixel_size_angstrom
+        return None if size is None else size[1]
+
+
+def natural_sort_key(name: str | os.PathLike) -> list[Any]:
+    """Key that sorts ``frame2`` before ``frame10`` (numbers compared as numbers).
+
+    Examples
+    --------
+    >>> sorted(["f10.tif", "f2.tif", "f1.tif"], key=natural_sort_key)
+    ['f1.tif', 'f2.tif', 'f10.tif']
+
+    """
+    parts = re.split(r"(\d+)", os.fspath(name).lower())
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
+
+
+def read_images(path: str | os.PathLike, *, lazy: bool = False) -> list[TEMImage]:
+    """Read every image (or stack) a file holds, or a folder of frames as one stack.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file with one of :data:`IMAGE_EXTENSIONS`, or a folder of frames.
+    lazy : bool, optional
+        Return dask arrays that read data on demand (RosettaSciIO formats, NPY as a memory
+        map, folders). Checks that need all the data (NaN) are then left to the analysis.
+
+    Returns
+    -------
+    list of TEMImage
+        One entry per image signal in the file (a Velox EMD may hold several), at least one.
+
+    Raises
+    ------
+    TEMFileError
+        When the file does not exist, is empty, is damaged, holds no image, or holds data
+        that is not a grey-scale image (1-D, 5-D, RGB, complex, NaN).
+
+    """
+    path = Path(path)
+    if path.is_dir():
+        return [read_folder(path, lazy=lazy)]
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in _TIFF_EXTENSIONS:
+        images = [_read_tiff(path)]
+    elif suffix == ".npy":
+        images = [_read_npy(path, lazy=lazy)]
+    elif suffix in _RSCIIO_MODULES:
+        images = _read_rsciio(path, lazy=lazy)
+    else:
+        raise TEMFileError(
+            path, f"unsupported file type {suffix!r}; readable: {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    return [_checked(image) for image in images]
+
+
+def read_image(path: str | os.PathLike, *, lazy: bool = False) -> TEMImage:
+    """Read the image (or stack) in a file, or a folder of frames as one stack.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file or folder.
+    lazy : bool, optional
+        See :func:`read_images`.
+
+    Returns
+    -------
+    TEMImage
+        The first image signal in the file (see :func:`read_images` for all of them).
+
+    Examples
+    --------
+    >>> image = read_image("particle.dm4")  # doctest: +SKIP
+    >>> image.pixel_size_angstrom  # doctest: +SKIP
+    0.1775
+
+    """
+    return read_images(path, lazy=lazy)[0]
+
+
+def read_folder(path: str | os.PathLike, *, lazy: bool = False) -> TEMImage:
+    """Read a folder of frames, one 2-D image per file, as one stack in natural order.
+
+    Only files with the most common extension among :data:`FRAME_EXTENSIONS` are used, so a
+    folder that also holds a log or a settings file still reads. Hidden files are skipped.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder.
+    lazy : bool, optional
+        Read each frame only when it is needed (a dask array, one chunk per frame).
+
+    Returns
+    -------
+    TEMImage
+        A (frame, y, x) stack calibrated like its first frame.
+
+    """
+    path = Path(path)
+    frames = frame_files(path)
+    if not frames:
+        raise TEMFileError(
+            path, f"the folder holds no frames ({', '.join(FRAME_EXTENSIONS)} files)"
+        )
+    first = read_image(frames[0])
+    if first.data.ndim != 2:
+        raise TEMFileError(
+            frames[0], f"a frame of a folder stack must be one 2-D image, not shape "
+            f"{first.data.shape}"
+        )
+    if lazy:
+        import dask
+        import dask.array as da
+
+        def load(frame: Path) -> np.ndarray:
+            return _frame_data(frame, first.data.shape, first.data.dtype)
+
+        data = da.stack([
+            da.from_delayed(dask.delayed(load)(f), first.data.shape, first.data.dtype)
+            for f in frames
+        ])
+    else:
+        data = np.stack(
+            [first.data] + [_frame_data(f, first.data.shape, None) for f in frames[1:]]
+        )
+    return TEMImage(
+        data=data,
+        path=path,
+        name=path.name,
+        calibration=first.calibration,
+        file_format=f"folder of {len(frames)} {first.file_format} frames",
+        original_metadata={"frames": [f.name for f in frames],
+                           "first_frame": first.original_metadata},
+    )
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The frame files of a folder, in natural order (see :func:`read_folder`)."""
+    folder = Path(folder)
+    candidates = [
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FRAME_EXTENSIONS
+    ]
+    if not candidates:
+        return []
+    suffixes = Counter(".tif" if p.suffix.lower() == ".tiff" else p.suffix.lower()
+                       for p in candidates)
+    suffix = suffixes.most_common(1)[0][0]
+    chosen = [p for p in candidates
+              if (".tif" if p.suffix.lower() == ".tiff" else p.suffix.lower()) == suffix]
+    return sorted(chosen, key=lambda p: natural_sort_key(p.name))
+
+
+def _frame_data(frame: Path, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    data = np.asarray(read_image(frame).data)
+    if data.shape != shape:
+        raise TEMFileError(
+            frame, f"frame shape {data.shape} differs from the first frame's {shape}"
+        )
+    return data if dtype is None else data.astype(dtype, copy=False)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise TEMFileError(path, "no such file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise TEMFileError(path, f"cannot be accessed ({exc.strerror})") from exc
+    if size == 0:
+        raise TEMFileError(path, "the file is empty (0 bytes): was it still being written?")
+
+
+def _checked(image: TEMImage) -> TEMImage:
+    """Squeeze leading single frames, and refuse data that is not a grey-scale image."""
+    data, path = image.data, image.path
+    if getattr(data.dtype, "names", None):
+        raise TEMFileError(
+            path, "this is an RGB colour image; atom detection needs the recorded grey-scale "
+            "intensities: export the raw image (DM4, TIFF, MRC...) rather than a screenshot"
+        )
+    if np.issubdtype(data.dtype, np.complexfloating):
+        raise TEMFileError(
+            path, "the data is complex-valued (an FFT or an exit wave): a real intensity "
+            "image is needed"
+        )
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    while data.ndim > 2 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim < 2:
+        raise TEMFileError(
+            path, f"the data is {data.ndim}-D (shape {data.shape}), a spectrum or a profile: "
+            "an image (2-D) or a stack of images (3-D) is needed"
+        )
+    if data.ndim > 4:
+        raise TEMFileError(
+            path, f"the data is {data.ndim}-D (shape {data.shape}): an image (2-D), a stack "
+            "(3-D) or a time series of focal series (4-D) is needed"
+        )
+    if min(data.shape[-2:]) < 2:
+        raise TEMFileError(path, f"the image is too small to be an image: shape {data.shape}")
+    if isinstance(data, np.ndarray) and np.issubdtype(data.dtype, np.floating):
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise TEMFileError(
+                path, f"{bad} of {data.size} pixels are NaN or infinite: the image is "
+                "damaged or was masked; replace them before analysis"
+            )
+    return replace(image, data=data)
+
+
+# --- RosettaSciIO formats -------------------------------------------------------------------
+
+
+def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
+    module_name, label = _RSCIIO_MODULES[path.suffix.lower()]
+    module = importlib.import_module(f"rsciio.{module_name}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            signals = module.file_reader(str(path), lazy=lazy)
+    except Exception as exc:  # RosettaSciIO raises many types for damaged files
+        raise TEMFileError(
+            path, f"not a readable {label} file: it may be truncated, damaged or of another "
+            f"format ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not signals:
+        raise TEMFileError(path, f"the {label} file holds no data")
+
+    images, skipped = [], []
+    for signal in signals:
+        reason = _why_not_an_image(signal)
+        if reason:
+            skipped.append(reason)
+        else:
+            images.append(signal)
+    if not images:
+        raise TEMFileError(path, f"the {label} file holds no image: " + "; ".join(skipped))
+
+    results = []
+    for signal in images:
+        title = str(signal.get("metadata", {}).get("General", {}).get("title") or "")
+        name = path.stem if len(images) == 1 or not title else f"{path.stem} [{title}]"
+        axes = signal["axes"]
+        calibration = calibration_from_axes(
+            [axes[-2].get("scale", 1.0), axes[-1].get("scale", 1.0)],
+            [axes[-2].get("units"), axes[-1].get("units")],
+        )
+        results.append(TEMImage(
+            data=signal["data"],
+            path=path,
+            name=name,
+            calibration=calibration,
+            file_format=label,
+            frame_interval_s=_frame_interval(axes),
+            original_metadata=_plain(signal.get("original_metadata", {})),
+        ))
+    return results
+
+
+def _why_not_an_image(signal: Mapping[str, Any]) -> str | None:
+    """A reason when a RosettaSciIO signal is not an image or image stack, else None."""
+    axes = signal.get("axes", [])
+    signal_type = str(signal.get("metadata", {}).get("Signal", {}).get("signal_type") or "")
+    title = signal.get("metadata", {}).get("General", {}).get("title") or "untitled"
+    if len(axes) < 2:
+        return f"'{title}' is 1-D (a spectrum or profile)"
+    spectral_axes = [
+        str(a.get("name")) for a in axes
+        if normalise_unit(a.get("units")) in _SPECTRAL_UNITS
+        or any(word in str(a.get("name") or "").lower() for word in _SPECTRAL_AXIS_NAMES)
+    ]
+    if spectral_axes:
+        return f"'{title}' has a spectral axis ({spectral_axes[0]}): a spectrum image"
+    if len(axes) > 2 and any(tag in signal_type.upper() for tag in _SPECTRAL_SIGNALS):
+        # A 2-D CL or EELS signal can be an image (panchromatic CL, energy-filtered TEM), but
+        # a 3-D one is a spectrum image whatever its axes are called.
+        return f"'{title}' is a {signal_type} spectrum image"
+    if any(a.get("navigate") for a in axes[-2:]) and not all(a.get("navigate") for a in axes):
+        return f"'{title}' is not an image (its last two axes are not image axes)"
+    return None
+
+
+def _frame_interval(axes: list[Mapping[str, Any]]) -> float | None:
+    if len(axes) < 3:
+        return None
+    unit = normalise_unit(axes[0].get("units"))
+    factor = {"s": 1.0, "ms": 1e-3, "µs": 1e-6}.get(unit)
+    return None if factor is None else float(axes[0].get("scale", 1.0)) * factor
+
+
+def _plain(tree: Any) -> Any:
+    """Convert RosettaSciIO's metadata (DictionaryTreeBrowser or dict) to plain dicts."""
+    if hasattr(tree, "as_dictionary"):
+        tree = tree.as_dictionary()
+    if isinstance(tree, Mapping):
+        return {str(k): _plain(v) for k, v in tree.items()}
+    return tree
+
+
+# --- TIFF ---------------------------------------------------------------------------------
+
+
+def _read_tiff(path: Path) -> TEMImage:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            if tif.is_imagej:
+                calibration, flavour = _imagej_calibration(tif), "TIFF (ImageJ)"
+                metadata = {"imagej": dict(tif.imagej_metadata or {})}
+            elif tif.is_ome:
+                calibration, flavour = _ome_calibration(tif.ome_metadata), "TIFF (OME)"
+                metadata = {"ome": tif.ome_metadata}
+            else:
+                calibration, flavour, metadata = None, "TIFF", {}
+            if calibration is None:
+                metadata["tags"] = {
+                    tag.name: _tag_value(tag.value) for tag in tif.pages[0].tags.values()
+                }
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
+        if "imagecodecs" in str(exc):
+            raise TEMFileError(
+                path, f"the TIFF is compressed in a way that needs the imagecodecs package "
+                f"(pip install imagecodecs): {exc}"
+            ) from exc
+        raise TEMFileError(
+            path, f"not a readable TIFF file: it may be truncated or damaged "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+
+    if "S" in axes and data.shape[axes.index("S")] in (3, 4):
+        raise TEMFileError(
+            path, "this is an RGB colour image; atom detection needs the recorded grey-scale "
+            "intensities: export the raw image rather than a rendered one"
+        )
+    if calibration is None:
+        calibration, vendor = _vendor_tiff_calibration(path)
+        if vendor:
+            flavour = f"TIFF ({vendor})"
+    return TEMImage(
+        data=data, path=path, name=path.stem.removesuffix(".ome"), calibration=calibration,
+        file_format=flavour, original_metadata=metadata,
+    )
+
+
+def _tag_value(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    return value
+
+
+def _imagej_calibration(tif: Any) -> Calibration:
+    meta = tif.imagej_metadata or {}
+    unit = meta.get("unit", "")
+    tags = tif.pages[0].tags
+    try:
+        num_x, den_x = tags["XResolution"].value
+        num_y, den_y = tags["YResolution"].value
+        scale = (den_y / num_y, den_x / num_x)  # resolution is pixels per unit
+    except (KeyError, ZeroDivisionError, TypeError, ValueError):
+        return Calibration.uncalibrated()
+    return calibration_from_axes(scale, (unit, unit))
+
+
+def _ome_calibration(ome_xml: str | None) -> Calibration:
+    if not ome_xml:
+        return Calibration.uncalibrated()
+    root = ET.fromstring(ome_xml)
+    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    if pixels is None or "PhysicalSizeX" not in pixels.attrib:
+        return Calibration.uncalibrated()
+    size_x = float(pixels.attrib["PhysicalSizeX"])
+    size_y = float(pixels.attrib.get("PhysicalSizeY", size_x))
+    # The OME schema's default unit is the micrometre.
+    unit_x = pixels.attrib.get("PhysicalSizeXUnit", "µm")
+    unit_y = pixels.attrib.get("PhysicalSizeYUnit", unit_x)
+    return calibration_from_axes((size_y, size_x), (unit_y, unit_x))
+
+
+def _vendor_tiff_calibration(path: Path) -> tuple[Calibration, str | None]:
+    """Calibration from vendor tags (FEI/Thermo Fisher, DM, Zeiss, JEOL, Olympus)."""
+    from rsciio import tiff as rsciio_tiff
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            signal = rsciio_tiff.file_reader(str(path))[0]
+    except Exception:  # vendor tags are optional; the image itself was read by tifffile
+        return Calibration.uncalibrated(), None
+    axes = signal["axes"]
+    calibration = calibration_from_axes(
+        [axes[-2].get("scale", 1.0), axes[-1].get("scale", 1.0)],
+        [axes[-2].get("units"), axes[-1].get("units")],
+    )
+    return calibration, ("vendor tags" if calibration.kind != "none" else None)
+
+
+# --- NPY ----------------------------------------------------------------------------------
+
+
+def _read_npy(path: Path, *, lazy: bool) -> TEMImage:
+    try:
+        data = np.load(path, mmap_mode="r" if lazy else None, allow_pickle=False)
+    except ValueError as exc:
+        problem = ("it holds Python objects, which are not loaded for safety (pickle)"
+                   if "allow_pickle" in str(exc) else f"not a readable NPY file ({exc})")
+        raise TEMFileError(path, problem) from exc
+    except (OSError, EOFError) as exc:
+        raise TEMFileError(
+            path, f"not a readable NPY file: it may be truncated or damaged ({exc})"
+        ) from exc
+    if not isinstance(data, np.ndarray):
+        raise TEMFileError(path, "not a single NumPy array (an .npz archive?)")
+    if lazy:
+        import dask.array as da
+
+        chunks = (1, *data.shape[1:]) if data.ndim >= 3 else data.shape
+        data = da.from_array(data, chunks=chunks)
+    return TEMImage(
+        data=data, path=path, name=path.stem,
+        calibration=Calibration.uncalibrated(
+            "an NPY file carries no pixel size: coordinates stay in pixels unless you give one"
+        ),
+        file_format="NPY",
+    )
+

@@ -1,0 +1,101 @@
+"""Conversions between core objects and napari layer data (no Qt)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..io import AtomsTable, TEMImage
+
+#: Diameter of a drawn atom [Å] (about half a column spacing in gold).
+ATOM_MARKER_ANGSTROM = 1.2
+#: Diameter of a drawn atom [px] when the pixel size is unknown.
+ATOM_MARKER_PIXELS = 6.0
+
+
+def _scale_and_units(ndim: int, pixel_size: tuple[float, float] | None) -> dict[str, Any]:
+    leading = ndim - 2
+    if pixel_size is None:
+        return {"scale": (1.0,) * ndim, "units": ("pixel",) * ndim}
+    return {"scale": (1.0,) * leading + tuple(pixel_size),
+            "units": ("pixel",) * leading + ("angstrom", "angstrom")}
+
+
+def _robust_contrast(data: Any) -> tuple[float, float] | None:
+    """0.1-99.9 percentile contrast of the first frame, so hot pixels do not wash out."""
+    if not isinstance(data, np.ndarray):
+        return None
+    frame = data.reshape(-1, *data.shape[-2:])[0]
+    low, high = np.percentile(frame[:: max(1, frame.shape[0] // 512)], [0.1, 99.9])
+    return (float(low), float(high)) if high > low else None
+
+
+def image_layer_data(image: TEMImage) -> tuple[Any, dict[str, Any], str]:
+    """Napari layer data for a :class:`~napari_tem_atoms.io.TEMImage`.
+
+    The scale is the pixel size in Å (frames keep a scale of 1, so world frame = frame index);
+    the calibration and the file's metadata go to the layer metadata.
+    """
+    calibration = image.calibration
+    kwargs: dict[str, Any] = {
+        "name": image.name,
+        **_scale_and_units(image.data.ndim, calibration.pixel_size_angstrom),
+        "colormap": "gray",
+        "metadata": {
+            "source": str(image.path),
+            "file_format": image.file_format,
+            "pixel_size_angstrom": calibration.pixel_size_angstrom,
+            "calibration": calibration.kind,
+            "calibration_note": calibration.note,
+            "original_unit": calibration.unit,
+            "original_scale": calibration.scale,
+            "frame_interval_s": image.frame_interval_s,
+            "original_metadata": image.original_metadata,
+        },
+    }
+    contrast = _robust_contrast(image.data)
+    if contrast:
+        kwargs["contrast_limits"] = contrast
+    return (image.data, kwargs, "image")
+
+
+def points_layer_kwargs(ndim: int, pixel_size: tuple[float, float] | None) -> dict[str, Any]:
+    """Scale, units and marker size for atoms drawn over an image of that calibration."""
+    size = ATOM_MARKER_PIXELS if pixel_size is None else ATOM_MARKER_ANGSTROM / pixel_size[1]
+    return {**_scale_and_units(ndim, pixel_size), "size": size, "face_color": "#ff9f1c",
+            "border_color": "#000000", "border_width": 0.05, "opacity": 0.85}
+
+
+def atoms_layer_data(table: AtomsTable, name: str, source: str) -> tuple[Any, dict[str, Any], str]:
+    """Napari Points layer data for an atoms table read from CSV."""
+    kwargs = points_layer_kwargs(table.coordinates.shape[1], table.pixel_size_angstrom)
+    kwargs.update(name=name, features=table.features,
+                  metadata={"source": source, "pixel_size_angstrom": table.pixel_size_angstrom})
+    if "species" in table.features.columns:
+        kwargs["face_color"] = "species"
+    return (table.coordinates, kwargs, "points")
+
+
+def pixel_size_of_layer(
+    scale: Any, units: Any, metadata: dict | None
+) -> tuple[float, float] | None:
+    """The (y, x) pixel size [Å/px] of a layer, from its units and scale or its metadata."""
+    if units is not None and scale is not None and len(units) >= 2:
+        try:
+            factors = [(1.0 * unit).to("angstrom").magnitude for unit in _pint_units(units[-2:])]
+        except Exception:  # units not lengths (pixel, s...): fall back to the metadata
+            factors = None
+        if factors:
+            return (float(scale[-2]) * factors[0], float(scale[-1]) * factors[1])
+    size = (metadata or {}).get("pixel_size_angstrom")
+    if size is not None:
+        return (float(size[0]), float(size[1]))
+    return None
+
+
+def _pint_units(units: Any) -> list[Any]:
+    import pint
+
+    registry = pint.get_application_registry()
+    return [registry.Unit(str(u)) if not hasattr(u, "dimensionality") else u for u in units]

@@ -1,0 +1,97 @@
+"""Atoms CSV: column order, Å columns, features, atomic writes, and the round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_tem_atoms import TEMFileError, atoms_table, read_atoms_csv, write_atoms_csv
+from napari_tem_atoms.io import is_atoms_csv
+
+
+def _stack_atoms():
+    coordinates = np.array([[0, 10.25, 20.5], [0, 3.0, 4.0], [2, 7.125, 9.875]])
+    features = pd.DataFrame({"species": ["Mo", "S2", "S1"], "confidence": [0.9, 0.8, 0.55]})
+    return coordinates, features
+
+
+def test_table_columns_are_in_the_documented_order():
+    coordinates, features = _stack_atoms()
+    table = atoms_table(coordinates, features, pixel_size_angstrom=0.125)
+    assert list(table.columns) == ["frame", "y", "x", "y_angstrom", "x_angstrom", "species",
+                                   "confidence"]
+    assert table["frame"].dtype.kind == "i"
+    np.testing.assert_allclose(table["y_angstrom"], coordinates[:, 1] * 0.125)
+    np.testing.assert_allclose(table["x_angstrom"], coordinates[:, 2] * 0.125)
+
+
+def test_table_for_a_2d_image_has_no_frame_and_no_angstrom_without_calibration():
+    table = atoms_table(np.array([[1.0, 2.0]]))
+    assert list(table.columns) == ["y", "x"]
+
+
+def test_feature_named_like_a_coordinate_is_not_written_twice():
+    coordinates, _ = _stack_atoms()
+    features = pd.DataFrame({"frame": [5, 5, 5], "confidence": [1.0, 1.0, 1.0]})
+    table = atoms_table(coordinates, features)
+    assert list(table.columns) == ["frame", "y", "x", "confidence"]
+    assert table["frame"].tolist() == [0, 0, 2]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((3, 4)), np.zeros(3)])
+def test_table_refuses_other_dimensionalities(bad):
+    with pytest.raises(ValueError, match="must be"):
+        atoms_table(bad)
+
+
+def test_round_trip_keeps_positions_features_and_pixel_size(tmp_path):
+    coordinates, features = _stack_atoms()
+    path = write_atoms_csv(tmp_path / "atoms.csv",
+                           atoms_table(coordinates, features, pixel_size_angstrom=(0.13, 0.125)))
+    assert path.read_text().splitlines()[0] == (
+        "frame,y,x,y_angstrom,x_angstrom,species,confidence")
+    assert is_atoms_csv(path)
+    table = read_atoms_csv(path)
+    np.testing.assert_allclose(table.coordinates, coordinates, atol=1e-6)
+    assert table.pixel_size_angstrom == pytest.approx((0.13, 0.125), rel=1e-6)
+    pd.testing.assert_frame_equal(table.features, features)
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "atoms.csv"
+    path.write_text("old content\n")
+
+    def broken_to_csv(self, *args, **kwargs):
+        args[0].write("half a line")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken_to_csv)
+    with pytest.raises(OSError, match="disk full"):
+        write_atoms_csv(path, atoms_table(np.array([[1.0, 2.0]])))
+    assert path.read_text() == "old content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atoms.csv"]
+
+
+def test_write_into_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(TEMFileError, match="does not exist"):
+        write_atoms_csv(tmp_path / "nowhere" / "atoms.csv", atoms_table(np.array([[1.0, 2.0]])))
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("a,b\n1,2\n", "no y and x column"),
+    ("y,x\n1,oops\n", "must be numbers"),
+    ("y,x\n1,\n", "not finite"),
+    ("", "not a readable CSV"),
+])
+def test_bad_csv_gives_clear_errors(tmp_path, content, words):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(TEMFileError, match=words):
+        read_atoms_csv(path)
+
+
+def test_other_csv_files_are_not_taken_for_atoms(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("index,axis-0,axis-1\n0,1,2\n")
+    assert not is_atoms_csv(path)

@@ -1,0 +1,198 @@
+"""The plugin inside a real napari viewer (runs on the Xvfb display pytest-xvfb starts)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_tem_atoms.napari import _reader
+
+PLUGIN = "napari-tem-atoms"
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Record the notifications the reader shows instead of tracebacks."""
+    shown: dict[str, list[str]] = {"error": [], "warning": []}
+    monkeypatch.setattr(_reader, "show_error", shown["error"].append)
+    monkeypatch.setattr(_reader, "show_warning", shown["warning"].append)
+    return shown
+
+
+def _angstrom(layer) -> list[bool]:
+    return [str(unit) == "angstrom" for unit in layer.units]
+
+
+@pytest.mark.parametrize(("name", "shape", "pixel_size"), [
+    ("dm4_2D_data/test-MonarcCL_mono-image.dm4", (2, 2), 183253.49807739258),
+    ("dm3_2D_data/multi_signal.dm3", (512, 512), 0.17751578241586685),
+    ("emd_files/fei_example_tem_stack.emd", (2, 3, 3), 0.08172883192297851),
+    ("tiff_files/test_loading_image_saved_with_imageJ_stack.tif", (2, 68, 68),
+     1686.7471098853332),
+    ("FEI_new/128x128-TEM_search.emi", (128, 128), 52.61214205047081),
+])
+def test_open_sets_the_scale_in_angstrom(make_napari_viewer, hyperspy_files, messages, name,
+                                         shape, pixel_size):
+    viewer = make_napari_viewer()
+    layers = viewer.open(hyperspy_files / name, plugin=PLUGIN)
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.data.shape == shape
+    np.testing.assert_allclose(layer.scale[-2:], [pixel_size, pixel_size], rtol=1e-9)
+    assert all(layer.scale[:-2] == 1)
+    assert _angstrom(layer)[-2:] == [True, True]
+    assert layer.metadata["pixel_size_angstrom"] == pytest.approx((pixel_size, pixel_size))
+    assert messages == {"error": [], "warning": []}
+
+
+def test_open_folder_of_frames_as_one_stack(make_napari_viewer, made_files, messages):
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(made_files["frames"], plugin=PLUGIN)
+    assert layer.data.shape == (4, 40, 50)
+    np.testing.assert_allclose(layer.scale, [1.0, 0.2, 0.2])
+
+
+def test_reciprocal_calibration_is_reported_and_not_used(make_napari_viewer, hyperspy_files,
+                                                          messages):
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(hyperspy_files / "hdf5_files/example2_v3.1.hspy", plugin=PLUGIN)
+    np.testing.assert_array_equal(layer.scale, [1.0, 1.0])
+    assert _angstrom(layer) == [False, False]
+    assert layer.metadata["calibration"] == "reciprocal"
+    [warning] = messages["warning"]
+    assert warning.startswith("example2_v3.1.hspy: the pixel size is in reciprocal space")
+
+
+def test_bad_file_gives_a_message_not_a_traceback(make_napari_viewer, bad_files, messages):
+    viewer = make_napari_viewer()
+    layers = viewer.open(bad_files["truncated_dm3"], plugin=PLUGIN)
+    assert layers == []
+    assert len(viewer.layers) == 0
+    [error] = messages["error"]
+    assert error.startswith(f"Could not open {bad_files['truncated_dm3']}: not a readable DM3")
+
+
+def test_good_files_still_open_beside_a_bad_one(make_napari_viewer, bad_files, made_files,
+                                                messages):
+    viewer = make_napari_viewer()
+    viewer.open([made_files["npy_stack"], bad_files["nan"]], plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert "NaN" in messages["error"][0]
+
+
+def test_reader_declines_what_it_does_not_handle(tmp_path):
+    other_csv = tmp_path / "table.csv"
+    other_csv.write_text("a,b\n1,2\n")
+    (tmp_path / "empty_folder").mkdir()
+    assert _reader.get_reader(str(other_csv)) is None
+    assert _reader.get_reader(str(tmp_path / "image.png")) is None
+    assert _reader.get_reader(str(tmp_path / "empty_folder")) is None
+
+
+def test_points_export_to_csv_and_open_back(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    features = pd.DataFrame({"confidence": [0.9, 0.7, 0.8], "species": ["Au", "Au", "Au"]})
+    points = viewer.add_points(
+        np.array([[0, 10.5, 20.25], [1, 30.0, 40.0], [1, 5.0, 6.0]]), features=features,
+        scale=(1.0, 0.125, 0.125), units=("pixel", "angstrom", "angstrom"), name="atoms")
+    path = tmp_path / "atoms.csv"
+    written = points.save(str(path), plugin=PLUGIN)
+    assert written == [str(path)]
+    table = pd.read_csv(path)
+    assert list(table.columns) == ["frame", "y", "x", "y_angstrom", "x_angstrom", "confidence",
+                                   "species"]
+    np.testing.assert_allclose(table[["y_angstrom", "x_angstrom"]].iloc[0], [1.3125, 2.53125])
+    assert table["frame"].tolist() == [0, 1, 1]
+
+    [reopened] = viewer.open(path, plugin=PLUGIN)
+    assert reopened._type_string == "points"
+    np.testing.assert_allclose(reopened.data, points.data, atol=1e-6)
+    np.testing.assert_allclose(reopened.scale, [1.0, 0.125, 0.125], rtol=1e-6)
+    assert reopened.features["confidence"].tolist() == [0.9, 0.7, 0.8]
+    assert reopened.features["species"].tolist() == ["Au", "Au", "Au"]
+
+
+def test_points_in_nanometres_export_angstrom(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    points = viewer.add_points(np.array([[2.0, 4.0]]), scale=(0.05, 0.05), units=("nm", "nm"))
+    path = tmp_path / "nm.csv"
+    points.save(str(path), plugin=PLUGIN)
+    np.testing.assert_allclose(pd.read_csv(path)[["y_angstrom", "x_angstrom"]].iloc[0],
+                               [1.0, 2.0])
+
+
+def test_uncalibrated_points_export_pixels_only(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    points = viewer.add_points(np.array([[2.0, 4.0]]))
+    path = tmp_path / "px.csv"
+    points.save(str(path), plugin=PLUGIN)
+    assert path.read_text().splitlines()[0] == "y,x"
+
+
+def test_sample_data_opens_calibrated(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "synthetic_gold_stack")
+    image, truth = viewer.layers
+    assert image.data.shape == (12, 384, 384)
+    np.testing.assert_allclose(image.scale, [1.0, 0.12, 0.12])
+    assert truth.visible is False
+    assert len(truth.data) > 100
+
+
+def test_calibration_widget_sets_a_pixel_size(make_napari_viewer, made_files, messages):
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(made_files["npy_stack"], plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Calibration")
+    assert widget.image_layer.value is layer
+    assert "Pixel size: unknown" in widget.summary.value
+    assert not widget.apply_button.enabled
+    widget.pixel_size.value = 0.2
+    assert widget.apply_button.enabled
+    widget.apply_button.clicked.emit()
+    np.testing.assert_allclose(layer.scale, [1.0, 0.2, 0.2])
+    assert _angstrom(layer) == [False, True, True]
+    assert "Pixel size: 0.2 Å/px (set by hand)" in widget.summary.value
+
+
+def test_calibration_widget_shows_the_file_calibration(make_napari_viewer, hyperspy_files,
+                                                       messages):
+    viewer = make_napari_viewer()
+    viewer.open(hyperspy_files / "emd_files/fei_example_tem_stack.emd", plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Calibration")
+    assert "Pixel size: 0.081729 Å/px (calibrated)" in widget.summary.value
+    assert "Frame interval: 0.8 s" in widget.summary.value
+    assert widget.pixel_size.value == pytest.approx(0.0817, abs=1e-4)
+
+
+def test_plugin_widgets_are_in_the_plugins_menu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    titles = [action.text() for action in _all_actions(viewer.window.plugins_menu)]
+    assert any("Calibration" in title for title in titles), titles
+
+
+def _all_actions(menu):
+    for action in menu.actions():
+        if action.menu() is not None:
+            yield from _all_actions(action.menu())
+        else:
+            yield action
+
+
+@pytest.mark.slow
+def test_view_command_opens_napari_and_takes_a_screenshot(tmp_path):
+    screenshot = tmp_path / "window.png"
+    tem_atoms = Path(sys.executable).with_name("tem-atoms")
+    result = subprocess.run([str(tem_atoms), "view", "--screenshot", str(screenshot)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    from skimage.io import imread
+
+    image = imread(screenshot)
+    assert image.shape[0] > 300 and image.shape[1] > 300
+    assert image[..., :3].std() > 10  # a drawn window, not a blank one

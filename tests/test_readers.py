@@ -1,0 +1,171 @@
+"""Reading every supported format with its calibration, and refusing bad input clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import IMAGE, STACK
+from napari_tem_atoms import TEMFileError, read_image, read_images
+from napari_tem_atoms.io import frame_files, natural_sort_key
+
+# (file in HyperSpy's test data, shape, pixel size [Å/px] or None, calibration kind, format)
+HYPERSPY_CASES = [
+    ("dm3_2D_data/test_STEM_image.dm3", (68, 68), 2.4853801727294922, "real", "DM3"),
+    ("dm3_2D_data/multi_signal.dm3", (512, 512), 0.17751578241586685, "real", "DM3"),
+    ("dm3_2D_data/test_diffraction_pattern.dm3", (87, 87), None, "reciprocal", "DM3"),
+    ("dm4_2D_data/test-MonarcCL_mono-image.dm4", (2, 2), 183253.49807739258, "real", "DM4"),
+    ("dm4_3D_data/test-1.dm4", (2, 2, 2), None, "none", "DM4"),
+    ("FEI_new/128x128-TEM_search_1.ser", (128, 128), 52.61214205047081, "real", "SER"),
+    ("FEI_new/128x128-TEM_search.emi", (128, 128), 52.61214205047081, "real", "EMI"),
+    ("FEI_old/64x64x5_TEM_preview.emi", (5, 64, 64), 62.81833616298531, "real", "EMI"),
+    ("FEI_old/64x64_diffraction_acquire_1.ser", (64, 64), None, "unknown", "SER"),
+    ("emd_files/fei_example_tem_stack.emd", (2, 3, 3), 0.08172883192297851, "real", "EMD"),
+    ("emd_files/example_image.emd", (3, 3), None, "none", "EMD"),
+    ("tiff_files/test_loading_image_saved_with_imageJ.tif", (68, 68), 1686.7471098853332,
+     "real", "TIFF (ImageJ)"),
+    ("tiff_files/test_loading_image_saved_with_imageJ_stack.tif", (2, 68, 68),
+     1686.7471098853332, "real", "TIFF (ImageJ)"),
+    ("tiff_files/test_loading_image_saved_with_DM.tif", (68, 68), 1686.7469251155853, "real",
+     "TIFF (vendor tags)"),
+    ("hdf5_files/example2_v3.1.hspy", (16, 16), None, "reciprocal", "HSPY"),
+]
+
+# (file made in conftest, shape, pixel size [Å/px] or None, format)
+MADE_CASES = [
+    ("ome_stack", (3, 40, 50), 0.123, "TIFF (OME)"),
+    ("ome_default_unit", (40, 50), 20.0, "TIFF (OME)"),
+    ("imagej_nm", (3, 40, 50), 0.15, "TIFF (ImageJ)"),
+    ("imagej_angstrom", (40, 50), 0.2, "TIFF (ImageJ)"),
+    ("plain_tiff", (40, 50), None, "TIFF"),
+    ("mrc", (3, 40, 50), 0.42, "MRC"),
+    ("berkeley_emd", (40, 50), 0.31, "EMD"),
+    ("hspy_pm", (40, 50), 0.25, "HSPY"),
+    ("npy_stack", (3, 40, 50), None, "NPY"),
+]
+
+
+@pytest.mark.parametrize(("name", "shape", "pixel_size", "kind", "file_format"), HYPERSPY_CASES)
+def test_reads_real_files_with_calibration(hyperspy_files, name, shape, pixel_size, kind,
+                                           file_format):
+    image = read_image(hyperspy_files / name)
+    assert image.data.shape == shape
+    assert image.calibration.kind == kind
+    assert image.file_format == file_format
+    if pixel_size is None:
+        assert image.pixel_size_angstrom is None
+        assert image.calibration.note  # the user is told why
+    else:
+        assert image.calibration.pixel_size_angstrom == pytest.approx((pixel_size, pixel_size),
+                                                                      rel=1e-9)
+
+
+@pytest.mark.parametrize(("name", "shape", "pixel_size", "file_format"), MADE_CASES)
+def test_reads_made_files_with_calibration(made_files, name, shape, pixel_size, file_format):
+    image = read_image(made_files[name])
+    assert image.data.shape == shape
+    assert image.file_format == file_format
+    expected = STACK if len(shape) == 3 else IMAGE
+    np.testing.assert_allclose(np.asarray(image.data, dtype=float), expected)
+    if pixel_size is None:
+        assert image.pixel_size_angstrom is None
+    else:
+        assert image.pixel_size_angstrom == pytest.approx(pixel_size, rel=1e-6)
+
+
+def test_reciprocal_unit_is_reported_not_used(hyperspy_files):
+    image = read_image(hyperspy_files / "dm3_2D_data/test_diffraction_pattern.dm3")
+    assert image.calibration.unit == "1/nm"
+    assert image.calibration.scale == pytest.approx((0.17443285882472992,) * 2)
+    assert "reciprocal" in image.calibration.note
+
+
+def test_velox_stack_keeps_frame_interval(hyperspy_files):
+    image = read_image(hyperspy_files / "emd_files/fei_example_tem_stack.emd")
+    assert image.frame_interval_s == pytest.approx(0.8)
+
+
+def test_multi_signal_file_skips_non_images(hyperspy_files):
+    images = read_images(hyperspy_files / "dm3_2D_data/multi_signal.dm3")
+    assert [i.data.shape for i in images] == [(512, 512)]
+
+
+def test_folder_of_frames_is_one_stack_in_natural_order(made_files):
+    image = read_image(made_files["frames"])
+    assert image.data.shape == (4, 40, 50)
+    assert [f.name for f in frame_files(made_files["frames"])] == [
+        "frame_1.tif", "frame_2.tif", "frame_3.tif", "frame_10.tif"]
+    np.testing.assert_allclose(image.data[:, 0, 0], IMAGE[0, 0] + np.array([1, 2, 3, 10]))
+    assert image.pixel_size_angstrom == pytest.approx(0.2)
+
+
+def test_lazy_folder_reads_frames_on_demand(made_files):
+    image = read_image(made_files["frames"], lazy=True)
+    assert hasattr(image.data, "dask")
+    np.testing.assert_allclose(np.asarray(image.data[3]), IMAGE + 10)
+
+
+def test_lazy_npy_is_chunked_per_frame(made_files):
+    image = read_image(made_files["npy_stack"], lazy=True)
+    assert image.data.chunks[0] == (1, 1, 1)
+    np.testing.assert_allclose(np.asarray(image.data), STACK)
+
+
+def test_natural_sort_key_orders_numbers_numerically():
+    names = ["img_10.dm4", "img_9.dm4", "IMG_100.dm4", "img_1.dm4"]
+    assert sorted(names, key=natural_sort_key) == [
+        "img_1.dm4", "img_9.dm4", "img_10.dm4", "IMG_100.dm4"]
+
+
+# (bad file, words the message must contain)
+BAD_CASES = [
+    ("empty_dm4", "empty (0 bytes)"),
+    ("truncated_dm3", "not a readable DM3 file"),
+    ("text_dm4", "not a readable DM4 file"),
+    ("text_tif", "not a readable TIFF file"),
+    ("text_emd", "not a readable EMD file"),
+    ("truncated_tif", "not a readable TIFF file"),
+    ("rgb_tif", "RGB colour image"),
+    ("one_d", "1-D"),
+    ("five_d", "5-D"),
+    ("nan", "NaN"),
+    ("complex", "complex-valued"),
+    ("tiny", "too small"),
+    ("object_npy", "Python objects"),
+    ("missing", "no such file"),
+    ("hyperspy_eels_si", "spectrum image"),
+    ("hyperspy_complex_fft", "complex-valued"),
+    ("hyperspy_rgb_tif", "RGB colour image"),
+]
+
+
+@pytest.mark.parametrize(("name", "words"), BAD_CASES)
+def test_bad_input_gives_a_clear_error_naming_the_file(bad_files, name, words):
+    path = bad_files[name]
+    with pytest.raises(TEMFileError) as error:
+        read_image(path)
+    message = str(error.value)
+    assert message.startswith(str(path))
+    assert words in message
+    assert "Traceback" not in message
+
+
+def test_folder_with_mismatched_frames_names_the_odd_frame(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a1.tif", IMAGE)
+    tifffile.imwrite(tmp_path / "a2.tif", IMAGE[:-1])
+    with pytest.raises(TEMFileError, match=r"a2\.tif: frame shape \(39, 50\)"):
+        read_image(tmp_path)
+
+
+def test_empty_folder_is_refused(tmp_path):
+    with pytest.raises(TEMFileError, match="holds no frames"):
+        read_image(tmp_path)
+
+
+def test_unsupported_extension_is_refused(tmp_path):
+    path = tmp_path / "image.jpg"
+    path.write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(TEMFileError, match=r"unsupported file type '\.jpg'"):
+        read_image(path)
