@@ -196,3 +196,39 @@ def test_view_command_opens_napari_and_takes_a_screenshot(tmp_path):
     image = imread(screenshot)
     assert image.shape[0] > 300 and image.shape[1] > 300
     assert image[..., :3].std() > 10  # a drawn window, not a blank one
+
+
+
+def _drop(viewer, path):
+    """Drop a file on the canvas the way a file manager does (a Qt drop event with its URL)."""
+    from qtpy.QtCore import QMimeData, QPointF, Qt, QUrl
+    from qtpy.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    viewer.window._qt_viewer.dropEvent(event)
+
+
+@pytest.mark.parametrize(("name", "pixel_size"), [
+    ("dm4_2D_data/test-MonarcCL_mono-image.dm4", 183253.49807739258),
+    ("emd_files/fei_example_tem_stack.emd", 0.08172883192297851),
+    ("FEI_new/128x128-TEM_search_1.ser", 52.61214205047081),
+])
+def test_drag_and_drop_opens_calibrated(make_napari_viewer, hyperspy_files, messages, name,
+                                        pixel_size):
+    viewer = make_napari_viewer()
+    _drop(viewer, hyperspy_files / name)
+    [layer] = viewer.layers
+    assert layer.source.reader_plugin == PLUGIN
+    np.testing.assert_allclose(layer.scale[-2:], [pixel_size, pixel_size], rtol=1e-9)
+    assert _angstrom(layer)[-2:] == [True, True]
+
+
+def test_drag_and_drop_of_a_bad_file_shows_a_message(make_napari_viewer, bad_files, messages):
+    viewer = make_napari_viewer()
+    _drop(viewer, bad_files["text_dm4"])
+    assert len(viewer.layers) == 0
+    [error] = messages["error"]
+    assert "notes.dm4: not a readable DM4 file" in error
