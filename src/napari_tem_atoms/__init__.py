@@ -6,6 +6,7 @@ so it runs in scripts, on clusters and in the ``tem-atoms`` command-line tool.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .analysis import detect_atoms, iter_detect_atoms
 from .errors import TEMAtomsError, TEMFileError
 from .io import (
     Calibration,
@@ -30,7 +31,9 @@ __all__ = [
     "TEMImage",
     "__version__",
     "atoms_table",
+    "detect_atoms",
     "fetch_sample",
+    "iter_detect_atoms",
     "read_atoms_csv",
     "read_image",
     "read_images",

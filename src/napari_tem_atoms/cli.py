@@ -6,6 +6,12 @@ Sub-commands
     What each file holds: shape, type, pixel size in Å (or why there is none).
 ``tem-atoms view [FILE...]``
     Open napari with the files (or the synthetic sample) and the plugin's widgets docked.
+``tem-atoms detect INPUT... -o atoms.csv``
+    Find atomic columns with a trained network; write the atoms CSV.
+``tem-atoms train CONFIG.toml``
+    Simulate training data with abTEM (cached) and train a network.
+``tem-atoms evaluate --config CONFIG.toml``
+    Score a model on held-out simulated images, per dose, against a classical peer.
 """
 
 from __future__ import annotations
@@ -74,6 +80,114 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .analysis.detect import TRAINED_SAMPLING
+    from .batch import _model, frame_jobs, run_jobs
+    from .io import atoms_table, write_atoms_csv
+
+    try:
+        images = [image for path in args.inputs for image in read_images(path, lazy=True)]
+        jobs = frame_jobs(images, args.sampling)
+        loaded = _model(str(args.model), args.device)
+    except TEMAtomsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    where = f"scheduler {args.scheduler}" if args.scheduler else "this computer"
+    print(f"model {args.model} on {loaded.device}, {len(jobs)} frames on {where}",
+          file=sys.stderr)
+    for image in images:
+        size = args.sampling or image.pixel_size_angstrom
+        if not TRAINED_SAMPLING[0] * 0.8 <= size <= TRAINED_SAMPLING[1] * 1.25:
+            print(f"warning: {image.path}: pixel size {size:.4g} Å/px is outside the trained "
+                  f"range {TRAINED_SAMPLING[0]}-{TRAINED_SAMPLING[1]} Å/px", file=sys.stderr)
+    try:
+        with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
+            results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
+                               args.device, on_done=lambda job: bar.update(1))
+    except TEMAtomsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    tables = []
+    for number, image in enumerate(images):
+        atoms = [table for job, table in zip(jobs, results, strict=True) if job.image == number]
+        atoms = pd.concat(atoms, ignore_index=True)
+        columns = ["y", "x"] if image.data.ndim == 2 else ["frame", "y", "x"]
+        table = atoms_table(atoms[columns].to_numpy(float), atoms[["confidence"]],
+                            args.sampling or image.pixel_size_angstrom)
+        if len(images) > 1:
+            table["file"] = str(image.path)
+        tables.append(table)
+    result = pd.concat(tables, ignore_index=True)
+    write_atoms_csv(args.output, result)
+    print(f"{len(result)} atoms in {len(jobs)} frames written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import load_config
+    from .training.train import train
+
+    train(load_config(args.config), log=lambda line: print(line, flush=True))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .simulation.exit_waves import load_exit_waves
+    from .training import load_config
+    from .training.evaluate import evaluate, plot_scores
+
+    run = load_config(args.config)
+    particles = load_exit_waves(run.data.folder, "particles", "validation")
+    carbons = load_exit_waves(run.data.folder, "carbon", "validation")
+    if not particles:
+        print(f"error: no validation exit waves in {run.data.folder}: run "
+              f"`tem-atoms train {args.config}` first", file=sys.stderr)
+        return 1
+    scores = evaluate(args.model, particles, carbons, doses=args.doses,
+                      images_per_dose=args.images, envelope=run.envelope,
+                      support_probability=run.data.support_probability,
+                      log=lambda line: print(line, flush=True))
+    print(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.table:
+        scores.to_csv(args.table, index=False, float_format="%.4f")
+    if args.plot:
+        plot_scores(scores, args.plot)
+    if args.card:
+        _write_card(args, scores)
+    return 0
+
+
+def _write_card(args: argparse.Namespace, scores: object) -> None:
+    import os
+
+    from .io._atomic import atomic_write
+    from .models import model_path
+    from .training.card import metadata_of, model_card
+    from .training.speed import measure_speed
+
+    weights, digest = model_path(args.model)
+    speed = measure_speed(str(weights))
+    print(speed.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    extra = ["## Speed (end to end, model loaded once)", "",
+             f"On this machine ({speed.device[0]}, {speed.threads[0]} threads): frames per "
+             "second of `detect_atoms` (rescale, normalise, tile, network, peaks) on "
+             "synthetic frames; measured by `benchmarks/detection_speed.py`.", "",
+             "| Frame [px] | Input sampling [Å/px] | Network input [px] | Frames/s |",
+             "|---:|---:|---:|---:|"]
+    extra += [f"| {r.size}² | {r.sampling:g} | {r.model_pixels}² | {r.frames_per_second:.2f} |"
+              for r in speed.itertuples()]
+    scores.attrs["images_per_dose"] = args.images
+    plot = os.path.relpath(args.plot, args.card.parent) if args.plot else None
+    card = model_card(metadata_of(weights), digest, scores=scores, plot=plot,
+                      extra="\n".join(extra))
+    with atomic_write(args.card, "w", encoding="utf-8") as stream:
+        stream.write(card)
+    print(f"model card written to {args.card}")
+
+
 def _dock_plugin_widgets(viewer: object) -> None:
     """Dock every widget this plugin contributes (none until the widgets land)."""
     from npe2 import PluginManager
@@ -103,6 +217,40 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--screenshot", type=Path, metavar="PNG",
                       help="save a screenshot of the window and exit (needs a display)")
     view.set_defaults(run=_view)
+
+    detect = commands.add_parser("detect", help="find atomic columns; write an atoms CSV")
+    detect.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="images, stacks or folders of frames (every readable format)")
+    detect.add_argument("--model", default="au-hrtem",
+                        help="registered model name or .safetensors file (default: au-hrtem)")
+    detect.add_argument("--sampling", type=float, metavar="Å/px",
+                        help="pixel size, when the files do not give it (or to override it)")
+    detect.add_argument("--threshold", type=float, default=None,
+                        help="network confidence threshold, 0-1 (default: the model's own)")
+    detect.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    detect.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on a dask.distributed cluster (e.g. tcp://host:8786); "
+                        "default: this computer")
+    detect.add_argument("-o", "--output", type=Path, required=True, metavar="CSV",
+                        help="atoms CSV to write")
+    detect.set_defaults(run=_detect)
+
+    train = commands.add_parser("train", help="simulate data and train a network")
+    train.add_argument("config", type=Path, metavar="CONFIG.toml")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a model on held-out simulations")
+    evaluate.add_argument("--config", type=Path, required=True, metavar="CONFIG.toml",
+                          help="the training configuration (for the held-out exit waves)")
+    evaluate.add_argument("--model", default="au-hrtem")
+    evaluate.add_argument("--doses", type=float, nargs="+",
+                          default=[10, 30, 100, 300, 1000, 3000, 10000], metavar="E_PER_A2")
+    evaluate.add_argument("--images", type=int, default=48, help="images per dose")
+    evaluate.add_argument("--table", type=Path, help="write the scores as CSV")
+    evaluate.add_argument("--plot", type=Path, help="write F1 and RMSE against dose as PNG")
+    evaluate.add_argument("--card", type=Path, metavar="MARKDOWN",
+                          help="write the model card (scores, plot, speed) to this file")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 

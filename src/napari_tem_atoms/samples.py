@@ -1,9 +1,10 @@
 """Sample data: a synthetic HRTEM-like stack made on the spot, and fetched samples (pooch).
 
 The synthetic stack is not a multislice simulation: it is a quick, physically shaped stand-in
-(a projected gold particle in a [110] zone axis, column contrast growing with the number of
-atoms, an amorphous support, drift, surface atoms that come and go, shot noise) that opens in
-a second without a network, so that every widget has something to work on.
+(a gold particle in a [110] zone axis as a phase object whose phase grows with the number of
+atoms per column, an amorphous support, imaged through the training microscope model with
+negative Cs; drift, surface atoms that come and go, shot noise) that opens in a second without
+a network or abTEM, so that every widget has something to work on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ._cache import fetch_file
+from .simulation.microscope import MicroscopeSettings, form_image
 
 __all__ = ["REMOTE_SAMPLES", "RemoteSample", "SyntheticStack", "fetch_sample",
            "synthetic_gold_stack"]
@@ -152,27 +154,31 @@ def synthetic_gold_stack(
 
     drift = np.cumsum(rng.normal(0.0, drift_per_frame, size=(n_frames, 2)), axis=0)
     drift -= drift[0]
-    # Amorphous carbon support: smooth random thickness, the same in every frame (it drifts too).
-    pad = int(np.ceil(np.abs(drift).max())) + 2
-    support = ndimage.gaussian_filter(rng.normal(size=(shape[0] + 2 * pad, shape[1] + 2 * pad)),
-                                      sigma=1.2 / sampling)
-    support *= 0.04 / support.std()
-
-    sigma_px = 0.45 / sampling
+    # The exit wave is a phase object on a grid twice as fine as the image: each column shifts
+    # the phase by about 0.15 rad per atom (less than linearly, as channelling saturates), the
+    # amorphous carbon support by a smooth random 0.1 rad; it is imaged through the same
+    # microscope model as the training data (negative Cs, overfocus: bright columns).
+    fine = sampling / 2.0
+    fine_shape = (2 * shape[0], 2 * shape[1])
+    pad = int(np.ceil(np.abs(drift).max() * 2)) + 4
+    support = ndimage.gaussian_filter(
+        rng.normal(size=(fine_shape[0] + 2 * pad, fine_shape[1] + 2 * pad)), sigma=1.0 / fine)
+    support *= 0.1 / support.std()
+    microscope = MicroscopeSettings(defocus=-60.0, cs=-15e4, focal_spread=30.0,
+                                    sampling=sampling, dose=dose)
+    sigma_fine = 0.35 / fine
     images = np.empty((n_frames, *shape), dtype=np.float32)
     rows = []
     for frame in range(n_frames):
         here = present[frame]
-        columns_px = sites_px[here] + drift[frame]
-        contrast = 0.12 * n_atoms[here] ** 0.6
-        intensity = 1.0 + _render(shape, columns_px, contrast, sigma_px)
-        shift = np.round(drift[frame]).astype(int)
-        intensity += support[pad + shift[0]: pad + shift[0] + shape[0],
-                             pad + shift[1]: pad + shift[1] + shape[1]]
-        # Finite information limit of the microscope, then shot noise at the given dose.
-        intensity = ndimage.gaussian_filter(intensity, sigma=0.25 / sampling)
-        electrons_per_pixel = dose * sampling**2
-        images[frame] = rng.poisson(np.clip(intensity, 0, None) * electrons_per_pixel)
+        columns_fine = 2.0 * (sites_px[here] + drift[frame])
+        phase = _render(fine_shape, columns_fine, 0.15 * n_atoms[here] ** 0.8, sigma_fine)
+        shift = np.round(2.0 * drift[frame]).astype(int)
+        phase += support[pad + shift[0]: pad + shift[0] + fine_shape[0],
+                         pad + shift[1]: pad + shift[1] + fine_shape[1]]
+        wave = np.exp(1j * phase - 0.02 * phase).astype(np.complex64)
+        image, _ = form_image(wave[None], fine, microscope, rng, aperture=1.0 / (4 * fine))
+        images[frame] = image[: shape[0], : shape[1]]
         for site in np.flatnonzero(here):
             y, x = sites_px[site] + drift[frame]
             if 0 <= y <= shape[0] - 1 and 0 <= x <= shape[1] - 1:

@@ -147,7 +147,7 @@ def read_images(path: str | os.PathLike, *, lazy: bool = False) -> list[TEMImage
     _check_file(path)
     suffix = path.suffix.lower()
     if suffix in _TIFF_EXTENSIONS:
-        images = [_read_tiff(path)]
+        images = [_read_tiff(path, lazy=lazy)]
     elif suffix == ".npy":
         images = [_read_npy(path, lazy=lazy)]
     elif suffix in _RSCIIO_MODULES:
@@ -412,14 +412,32 @@ def _plain(tree: Any) -> Any:
 # --- TIFF ---------------------------------------------------------------------------------
 
 
-def _read_tiff(path: Path) -> TEMImage:
+def _lazy_tiff_frames(path: Path, shape: tuple[int, ...], dtype: Any) -> Any:
+    """A dask stack that reads one TIFF page per frame, when it is needed."""
+    import dask
+    import dask.array as da
+    import tifffile
+
+    def page(index: int) -> np.ndarray:
+        return tifffile.imread(path, key=index)
+
+    return da.stack([da.from_delayed(dask.delayed(page)(i), shape[1:], dtype)
+                     for i in range(shape[0])])
+
+
+def _read_tiff(path: Path, lazy: bool = False) -> TEMImage:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            data = series.asarray()
             axes = series.axes
+            one_page_per_frame = (len(series.shape) == 3 and "S" not in axes
+                                  and len(series.pages) == series.shape[0])
+            if lazy and one_page_per_frame:
+                data = _lazy_tiff_frames(path, tuple(series.shape), series.dtype)
+            else:
+                data = series.asarray()
             if tif.is_imagej:
                 calibration, flavour = _imagej_calibration(tif), "TIFF (ImageJ)"
                 metadata = {"imagej": dict(tif.imagej_metadata or {})}

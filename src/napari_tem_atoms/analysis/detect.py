@@ -1,0 +1,324 @@
+"""Find atomic columns with a trained network: rescale, normalise, tile, predict, find peaks.
+
+Every step keeps napari's pixel convention (the centre of pixel ``[r, c]`` is at ``(r, c)``):
+the image is resampled so that output pixel ``j`` sits at input coordinate ``j × f``
+(``f = model sampling / input sampling``), so a peak found at ``p`` maps back to ``p × f``
+exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from ..errors import TEMAtomsError
+
+__all__ = [
+    "DetectionStep",
+    "detect_atoms",
+    "find_peaks",
+    "iter_detect_atoms",
+    "normalise_image",
+    "predict_heatmap",
+    "rescale_to_sampling",
+]
+
+#: Smallest distance between two columns [Å] (gold's closest projected spacing is 2.04 Å).
+MIN_COLUMN_DISTANCE = 1.2
+#: Input sampling range the shipped models were trained on [Å/px].
+TRAINED_SAMPLING = (0.05, 0.25)
+
+
+def rescale_to_sampling(image: np.ndarray, sampling: float, target_sampling: float
+                        ) -> tuple[np.ndarray, float]:
+    """Resample an image from `sampling` to `target_sampling` [Å/px], keeping pixel centres.
+
+    Output pixel ``j`` is input coordinate ``j × factor``; downsampling is preceded by a
+    Gaussian anti-aliasing filter (σ = (factor − 1) / 2 input pixels); interpolation is cubic.
+
+    Returns
+    -------
+    rescaled : numpy.ndarray
+        float32 image.
+    factor : float
+        ``target_sampling / sampling``: input pixels per output pixel.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    factor = float(target_sampling) / float(sampling)
+    if abs(factor - 1.0) < 1e-6:
+        return image, 1.0
+    if factor > 1.0:
+        image = ndimage.gaussian_filter(image, sigma=(factor - 1.0) / 2.0, mode="nearest")
+    shape = tuple(int(np.floor((n - 1) / factor)) + 1 for n in image.shape)
+    # Cubic splines: linear interpolation shifts peaks by up to 0.2 px when upsampling.
+    rescaled = ndimage.affine_transform(image, [factor, factor], output_shape=shape, order=3,
+                                        mode="nearest")
+    return rescaled.astype(np.float32, copy=False), factor
+
+
+def normalise_image(image: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation (how the networks were trained)."""
+    image = np.asarray(image, dtype=np.float32)
+    std = float(image.std())
+    if not np.isfinite(std) or std == 0.0:
+        raise TEMAtomsError("the image is constant (no contrast): nothing to detect")
+    return (image - float(image.mean())) / std
+
+
+def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = 512, overlap: int = 32,
+                    bfloat16: bool | None = None) -> np.ndarray:
+    """Run the network over a normalised image at the model's sampling, tile by tile.
+
+    Tiles of `tile_size` overlap by `overlap` pixels on each side; only their centres are kept,
+    so the result does not depend on the tiling and memory stays bounded for any image size.
+
+    Returns
+    -------
+    numpy.ndarray
+        (classes, H, W) probabilities in [0, 1].
+    """
+    import torch
+
+    network, device = loaded.network, loaded.device
+    multiple = 2 ** network.depth
+    if bfloat16 is None:
+        bfloat16 = device == "cpu"
+    rows, cols = image.shape[-2:]
+    channels = image.shape[0] if image.ndim == 3 else 1
+    image = image.reshape(channels, rows, cols)
+    step = max(multiple, tile_size - 2 * overlap)
+    out = np.zeros((network.head.out_channels, rows, cols), dtype=np.float32)
+    for top in range(0, rows, step):
+        for left in range(0, cols, step):
+            # The tile with its margin, clipped to the image, then padded to a valid size.
+            r0, c0 = max(0, top - overlap), max(0, left - overlap)
+            r1, c1 = min(rows, top + step + overlap), min(cols, left + step + overlap)
+            tile = image[:, r0:r1, c0:c1]
+            pad_r = (-tile.shape[1]) % multiple
+            pad_c = (-tile.shape[2]) % multiple
+            if pad_r or pad_c:
+                mode = "reflect" if min(tile.shape[1:]) > max(pad_r, pad_c) else "edge"
+                tile = np.pad(tile, ((0, 0), (0, pad_r), (0, pad_c)), mode=mode)
+            batch = torch.from_numpy(np.ascontiguousarray(tile[None])).to(device)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast(
+                device_type="cuda" if device.startswith("cuda") else "cpu",
+                dtype=torch.bfloat16, enabled=bool(bfloat16),
+            ):
+                logits = network(batch)
+            probability = torch.sigmoid(logits.float())[0].cpu().numpy()
+            keep_r1, keep_c1 = min(rows, top + step), min(cols, left + step)
+            out[:, top:keep_r1, left:keep_c1] = probability[
+                :, top - r0: keep_r1 - r0, left - c0: keep_c1 - c0]
+    return out
+
+
+def find_peaks(heatmap: np.ndarray, threshold: float = 0.5, min_distance: float = 3.0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Local maxima of a probability map, refined to sub-pixel precision.
+
+    Parameters
+    ----------
+    heatmap : numpy.ndarray
+        (H, W) probabilities.
+    threshold : float
+        Smallest peak height kept.
+    min_distance : float
+        Smallest distance between two peaks [px].
+
+    Returns
+    -------
+    positions : numpy.ndarray
+        (N, 2) (y, x) in pixels of `heatmap`, refined by a Gaussian (log-parabola) fit through
+        each maximum and its neighbours.
+    heights : numpy.ndarray
+        (N,) peak heights (the confidence).
+    """
+    from skimage.feature import peak_local_max
+
+    distance = max(1, int(np.floor(min_distance)))
+    peaks = peak_local_max(heatmap, min_distance=distance, threshold_abs=threshold,
+                           exclude_border=False)
+    if len(peaks) == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    heights = heatmap[peaks[:, 0], peaks[:, 1]]
+    # A Gaussian is a parabola in log space: fit one through each peak and its two neighbours
+    # along each axis (exact for the Gaussian columns the networks are trained to draw).
+    log_map = np.log(np.clip(np.pad(heatmap, 1, mode="edge"), 1e-6, None))
+    rows, cols = peaks[:, 0] + 1, peaks[:, 1] + 1
+    offsets = []
+    for before, after in (((rows - 1, cols), (rows + 1, cols)),
+                          ((rows, cols - 1), (rows, cols + 1))):
+        low, centre, high = log_map[before], log_map[rows, cols], log_map[after]
+        curvature = low - 2 * centre + high
+        with np.errstate(divide="ignore", invalid="ignore"):
+            offset = np.where(curvature < 0, 0.5 * (low - high) / curvature, 0.0)
+        offsets.append(np.clip(offset, -1.0, 1.0))
+    return peaks + np.stack(offsets, axis=1), heights
+
+
+@dataclass
+class DetectionStep:
+    """Progress of :func:`iter_detect_atoms`: one frame done.
+
+    Attributes
+    ----------
+    frame : int
+        Index of the frame just analysed.
+    n_frames : int
+        Number of frames.
+    atoms : pandas.DataFrame
+        The atoms of that frame (frame, y, x, confidence).
+    heatmap : numpy.ndarray or None
+        The network's map at the model's sampling (kept when asked for).
+    """
+
+    frame: int
+    n_frames: int
+    atoms: pd.DataFrame
+    heatmap: np.ndarray | None = None
+
+
+def _as_frames(image: Any, sampling: float | None) -> tuple[Any, float | None, bool]:
+    """Accept an array, a TEMImage or a path; return (frames, sampling, is a stack)."""
+    from ..io import TEMImage, read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        image = read_image(image, lazy=True)
+    if isinstance(image, TEMImage):
+        if sampling is None:
+            sampling = image.pixel_size_angstrom
+        image = image.data
+    if not hasattr(image, "ndim"):
+        image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise TEMAtomsError(
+            f"expected an image (2-D) or a stack of images (3-D), got {image.ndim}-D data of "
+            f"shape {tuple(image.shape)}"
+        )
+    frames = image[None] if image.ndim == 2 else image
+    return frames, sampling, image.ndim == 3
+
+
+def iter_detect_atoms(
+    image: Any,
+    model: Any = "au-hrtem",
+    sampling: float | None = None,
+    threshold: float | None = None,
+    device: str | None = None,
+    tile_size: int = 512,
+    keep_heatmaps: bool = False,
+) -> Generator[DetectionStep, None, pd.DataFrame]:
+    """Detect atomic columns frame by frame, yielding after each frame (for progress bars).
+
+    Parameters are those of :func:`detect_atoms`; the generator's return value is the table.
+    """
+    from ..models import LoadedModel, load_model
+
+    frames, sampling, is_stack = _as_frames(image, sampling)
+    if sampling is None:
+        raise TEMAtomsError(
+            "the pixel size of the image is not known: give it in Å/px (sampling=..., "
+            "--sampling, or the Calibration widget); the network needs it to see atoms at the "
+            "size it was trained on"
+        )
+    sampling = float(sampling)
+    if not sampling > 0:
+        raise TEMAtomsError(f"the pixel size must be positive, not {sampling} Å/px")
+    if not TRAINED_SAMPLING[0] * 0.8 <= sampling <= TRAINED_SAMPLING[1] * 1.25:
+        warnings.warn(
+            f"pixel size {sampling:.4g} Å/px is outside the trained range "
+            f"{TRAINED_SAMPLING[0]}-{TRAINED_SAMPLING[1]} Å/px: results may be unreliable",
+            stacklevel=2,
+        )
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+    if threshold is None:
+        threshold = loaded.threshold
+    n_frames = int(frames.shape[0])
+
+    def where(index: int) -> str:  # name the frame in messages about stacks
+        return f"frame {index}: " if is_stack else ""
+
+    tables = []
+    for index in range(n_frames):
+        frame = np.asarray(frames[index], dtype=np.float32)
+        if not np.all(np.isfinite(frame)):
+            raise TEMAtomsError(f"{where(index)}contains NaN or infinite values")
+        if min(frame.shape) * sampling / loaded.sampling < 16:
+            raise TEMAtomsError(
+                f"{where(index)}too small ({frame.shape[0]} × {frame.shape[1]} px at "
+                f"{sampling:.4g} Å/px): at least {16 * loaded.sampling:.1f} Å across is needed"
+            )
+        rescaled, factor = rescale_to_sampling(frame, sampling, loaded.sampling)
+        try:
+            normalised = normalise_image(rescaled)
+        except TEMAtomsError as exc:
+            raise TEMAtomsError(f"{where(index)}{exc}") from None
+        heatmap = predict_heatmap(loaded, normalised, tile_size=tile_size)
+        positions, heights = find_peaks(heatmap[0], threshold,
+                                        MIN_COLUMN_DISTANCE / loaded.sampling)
+        positions = positions * factor
+        table = pd.DataFrame({"frame": np.full(len(positions), index, dtype=int),
+                              "y": positions[:, 0], "x": positions[:, 1],
+                              "confidence": heights.astype(float)})
+        tables.append(table)
+        yield DetectionStep(index, n_frames, table, heatmap[0] if keep_heatmaps else None)
+    atoms = pd.concat(tables, ignore_index=True)
+    atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
+                       model_sampling=loaded.sampling, threshold=threshold)
+    return atoms
+
+
+def detect_atoms(
+    image: Any,
+    model: Any = "au-hrtem",
+    sampling: float | None = None,
+    threshold: float | None = None,
+    device: str | None = None,
+    tile_size: int = 512,
+) -> pd.DataFrame:
+    """Find the atomic columns in an HRTEM image or stack.
+
+    Parameters
+    ----------
+    image : array_like, TEMImage or path
+        (y, x) image or (frame, y, x) stack; or anything :func:`~napari_tem_atoms.read_image`
+        reads (its pixel size is then used).
+    model : str, path or LoadedModel, optional
+        Registered model name (``"au-hrtem"``), a ``.safetensors`` file, or a loaded model.
+    sampling : float, optional
+        Pixel size of `image` [Å/px]; required unless the file gives it.
+    threshold : float, optional
+        Smallest network confidence (0-1) for a column to count; default: the model's own,
+        chosen for the best F1 on validation images (see its model card).
+    device : str, optional
+        ``"cpu"`` or ``"cuda"``; default CUDA when available. The table's ``attrs["device"]``
+        says which was used.
+    tile_size : int, optional
+        Tile edge [px at the model's sampling]; bounds the memory per step.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per column: ``frame``, ``y``, ``x`` (input pixels, napari convention),
+        ``confidence``. ``attrs`` holds ``sampling``, ``model``, ``device``.
+
+    Examples
+    --------
+    >>> atoms = detect_atoms("particle.dm4")  # doctest: +SKIP
+    >>> atoms.attrs["device"]  # doctest: +SKIP
+    'cpu'
+    """
+    steps = iter_detect_atoms(image, model, sampling, threshold, device, tile_size)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

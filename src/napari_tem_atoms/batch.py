@@ -1,0 +1,119 @@
+"""Batch detection over many files and frames, on this machine or on a Dask cluster.
+
+Frames are read lazily (a chunk per frame), so a stack larger than memory is processed with
+bounded memory. Locally, frames run one after another (PyTorch uses every core for each);
+with a ``dask.distributed`` scheduler address, each frame is a task on the cluster. Both paths
+run the same function on the same frames, so the results are identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .analysis.detect import iter_detect_atoms
+from .errors import TEMAtomsError
+from .io import TEMImage
+
+__all__ = ["FrameJob", "detect_frame", "frame_jobs", "run_jobs"]
+
+_MODELS: dict[tuple[str, str | None], Any] = {}
+
+
+def _model(model: str, device: str | None) -> Any:
+    """Load a model once per process (a cluster worker keeps it between tasks)."""
+    from .models import load_model
+
+    key = (model, device)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(model, device=device)
+    return _MODELS[key]
+
+
+def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: float | None,
+                 device: str | None = None) -> pd.DataFrame:
+    """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels."""
+    steps = iter_detect_atoms(np.asarray(frame), _model(model, device), sampling=sampling,
+                              threshold=threshold)
+    return next(steps).atoms.drop(columns="frame")
+
+
+@dataclass
+class FrameJob:
+    """One frame to analyse: which image it belongs to, its index, lazy data and sampling."""
+
+    image: int
+    frame: int
+    data: Any
+    sampling: float
+
+
+def frame_jobs(images: Sequence[TEMImage], sampling: float | None = None) -> list[FrameJob]:
+    """Split images into per-frame jobs; `sampling` overrides the files' pixel sizes."""
+    jobs = []
+    for number, image in enumerate(images):
+        size = sampling or image.pixel_size_angstrom
+        if size is None:
+            raise TEMAtomsError(f"{image.path}: {image.calibration.note}; give the pixel size "
+                                "with --sampling Å/px")
+        if image.data.ndim not in (2, 3):
+            raise TEMAtomsError(f"{image.path}: {image.data.ndim}-D data: an image or a stack "
+                                "of images is needed")
+        frames = [image.data] if image.data.ndim == 2 else [
+            image.data[i] for i in range(int(image.data.shape[0]))]
+        jobs.extend(FrameJob(number, i, frame, float(size)) for i, frame in enumerate(frames))
+    return jobs
+
+
+def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
+             scheduler: str | None = None, device: str | None = None,
+             on_done: Callable[[FrameJob], None] | None = None) -> list[pd.DataFrame]:
+    """Run every job; return one table per job (same order), each with its frame index.
+
+    Parameters
+    ----------
+    jobs : sequence of FrameJob
+        From :func:`frame_jobs`.
+    model : str
+        Registered model name or weights path (each cluster worker loads it once).
+    threshold : float or None
+        Confidence threshold (None: the model's own).
+    scheduler : str, optional
+        Address of a ``dask.distributed`` scheduler (``tcp://host:8786``); default: here.
+    device : str, optional
+        ``cpu`` or ``cuda``.
+    on_done : callable, optional
+        Called with each finished job (for a progress bar), in completion order.
+    """
+    def finish(job: FrameJob, table: pd.DataFrame) -> pd.DataFrame:
+        if on_done:
+            on_done(job)
+        return table.assign(frame=job.frame)
+
+    def local(job: FrameJob) -> pd.DataFrame:
+        try:
+            return detect_frame(np.asarray(job.data), model, job.sampling, threshold, device)
+        except TEMAtomsError as exc:
+            raise TEMAtomsError(f"frame {job.frame}: {exc}") from None
+
+    if scheduler is None:
+        return [finish(job, local(job)) for job in jobs]
+
+    import dask
+    from dask.distributed import Client, as_completed
+
+    with Client(scheduler) as client:
+        tasks = [dask.delayed(detect_frame)(job.data, model, job.sampling, threshold, device)
+                 for job in jobs]
+        futures = client.compute(tasks)
+        index = {future.key: i for i, future in enumerate(futures)}
+        results: list[pd.DataFrame | None] = [None] * len(jobs)
+        for future, table in as_completed(futures, with_results=True):
+            i = index[future.key]
+            results[i] = finish(jobs[i], table)
+            future.release()
+    return results  # type: ignore[return-value]

@@ -1,0 +1,14 @@
+"""Networks and the registry of trained models (bundled or fetched; loaded without pickle)."""
+
+from .registry import (
+    REGISTRY,
+    LoadedModel,
+    ModelEntry,
+    load_model,
+    model_metadata,
+    model_path,
+    save_model,
+)
+
+__all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_model", "model_metadata", "model_path",
+           "save_model"]

@@ -1,0 +1,280 @@
+"""Dock widget "Detect atoms": a thin layer over :func:`~napari_tem_atoms.iter_detect_atoms`.
+
+The network runs in a napari thread worker (progress bar, Cancel); layers are only touched in
+the GUI thread, from the worker's ``yielded``/``finished`` signals. The network's maps are
+kept, so moving the threshold afterwards re-finds the peaks without running the network again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    RadioButtons,
+    create_widget,
+)
+from napari.utils.notifications import show_error, show_info
+
+from ..analysis.detect import MIN_COLUMN_DISTANCE, find_peaks, iter_detect_atoms
+from ..errors import TEMAtomsError
+from ..models import REGISTRY, load_model, model_metadata
+from ._layers import pixel_size_of_layer, points_layer_kwargs
+
+if TYPE_CHECKING:
+    import napari
+
+ALL_FRAMES, CURRENT_FRAME = "all frames", "current frame"
+
+
+class DetectWidget(Container):
+    """Find atomic columns in an image layer and show them as a Points layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer the widget is docked in (napari passes it).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.image_layer = create_widget(annotation="napari.layers.Image", label="Image")
+        self.model = ComboBox(label="Model", choices=[(name, name) for name in REGISTRY],
+                              tooltip="\n".join(f"{n}: {e.description}"
+                                                for n, e in REGISTRY.items()))
+        self.model_description = Label(value="")
+        self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
+                                     step=0.0001, tooltip="Pixel size of the image, in ångström")
+        self.sampling_note = Label(value="")
+        self.threshold = FloatSlider(label="Threshold", min=0.05, max=0.95, step=0.01,
+                                     value=0.5, tooltip="Smallest network confidence kept")
+        self.frames = RadioButtons(label="Frames", choices=[CURRENT_FRAME, ALL_FRAMES],
+                                   value=ALL_FRAMES, orientation="horizontal")
+        self.show_map = CheckBox(text="Show the network's map", value=False)
+        self.run_button = PushButton(text="Detect atoms")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.extend([self.image_layer, self.model, self.model_description, self.sampling,
+                     self.sampling_note, self.threshold, self.frames, self.show_map,
+                     self.run_button, self.cancel_button, self.status])
+
+        self.worker: Any = None
+        self._loaded: dict[tuple[str, str], Any] = {}
+        self._results: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
+        self._run_info: dict[str, Any] = {}
+
+        self.image_layer.changed.connect(self._on_image_changed)
+        self.model.changed.connect(self._on_model_changed)
+        self.sampling.changed.connect(self._validate)
+        self.threshold.changed.connect(self._on_threshold_changed)
+        self.show_map.changed.connect(self._update_layers)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self._on_model_changed()
+        self._on_image_changed()
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def _on_model_changed(self) -> None:
+        entry = REGISTRY.get(self.model.value)
+        self.model_description.value = entry.description if entry else ""
+        try:
+            self.threshold.value = float(model_metadata(self.model.value).get("threshold", 0.5))
+        except TEMAtomsError as exc:  # missing or damaged weights: say so, keep the widget
+            self.model_description.value = f"⚠ {exc}"
+
+    def _on_image_changed(self) -> None:
+        layer = self.image_layer.value
+        size = None if layer is None else pixel_size_of_layer(layer.scale, layer.units,
+                                                               layer.metadata)
+        self.sampling.value = 0.0 if size is None else size[1]
+        self.frames.enabled = layer is not None and layer.ndim >= 3
+        self._validate()
+
+    def _validate(self) -> None:
+        layer = self.image_layer.value
+        problem = ""
+        if layer is None:
+            problem = "Open an image first."
+        elif layer.rgb:
+            problem = "This layer is RGB; atom detection needs grey-scale intensities."
+        elif layer.ndim not in (2, 3):
+            problem = f"This layer is {layer.ndim}-D; an image or a stack is needed."
+        elif self.sampling.value <= 0:
+            problem = ("⚠ No pixel size: enter it in Å/px (the file had none), or set it in "
+                       "the Calibration widget.")
+        self.sampling_note.value = problem
+        self.run_button.enabled = not problem and self.worker is None
+
+    # --- running --------------------------------------------------------------------------
+
+    def _frame_indices(self, layer: Any) -> list[int]:
+        if layer.ndim == 2:
+            return [0]
+        if self.frames.value == CURRENT_FRAME:
+            return [int(self._viewer.dims.current_step[0])]
+        return list(range(int(layer.data.shape[0])))
+
+    def run(self) -> None:
+        """Start detection in a worker thread (the Run button)."""
+        from napari.qt.threading import create_worker
+
+        layer = self.image_layer.value
+        self._validate()
+        if not self.run_button.enabled:
+            return
+        indices = self._frame_indices(layer)
+        data, sampling = layer.data, float(self.sampling.value)
+        model_name, threshold = self.model.value, float(self.threshold.value)
+        self._results = {}
+        self._run_info = {"layer": layer, "sampling": sampling, "n_frames": len(indices),
+                          "start": time.perf_counter(), "stack": layer.ndim == 3}
+
+        def work():
+            loaded = self._model(model_name)
+            yield ("model", loaded)
+            for index in indices:
+                frame = np.asarray(data[index] if layer.ndim == 3 else data)
+                try:
+                    [step] = list(_steps(frame, loaded, sampling, threshold))
+                except TEMAtomsError as exc:
+                    yield ("error", f"frame {index}: {exc}")
+                    return
+                yield ("frame", index, step.atoms, step.heatmap)
+
+        self.worker = create_worker(work, _progress={"total": len(indices) + 1,
+                                                     "desc": "Detecting atoms"})
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = f"Detecting atoms in {len(indices)} frame(s)..."
+        self.worker.start()
+
+    def _model(self, name: str) -> Any:
+        key = (name, "auto")
+        if key not in self._loaded:
+            self._loaded[key] = load_model(name)
+        return self._loaded[key]
+
+    def cancel(self) -> None:
+        """Stop after the frame in progress (the Cancel button); keep what was found."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "Cancelling..."
+
+    def _on_yielded(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "model":
+            self._run_info["device"] = item[1].device
+            self._run_info["model_sampling"] = item[1].sampling
+        elif kind == "error":
+            show_error(f"Detect atoms: {item[1]}")
+            self.status.value = item[1]
+        else:
+            _, index, atoms, heatmap = item
+            self._results[index] = (atoms.assign(frame=index), heatmap)
+            done = len(self._results)
+            self.status.value = f"{done}/{self._run_info['n_frames']} frame(s) analysed..."
+            self._update_layers()
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.cancel_button.enabled = False
+        self._validate()
+        if not self._results:
+            return
+        elapsed = time.perf_counter() - self._run_info["start"]
+        atoms = self._points_table()
+        done, total = len(self._results), self._run_info["n_frames"]
+        stopped = "" if done == total else f" (cancelled after {done} of {total})"
+        self.status.value = (f"{len(atoms)} atoms in {done} frame(s){stopped}, "
+                             f"{elapsed:.1f} s on {self._run_info.get('device', '?')}")
+        show_info(f"Detect atoms: {self.status.value}")
+
+    # --- results --------------------------------------------------------------------------
+
+    def _on_threshold_changed(self) -> None:
+        """Re-find peaks in the kept maps: no need to run the network again."""
+        if not self._results or self.worker is not None:
+            return
+        info, threshold = self._run_info, float(self.threshold.value)
+        factor = info["model_sampling"] / info["sampling"]
+        for index, (_, heatmap) in list(self._results.items()):
+            positions, heights = find_peaks(heatmap, threshold,
+                                            MIN_COLUMN_DISTANCE / info["model_sampling"])
+            positions = positions * factor
+            self._results[index] = (pd.DataFrame({
+                "frame": index, "y": positions[:, 0], "x": positions[:, 1],
+                "confidence": heights.astype(float)}), heatmap)
+        self._update_layers()
+
+    def _points_table(self) -> pd.DataFrame:
+        tables = [self._results[i][0] for i in sorted(self._results)]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+            columns=["frame", "y", "x", "confidence"])
+
+    def _update_layers(self) -> None:
+        info = self._run_info
+        if not self._results or "layer" not in info:
+            return
+        image = info["layer"]
+        atoms = self._points_table()
+        columns = ["frame", "y", "x"] if info["stack"] else ["y", "x"]
+        coordinates = atoms[columns].to_numpy(float).reshape(-1, len(columns))
+        features = atoms[["frame", "confidence"]].reset_index(drop=True)
+        name = f"{image.name} atoms"
+        pixel_size = pixel_size_of_layer(image.scale, image.units, image.metadata)
+        if name in self._viewer.layers:
+            points = self._viewer.layers[name]
+            points.data = coordinates
+            points.features = features
+        else:
+            kwargs = points_layer_kwargs(image.ndim, pixel_size or (info["sampling"],) * 2)
+            kwargs.update(scale=image.scale, units=image.units)
+            points = self._viewer.add_points(coordinates, name=name, features=features,
+                                             **kwargs)
+        points.metadata.update(source=image.metadata.get("source"), model=self.model.value,
+                               threshold=float(self.threshold.value),
+                               pixel_size_angstrom=pixel_size,
+                               device=info.get("device"))
+        self._update_heatmap(image)
+
+    def _update_heatmap(self, image: Any) -> None:
+        name = f"{image.name} network map"
+        if not self.show_map.value:
+            if name in self._viewer.layers:
+                self._viewer.layers.remove(name)
+            return
+        info = self._run_info
+        factor = info["model_sampling"] / info["sampling"]
+        maps = {i: heatmap for i, (_, heatmap) in self._results.items()}
+        first = next(iter(maps.values()))
+        if info["stack"]:
+            data = np.zeros((int(image.data.shape[0]), *first.shape), np.float32)
+            for index, heatmap in maps.items():
+                data[index] = heatmap
+        else:
+            data = first
+        scale = (*image.scale[:-2], image.scale[-2] * factor, image.scale[-1] * factor)
+        if name in self._viewer.layers:
+            self._viewer.layers[name].data = data
+        else:
+            self._viewer.add_image(data, name=name, scale=scale, units=image.units,
+                                   colormap="magma", blending="additive", opacity=0.6,
+                                   contrast_limits=(0, 1))
+
+
+def _steps(frame: np.ndarray, loaded: Any, sampling: float, threshold: float):
+    return iter_detect_atoms(frame, loaded, sampling=sampling, threshold=threshold,
+                             keep_heatmaps=True)

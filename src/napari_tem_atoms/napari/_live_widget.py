@@ -1,0 +1,267 @@
+"""Dock widget "Live mode": analyse frames as the microscope writes them.
+
+Two sources: a folder the acquisition software writes frames into (each complete file is
+appended to a stack layer and analysed), or an image layer that another plugin streams into
+(new or changed frames are analysed). One worker thread runs the network; the GUI thread only
+moves frames in and results out. When frames come faster than they can be analysed, the widget
+says so and, if asked, skips to the newest frame rather than falling ever further behind.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    RadioButtons,
+    create_widget,
+)
+from napari.utils.notifications import show_error, show_warning
+
+from ..analysis.detect import iter_detect_atoms
+from ..errors import TEMAtomsError
+from ..live import FolderWatcher, FrameQueue, LiveStatistics
+from ..models import REGISTRY, load_model, model_metadata
+from ._layers import pixel_size_of_layer, points_layer_kwargs
+
+if TYPE_CHECKING:
+    import napari
+
+WATCH_FOLDER, FOLLOW_LAYER = "watch a folder", "follow a layer"
+
+
+class _GrowingStack:
+    """A frame stack that grows without copying everything at each frame (capacity doubles)."""
+
+    def __init__(self, first: np.ndarray) -> None:
+        self._buffer = np.empty((8, *first.shape), dtype=first.dtype)
+        self.count = 0
+        self.append(first)
+
+    def append(self, frame: np.ndarray) -> None:
+        if frame.shape != self._buffer.shape[1:]:
+            raise TEMAtomsError(f"frame shape {frame.shape} differs from the stack's "
+                                f"{self._buffer.shape[1:]}")
+        if self.count == len(self._buffer):
+            bigger = np.empty((2 * len(self._buffer), *frame.shape), self._buffer.dtype)
+            bigger[: self.count] = self._buffer
+            self._buffer = bigger
+        self._buffer[self.count] = frame
+        self.count += 1
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._buffer[: self.count]
+
+
+class LiveWidget(Container):
+    """Analyse frames on the fly from a watched folder or a streamed layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer the widget is docked in (napari passes it).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.source = RadioButtons(label="Source", choices=[WATCH_FOLDER, FOLLOW_LAYER],
+                                   value=WATCH_FOLDER, orientation="horizontal")
+        self.folder = FileEdit(label="Folder", mode="d",
+                               tooltip="The folder the camera software writes frames into")
+        self.followed_layer = create_widget(annotation="napari.layers.Image", label="Layer")
+        self.model = ComboBox(label="Model", choices=list(REGISTRY))
+        self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
+                                     step=0.0001, tooltip="0: take it from the frames' files")
+        self.threshold = FloatSlider(label="Threshold", min=0.05, max=0.95, step=0.01,
+                                     value=0.5)
+        self.keep_up = CheckBox(text="Skip to the newest frame when behind", value=True)
+        self.start_button = PushButton(text="Start")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.status = Label(value="")
+        self.extend([self.source, self.folder, self.followed_layer, self.model, self.sampling,
+                     self.threshold, self.keep_up, self.start_button, self.stop_button,
+                     self.status])
+        self.worker: Any = None
+        self.statistics = LiveStatistics()
+        self.queue = FrameQueue(keep_up=True, statistics=self.statistics)
+        self._stack: _GrowingStack | None = None
+        self._image_layer: Any = None
+        self._atoms: list[pd.DataFrame] = []
+        self._seen_frames = 0
+        self._session: dict[str, Any] = {}
+        self.source.changed.connect(self._on_source_changed)
+        self.followed_layer.changed.connect(self._prefill_sampling)
+        self.model.changed.connect(self._on_model_changed)
+        self.keep_up.changed.connect(lambda: setattr(self.queue, "keep_up", self.keep_up.value))
+        self.start_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        self._on_source_changed()
+        self._on_model_changed()
+
+    def _on_source_changed(self) -> None:
+        watching = self.source.value == WATCH_FOLDER
+        self.folder.visible = watching
+        self.followed_layer.visible = not watching
+        self._prefill_sampling()
+
+    def _on_model_changed(self) -> None:
+        try:
+            self.threshold.value = float(model_metadata(self.model.value).get("threshold", 0.5))
+        except TEMAtomsError as exc:
+            self.status.value = f"⚠ {exc}"
+
+    def _prefill_sampling(self) -> None:
+        layer = self.followed_layer.value
+        if self.source.value == FOLLOW_LAYER and layer is not None:
+            size = pixel_size_of_layer(layer.scale, layer.units, layer.metadata)
+            self.sampling.value = 0.0 if size is None else size[1]
+
+    # --- session ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start watching (the Start button)."""
+        from napari.qt.threading import create_worker
+
+        watching = self.source.value == WATCH_FOLDER
+        try:
+            watcher = FolderWatcher(self.folder.value) if watching else None
+        except TEMAtomsError as exc:
+            show_error(f"Live mode: {exc}")
+            return
+        if not watching and self.followed_layer.value is None:
+            show_error("Live mode: choose the layer to follow")
+            return
+        self.statistics = LiveStatistics()
+        self.queue = FrameQueue(keep_up=self.keep_up.value, statistics=self.statistics)
+        self._atoms, self._stack, self._image_layer = [], None, None
+        self._session = {"watching": watching, "model": self.model.value,
+                         "threshold": float(self.threshold.value),
+                         "sampling": float(self.sampling.value) or None}
+        if not watching:
+            layer = self.followed_layer.value
+            self._image_layer = layer
+            self._seen_frames = int(layer.data.shape[0]) if layer.ndim == 3 else 0
+            layer.events.data.connect(self._on_followed_data)
+        self.worker = create_worker(self._work, watcher)
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.finished.connect(self._on_finished)
+        self.start_button.enabled, self.stop_button.enabled = False, True
+        self.status.value = "Waiting for frames..."
+        self.worker.start()
+
+    def stop(self) -> None:
+        """Stop the session (the Stop button); what was analysed stays."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_finished(self) -> None:
+        if not self._session.get("watching", True) and self._image_layer is not None:
+            self._image_layer.events.data.disconnect(self._on_followed_data)
+        self.worker = None
+        self.start_button.enabled, self.stop_button.enabled = True, False
+        self.status.value = "Stopped: " + self.statistics.describe(len(self.queue))
+
+    def _on_followed_data(self, event: Any = None) -> None:
+        """The followed layer grew or changed: queue its new frames (or the changed image)."""
+        layer = self._image_layer
+        if layer.ndim == 3:
+            count = int(layer.data.shape[0])
+            for index in range(self._seen_frames, count):
+                self.queue.put((index, np.asarray(layer.data[index]), None))
+            self._seen_frames = max(self._seen_frames, count)
+        else:
+            self.queue.put((self._seen_frames, np.array(layer.data), None))
+            self._seen_frames += 1
+
+    # --- worker (runs in its own thread; never touches layers) -------------------------------
+
+    def _work(self, watcher: FolderWatcher | None):
+        session = self._session
+        loaded = load_model(session["model"])
+        yield ("ready", loaded.device)
+        next_index = 0
+        while True:
+            if watcher is not None:
+                for _path, image in watcher.read_ready():
+                    self.queue.put((next_index, np.asarray(image.data), image))
+                    next_index += 1
+                for error in watcher.failed:
+                    yield ("warning", str(error))
+                watcher.failed.clear()
+            item = self.queue.take()
+            if item is None:
+                yield ("idle", None)
+                time.sleep(0.03)
+                continue
+            index, frame, image = item
+            sampling = session["sampling"] or (image.pixel_size_angstrom if image else None)
+            if frame.ndim != 2:
+                yield ("warning", f"frame {index}: shape {frame.shape} is not one 2-D image")
+                continue
+            try:
+                steps = iter_detect_atoms(frame, loaded, sampling=sampling,
+                                          threshold=session["threshold"])
+                atoms = next(steps).atoms.assign(frame=index)
+            except TEMAtomsError as exc:
+                yield ("warning", f"frame {index}: {exc}")
+                continue
+            self.statistics.frame_done()
+            yield ("frame", index, frame, image, atoms, sampling)
+
+    # --- GUI thread --------------------------------------------------------------------------
+
+    def _on_yielded(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "warning":
+            show_warning(f"Live mode: {item[1]}")
+        elif kind == "frame":
+            _, _index, frame, image, atoms, sampling = item
+            if self._session["watching"]:
+                self._append_frame(frame, image, sampling)
+            self._atoms.append(atoms)
+            self._update_points(sampling)
+        self.status.value = self.statistics.describe(len(self.queue))
+
+    def _append_frame(self, frame: np.ndarray, image: Any, sampling: float) -> None:
+        if self._stack is None:
+            self._stack = _GrowingStack(frame)
+            name = f"{Path(self.folder.value).name} live"
+            scale = (1.0, sampling, sampling)
+            self._image_layer = self._viewer.add_image(
+                self._stack.data, name=name, scale=scale,
+                units=("pixel", "angstrom", "angstrom"), colormap="gray",
+                metadata={"source": str(self.folder.value), "pixel_size_angstrom":
+                          (sampling, sampling), "calibration": "real"})
+        else:
+            self._stack.append(frame)
+            self._image_layer.data = self._stack.data
+        self._viewer.dims.set_current_step(0, self._stack.count - 1)
+
+    def _update_points(self, sampling: float) -> None:
+        image = self._image_layer
+        stack = image.ndim == 3
+        # A 2-D layer updated in place shows the atoms of its latest content only.
+        atoms = pd.concat(self._atoms if stack else self._atoms[-1:], ignore_index=True)
+        coordinates = atoms[["frame", "y", "x"] if stack else ["y", "x"]].to_numpy(float)
+        features = atoms[["frame", "confidence"]].reset_index(drop=True)
+        name = f"{image.name} atoms"
+        if name in self._viewer.layers:
+            points = self._viewer.layers[name]
+            points.data, points.features = coordinates, features
+        else:
+            kwargs = points_layer_kwargs(image.ndim, (sampling, sampling))
+            kwargs.update(scale=image.scale, units=image.units)
+            self._viewer.add_points(coordinates, name=name, features=features, **kwargs)

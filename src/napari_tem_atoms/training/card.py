@@ -1,0 +1,153 @@
+"""Model cards: how a model was made and what it scores, as Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["model_card"]
+
+
+def _range(values: Any, scale: float = 1.0, unit: str = "") -> str:
+    low, high = values
+    return f"{low * scale:g} … {high * scale:g}{(' ' + unit) if unit else ''}"
+
+
+def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
+               plot: str | None = None, validation: dict | None = None,
+               extra: str = "") -> str:
+    """Render the model card of a trained model.
+
+    Parameters
+    ----------
+    metadata : dict
+        The metadata stored in the weights (architecture, sampling, training summary).
+    sha256 : str
+        SHA-256 of the weights file.
+    scores : pandas.DataFrame, optional
+        Output of :func:`~napari_tem_atoms.training.evaluate.evaluate`.
+    plot : str, optional
+        Relative path of the F1/RMSE plot.
+    validation : dict, optional
+        The last validation record of training (F1, RMSE).
+    extra : str, optional
+        More Markdown (speed benchmarks, notes) appended at the end.
+    """
+    training = metadata["training"]
+    envelope = training["envelope"]
+    waves = training["exit_waves"]
+    data = training["data"]
+    lines = [
+        f"# Model card: `{metadata['name']}`",
+        "",
+        metadata["description"] + ".",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Weights | `{metadata['name']}.safetensors`, SHA-256 `{sha256}` |",
+        f"| Network | U-Net, {training['parameters']:,} parameters, "
+        f"{metadata['architecture']['base_channels']} base channels, depth "
+        f"{metadata['architecture']['depth']}, fully convolutional |",
+        f"| Input | one image rescaled to {metadata['sampling']} Å/px, "
+        f"{metadata['normalisation']} |",
+        f"| Output | {', '.join(metadata['classes'])} probability map; columns are its peaks |",
+        f"| Default threshold | {metadata.get('threshold', 0.5)} (best F1 on held-out validation "
+        "images; `--threshold` overrides it) |",
+        f"| Training | {training['steps']:,} steps × {training['batch_size']} patches of "
+        f"{training['patch_size']}² px = {training['samples_seen']:,} images, never the same "
+        f"twice; AdamW, one-cycle learning rate {training['learning_rate']:g}, seed "
+        f"{training['seed']} |",
+        "",
+        "## Training data",
+        "",
+        f"- {data['particles']} gold nanoparticles ({data['atoms_total']:,} atoms), diameters "
+        f"{_range(data['diameter_range_angstrom'], 0.1, 'nm')}; shapes "
+        + ", ".join(f"{k} {v}" for k, v in data["shapes"].items())
+        + "; zone axes " + ", ".join(f"{k} {v}" for k, v in data["zone_axes"].items())
+        + "; tilts ≤ 1°, any in-plane rotation.",
+        f"- Exit waves: abTEM multislice at {waves['energy'] / 1e3:g} kV, "
+        f"{waves['simulation_sampling']} Å grid, {waves['slice_thickness']} Å slices, "
+        f"{waves['frozen_phonons']} frozen-phonon configurations (RMS displacement "
+        f"{waves['rms_displacement']} Å), kept band-limited to {waves['aperture']} Å⁻¹.",
+        f"- Support: amorphous carbon slabs ({data['carbon_slabs']} simulated, "
+        f"{_range(waves['carbon_thickness'], unit='Å')} thick) under "
+        f"{data['support_probability']:.0%} of the images (weak-phase product with the "
+        "particle's exit wave).",
+        f"- Data seed {data['data_seed']}; validation and evaluation particles come from a "
+        "separate random stream and are never trained on.",
+        "",
+        "## Microscope envelope (drawn anew for every image)",
+        "",
+        "| Parameter | Range |",
+        "|---|---|",
+        f"| Energy | {envelope['energy'] / 1e3:g} kV |",
+        f"| Defocus (abTEM sign, `defocus` = −C10) | {_range(envelope['defocus'], unit='Å')} |",
+        f"| Cs (C30) | {_range(envelope['cs'], 1e-4, 'µm')} |",
+        f"| Focal spread | {_range(envelope['focal_spread'], unit='Å')} |",
+        f"| Two-fold astigmatism | {_range(envelope['astigmatism'], unit='Å')}, any angle |",
+        f"| Input sampling | {_range(envelope['sampling'], unit='Å/px')} (log-uniform) |",
+        f"| Dose | {_range(envelope['dose'], unit='e/Å²')} (log-uniform), Poisson noise |",
+        f"| Blur (vibration, drift) | {_range(envelope['blur'], unit='Å')} σ |",
+        f"| Detector MTF | floor {_range(envelope['mtf_floor'])}, half-point "
+        f"{_range(envelope['mtf_half'])} Nyquist, power {_range(envelope['mtf_power'])}; "
+        f"perfect in {envelope['perfect_mtf_probability']:.0%} |",
+        f"| Contrast (gamma) | {_range(envelope['gamma'])} |",
+        "| Augmentation | 90° rotations and flips |",
+        "",
+        "Both negative-Cs overfocus imaging (bright columns) and positive-Cs imaging (dark "
+        "columns) are covered, and column contrast changes with thickness within a particle.",
+        "",
+    ]
+    if validation:
+        lines += [f"Validation during training (last step): F1 {validation['validation_f1']:.3f},"
+                  f" RMSE {validation['validation_rmse_pm']:.1f} pm.", ""]
+    if scores is not None:
+        lines += [
+            "## Scores on held-out simulations",
+            "",
+            "Scoring: Hungarian matching within 0.5 Å; columns of ≥ 3 atoms must be found; "
+            "detections of 1–2-atom columns are neither rewarded nor penalised. Each dose: "
+            f"{int(scores.attrs.get('images_per_dose', 0)) or 'N'} images of validation particles,"
+            " microscopes drawn from the envelope at that dose. The classical peer (Gaussian "
+            "filter + local maxima, σ and threshold tuned per dose on separate images, told "
+            "the column polarity by the truth) is scored on the same images.",
+            "",
+            "| Dose [e/Å²] | Network F1 | Precision | Recall | RMSE [pm] | Peer F1 "
+            "| Peer RMSE [pm] |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        network = scores[scores.method == "network"].set_index("dose")
+        peer = scores[scores.method == "classical peer"].set_index("dose")
+        for dose in network.index:
+            n, p = network.loc[dose], peer.loc[dose]
+            lines.append(f"| {dose:g} | {n.f1:.3f} | {n.precision:.3f} | {n.recall:.3f} | "
+                         f"{n.rmse_pm:.1f} | {p.f1:.3f} | {p.rmse_pm:.1f} |")
+        lines.append("")
+        if plot:
+            lines += [f"![F1 and RMSE against dose]({plot})", ""]
+    lines += [
+        "## Reproduce",
+        "",
+        "```bash",
+        'pip install -e ".[train]"',
+        "tem-atoms train configs/au-hrtem.toml          # exit waves (cached), then training",
+        "tem-atoms evaluate --config configs/au-hrtem.toml --model "
+        "build/au-hrtem/run/au-hrtem.safetensors \\",
+        "    --card docs/models/au-hrtem.md --plot docs/models/au-hrtem-scores.png",
+        "```",
+        "",
+    ]
+    if extra:
+        lines += [extra.rstrip(), ""]
+    return "\n".join(lines)
+
+
+def metadata_of(weights: str | Path) -> dict:
+    """The metadata stored in a safetensors weights file."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as handle:
+        return json.loads(handle.metadata()["napari_tem_atoms"])

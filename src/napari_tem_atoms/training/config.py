@@ -1,0 +1,103 @@
+"""Training configuration, read from TOML (``tem-atoms train CONFIG.toml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from ..simulation.exit_waves import ExitWaveConfig
+from ..simulation.microscope import MicroscopeEnvelope
+
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "load_config"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Exit-wave cache: where, how many structures, which seed."""
+
+    folder: str = "build/au-hrtem/exit_waves"
+    train_particles: int = 120
+    validation_particles: int = 24
+    carbon_slabs: int = 5
+    seed: int = 2018
+    support_probability: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network and its input."""
+
+    name: str = "au-hrtem"
+    description: str = ("Atomic columns in HRTEM images of gold nanoparticles "
+                        "(300 kV, any Cs sign)")
+    sampling: float = 0.2  # [Å/px] of the network's input
+    base_channels: int = 16
+    depth: int = 3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation."""
+
+    steps: int = 3000
+    batch_size: int = 8
+    patch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    checkpoint_every: int = 250
+    validate_every: int = 250
+    validation_images: int = 24
+    workers: int = 1
+    threads: int = 1
+    bfloat16: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """Everything a training run needs; ``output`` holds checkpoints, weights and logs."""
+
+    output: str = "build/au-hrtem/run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    exit_waves: ExitWaveConfig = field(default_factory=ExitWaveConfig)
+    envelope: MicroscopeEnvelope = field(default_factory=MicroscopeEnvelope)
+
+
+def _update(instance: Any, values: dict, section: str) -> Any:
+    known = {f.name for f in fields(instance)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"[{section}] has unknown keys: {', '.join(sorted(unknown))}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return replace(instance, **converted)
+
+
+def load_config(path: str | Path) -> TrainingRun:
+    """Read a training configuration; keys left out keep their defaults.
+
+    Sections: top-level ``output``; ``[data]``, ``[model]``, ``[train]``, ``[exit_waves]``,
+    ``[envelope]`` with the fields of the matching dataclasses. Relative folders are relative to
+    the configuration file.
+    """
+    path = Path(path)
+    with open(path, "rb") as stream:
+        raw = tomllib.load(stream)
+    run = TrainingRun()
+    sections = {"data": run.data, "model": run.model, "train": run.train,
+                "exit_waves": run.exit_waves, "envelope": run.envelope}
+    updated = {name: _update(default, raw.pop(name, {}), name)
+               for name, default in sections.items()}
+    output = raw.pop("output", run.output)
+    if raw:
+        raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
+    base = path.parent
+    data = updated["data"]
+    data = replace(data, folder=str((base / data.folder).resolve()))
+    return TrainingRun(output=str((base / output).resolve()), data=data,
+                       model=updated["model"], train=updated["train"],
+                       exit_waves=updated["exit_waves"], envelope=updated["envelope"])

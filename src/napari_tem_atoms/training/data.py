@@ -1,0 +1,189 @@
+"""Training samples: a cached exit wave, a freshly drawn microscope, and the column map.
+
+Each sample goes through exactly the preparation :func:`~napari_tem_atoms.detect_atoms` applies
+to a real image (rescale to the model's sampling, normalise), so training and inference see the
+same kind of input; no two samples are the same image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..analysis.detect import normalise_image, rescale_to_sampling
+from ..simulation.microscope import MicroscopeEnvelope, MicroscopeSettings, form_image
+
+__all__ = ["Sample", "SampleMaker", "column_targets"]
+
+#: Width (standard deviation) of a column in the target map [Å].
+TARGET_SIGMA = 0.4
+#: Columns with fewer atoms are neither targets nor errors (a loss mask) [atoms].
+MIN_COLUMN_ATOMS = 3
+#: Radius of the ignored disk around columns of 1-2 atoms [Å].
+IGNORE_RADIUS = 0.8
+
+
+@dataclass
+class Sample:
+    """One simulated image at the model's sampling, with its truth.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        Normalised (H, W) float32 image.
+    target : numpy.ndarray
+        (H, W) column map: a Gaussian peak (height 1) per column of ≥ 3 atoms.
+    mask : numpy.ndarray
+        (H, W) 1 where the loss counts, 0 around columns of 1-2 atoms and in padding.
+    columns : numpy.ndarray
+        (N, 3) columns (y, x) in pixels of `image`, and their atom counts.
+    settings : MicroscopeSettings
+        The microscope drawn for it.
+    recorded : numpy.ndarray
+        The image as recorded (before rescaling), in counts.
+    recorded_sampling : float
+        Its pixel size [Å/px].
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+    columns: np.ndarray
+    settings: MicroscopeSettings
+    recorded: np.ndarray
+    recorded_sampling: float
+
+
+def column_targets(shape: tuple[int, int], columns: np.ndarray, sampling: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Target map and loss mask for columns (y, x [px], n_atoms) at `sampling` [Å/px]."""
+    target = np.zeros(shape, dtype=np.float32)
+    mask = np.ones(shape, dtype=np.float32)
+    sigma = TARGET_SIGMA / sampling
+    half = int(np.ceil(3 * sigma))
+    offsets = np.arange(-half, half + 1)
+    for y, x, n_atoms in columns:
+        r0, c0 = round(y), round(x)
+        rows, cols = r0 + offsets, c0 + offsets
+        keep_r = (rows >= 0) & (rows < shape[0])
+        keep_c = (cols >= 0) & (cols < shape[1])
+        if not keep_r.any() or not keep_c.any():
+            continue
+        rr, cc = rows[keep_r], cols[keep_c]
+        d2 = (rr[:, None] - y) ** 2 + (cc[None, :] - x) ** 2
+        if n_atoms >= MIN_COLUMN_ATOMS:
+            block = np.exp(-0.5 * d2 / sigma**2)
+            target[np.ix_(rr, cc)] = np.maximum(target[np.ix_(rr, cc)], block)
+        else:
+            ignore = d2 <= (IGNORE_RADIUS / sampling) ** 2
+            mask[np.ix_(rr, cc)] = np.where(ignore, 0.0, mask[np.ix_(rr, cc)])
+    return target, mask
+
+
+class SampleMaker:
+    """Make random training (or evaluation) samples from cached exit waves.
+
+    Parameters
+    ----------
+    particles : list of dict
+        Cached particle exit waves (``waves``, ``sampling``, ``columns``).
+    carbons : list of dict
+        Cached amorphous-carbon slabs (``waves``, ``sampling``).
+    model_sampling : float
+        Pixel size of the network's input [Å/px].
+    envelope : MicroscopeEnvelope
+        Where microscopes are drawn from.
+    support_probability : float
+        Chance that a particle sits on amorphous carbon.
+    """
+
+    def __init__(self, particles: list[dict], carbons: list[dict], model_sampling: float,
+                 envelope: MicroscopeEnvelope | None = None,
+                 support_probability: float = 0.5) -> None:
+        if not particles:
+            raise ValueError("no particle exit waves: build the exit-wave cache first")
+        self.particles = particles
+        self.carbons = carbons
+        self.model_sampling = model_sampling
+        self.envelope = envelope or MicroscopeEnvelope()
+        self.support_probability = support_probability
+
+    def _waves(self, rng: np.random.Generator, particle: dict) -> np.ndarray:
+        waves = particle["waves"]
+        if self.carbons and rng.random() < self.support_probability:
+            slab = self.carbons[int(rng.integers(len(self.carbons)))]["waves"][0]
+            if rng.random() < 0.5:
+                slab = slab.T
+            shift = rng.integers(0, slab.shape, size=2)
+            slab = np.roll(slab, tuple(-shift), axis=(0, 1))[: waves.shape[-2], : waves.shape[-1]]
+            if slab.shape != waves.shape[-2:]:  # slab smaller than the field: tile it
+                reps = (int(np.ceil(waves.shape[-2] / slab.shape[0])),
+                        int(np.ceil(waves.shape[-1] / slab.shape[1])))
+                slab = np.tile(slab, reps)[: waves.shape[-2], : waves.shape[-1]]
+            waves = waves * slab[None]
+        return waves
+
+    def make(self, rng: np.random.Generator, settings: MicroscopeSettings | None = None,
+             particle_index: int | None = None) -> Sample:
+        """Make one sample (a whole field of view, not yet cropped)."""
+        index = int(rng.integers(len(self.particles))) if particle_index is None \
+            else particle_index
+        particle = self.particles[index]
+        settings = settings or self.envelope.draw(rng)
+        recorded, sampling = form_image(self._waves(rng, particle), float(particle["sampling"]),
+                                        settings, rng)
+        rescaled, factor = rescale_to_sampling(recorded, sampling, self.model_sampling)
+        image = normalise_image(rescaled)
+        columns = np.array(particle["columns"], dtype=float)
+        columns[:, :2] /= sampling * factor  # Å -> pixels at the model's sampling
+        target, mask = column_targets(image.shape, columns, self.model_sampling)
+        return Sample(image=image, target=target, mask=mask, columns=columns,
+                      settings=settings, recorded=recorded, recorded_sampling=sampling)
+
+    def patch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
+        """A random `size` × `size` crop of a new sample, randomly flipped and rotated.
+
+        Returns
+        -------
+        image, target, mask : numpy.ndarray
+            (1, size, size) float32 arrays.
+        """
+        sample = self.make(rng)
+        arrays = [sample.image, sample.target, sample.mask]
+        rows, cols = sample.image.shape
+        if rows < size or cols < size:  # pad; padding is masked out of the loss
+            pad = ((0, max(0, size - rows)), (0, max(0, size - cols)))
+            arrays = [np.pad(arrays[0], pad, mode="reflect"), np.pad(arrays[1], pad),
+                      np.pad(arrays[2], pad)]
+            rows, cols = arrays[0].shape
+        top = int(rng.integers(0, rows - size + 1))
+        left = int(rng.integers(0, cols - size + 1))
+        arrays = [a[top:top + size, left:left + size] for a in arrays]
+        turns = int(rng.integers(4))
+        flip = bool(rng.integers(2))
+        out = []
+        for array in arrays:
+            array = np.rot90(array, turns)
+            if flip:
+                array = array[:, ::-1]
+            out.append(np.ascontiguousarray(array, dtype=np.float32)[None])
+        return tuple(out)
+
+
+def describe_dataset(particles: list[dict]) -> dict[str, Any]:
+    """Summary numbers of a set of cached particles (for the model card)."""
+    import json
+
+    infos = [json.loads(str(p["info"])) for p in particles]
+    return {
+        "particles": len(infos),
+        "atoms_total": int(sum(i["n_atoms"] for i in infos)),
+        "diameter_range_angstrom": [round(min(i["diameter"] for i in infos), 1),
+                                    round(max(i["diameter"] for i in infos), 1)],
+        "shapes": {s: sum(i["shape"] == s for i in infos)
+                   for s in sorted({i["shape"] for i in infos})},
+        "zone_axes": {z: sum(i["zone_axis"] == z for i in infos)
+                      for z in sorted({i["zone_axis"] for i in infos})},
+    }

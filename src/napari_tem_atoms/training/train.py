@@ -1,0 +1,244 @@
+"""``tem-atoms train``: build the exit-wave cache, train the network, write weights and a card.
+
+Resumable (a checkpoint every ``checkpoint_every`` steps, loaded with
+``torch.load(weights_only=True)``) and reproducible (seeded model, data stream and validation).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis.detect import MIN_COLUMN_DISTANCE, find_peaks
+from ..simulation.exit_waves import build_exit_wave_cache, load_exit_waves
+from .card import model_card
+from .config import TrainingRun
+from .data import SampleMaker, describe_dataset
+from .metrics import MatchCounts, match_columns
+
+__all__ = ["ensure_exit_waves", "train"]
+
+Log = Callable[[str], None]
+
+
+def ensure_exit_waves(run: TrainingRun, log: Log = print) -> None:
+    """Compute the exit waves the run needs, unless they are already cached."""
+    data = run.data
+    expected = data.train_particles + data.validation_particles + max(1, data.carbon_slabs - 1) + 1
+    folder = Path(data.folder)
+    present = len(list(folder.glob("particles/*_[0-9]*.npz"))) + len(
+        list(folder.glob("carbon/*_[0-9]*.npz")))
+    if present >= expected:
+        return
+    log(f"computing {expected - present} exit waves with abTEM into {folder} ...")
+    start = time.time()
+    for done, total, name in build_exit_wave_cache(folder, data.train_particles,
+                                                   data.validation_particles, data.carbon_slabs,
+                                                   data.seed, run.exit_waves):
+        log(f"  exit waves {done}/{total} ({time.time() - start:.0f} s) {Path(name).name}")
+
+
+def _batches(maker: SampleMaker, batch_size: int, patch: int, seed: int, start_step: int,
+             workers: int) -> Iterator[tuple[Any, Any, Any]]:
+    """Endless batches; with workers, samples are made in background processes."""
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+    class Patches(IterableDataset):
+        def __iter__(self):
+            info = get_worker_info()
+            worker = 0 if info is None else info.id
+            rng = np.random.default_rng([seed, start_step, worker])
+            while True:
+                yield maker.patch(rng, patch)
+
+    loader = DataLoader(Patches(), batch_size=batch_size, num_workers=workers,
+                        persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+    for images, targets, masks in loader:
+        yield (images.contiguous(memory_format=torch.channels_last), targets, masks)
+
+
+def _validation_set(maker: SampleMaker, count: int, seed: int) -> list:
+    rng = np.random.default_rng([seed, 99])
+    return [maker.make(rng, particle_index=i % len(maker.particles)) for i in range(count)]
+
+
+def _heatmaps(network: Any, samples: list, bfloat16: bool) -> list[np.ndarray]:
+    """The network's maps of whole validation fields (no tiling)."""
+    import torch
+
+    network.eval()
+    maps = []
+    multiple = 2 ** network.depth
+    for sample in samples:
+        image = sample.image
+        pad = [(-n) % multiple for n in image.shape]
+        padded = np.pad(image, ((0, pad[0]), (0, pad[1])), mode="reflect")
+        batch = torch.from_numpy(padded[None, None]).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=bfloat16):
+            heat = torch.sigmoid(network(batch).float())[0, 0].numpy()
+        maps.append(heat[: image.shape[0], : image.shape[1]])
+    network.train()
+    return maps
+
+
+def validate(network: Any, samples: list, sampling: float, bfloat16: bool,
+             threshold: float = 0.5) -> MatchCounts:
+    """F1 and RMSE on fixed validation samples at `threshold`."""
+    counts = MatchCounts()
+    for sample, heat in zip(samples, _heatmaps(network, samples, bfloat16), strict=True):
+        positions, _ = find_peaks(heat, threshold, MIN_COLUMN_DISTANCE / sampling)
+        counts += match_columns(positions, sample.columns, sampling)
+    return counts
+
+
+def calibrate_threshold(network: Any, samples: list, sampling: float, bfloat16: bool
+                        ) -> tuple[float, MatchCounts]:
+    """The confidence threshold with the best F1 on validation samples, and its scores."""
+    maps = _heatmaps(network, samples, bfloat16)
+    best = (0.5, MatchCounts())
+    for threshold in np.arange(0.1, 0.91, 0.05):
+        counts = MatchCounts()
+        for sample, heat in zip(samples, maps, strict=True):
+            positions, _ = find_peaks(heat, threshold, MIN_COLUMN_DISTANCE / sampling)
+            counts += match_columns(positions, sample.columns, sampling)
+        if counts.f1 > best[1].f1:
+            best = (round(float(threshold), 2), counts)
+    return best
+
+
+def train(run: TrainingRun, log: Log = print) -> Path:
+    """Train the network of `run`; return the path of the written weights.
+
+    Writes into ``run.output``: ``checkpoint.pt`` (resume), ``training_log.jsonl`` (loss and
+    validation per step), ``<name>.safetensors`` and ``<name>.json`` (metadata and summary).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..models.registry import save_model
+    from ..models.unet import UNet
+
+    cfg, model_cfg = run.train, run.model
+    output = Path(run.output)
+    output.mkdir(parents=True, exist_ok=True)
+    ensure_exit_waves(run, log)
+    particles = load_exit_waves(run.data.folder, "particles", "train")
+    carbons = load_exit_waves(run.data.folder, "carbon", "train")
+    validation = load_exit_waves(run.data.folder, "particles", "validation")
+    validation_carbons = load_exit_waves(run.data.folder, "carbon", "validation")
+    maker = SampleMaker(particles, carbons, model_cfg.sampling, run.envelope,
+                        run.data.support_probability)
+    validation_maker = SampleMaker(validation, validation_carbons, model_cfg.sampling,
+                                   run.envelope, run.data.support_probability)
+    validation_samples = _validation_set(validation_maker, cfg.validation_images, cfg.seed)
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    architecture = {"in_channels": 1, "out_channels": 1, "base_channels": model_cfg.base_channels,
+                    "depth": model_cfg.depth}
+    network = UNet(**architecture).to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
+                                                    total_steps=cfg.steps, pct_start=0.05)
+    step = 0
+    checkpoint = output / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = int(state["step"])
+        if state["scheduler"].get("total_steps") == cfg.steps:
+            scheduler.load_state_dict(state["scheduler"])
+        else:  # more (or fewer) steps than planned: follow the new schedule from here
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(min(step, cfg.steps)):
+                    scheduler.step()
+        log(f"resumed from {checkpoint} at step {step}")
+    n_parameters = sum(p.numel() for p in network.parameters())
+    log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(particles)} particles, "
+        f"{len(carbons)} carbon slabs, {cfg.steps} steps of {cfg.batch_size}×{cfg.patch_size}²")
+
+    history = output / "training_log.jsonl"
+    network.train()
+    start, losses = time.time(), []
+    batches = _batches(maker, cfg.batch_size, cfg.patch_size, cfg.seed, step, cfg.workers)
+    while step < cfg.steps:
+        images, targets, masks = next(batches)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bfloat16):
+            logits = network(images)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets, weight=masks)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        step += 1
+        losses.append(loss.item())
+        record: dict[str, Any] = {}
+        if step % 25 == 0 or step == cfg.steps:
+            rate = (time.time() - start) / len(losses)
+            record = {"step": step, "loss": float(np.mean(losses[-25:])),
+                      "seconds_per_step": rate, "lr": scheduler.get_last_lr()[0]}
+            log(f"step {step}/{cfg.steps}  loss {record['loss']:.4f}  {rate:.2f} s/step  "
+                f"ETA {(cfg.steps - step) * rate / 60:.0f} min")
+        if step % cfg.validate_every == 0 or step == cfg.steps:
+            counts = validate(network, validation_samples, model_cfg.sampling, cfg.bfloat16)
+            record.update(step=step, validation_f1=counts.f1,
+                          validation_rmse_pm=counts.rmse_pm)
+            log(f"  validation: F1 {counts.f1:.3f}  precision {counts.precision:.3f}  "
+                f"recall {counts.recall:.3f}  RMSE {counts.rmse_pm:.1f} pm")
+        if record:
+            with open(history, "a") as stream:
+                stream.write(json.dumps(record) + "\n")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                        "scheduler": scheduler.state_dict(), "step": step},
+                       checkpoint.with_suffix(".part"))
+            checkpoint.with_suffix(".part").replace(checkpoint)
+
+    network.eval()
+    calibration_samples = _validation_set(validation_maker, 4 * cfg.validation_images,
+                                          cfg.seed + 1)
+    threshold, calibrated = calibrate_threshold(network, calibration_samples,
+                                                model_cfg.sampling, cfg.bfloat16)
+    log(f"default threshold {threshold}: validation F1 {calibrated.f1:.3f}, RMSE "
+        f"{calibrated.rmse_pm:.1f} pm on {len(calibration_samples)} images")
+    metadata = {
+        "name": model_cfg.name,
+        "description": model_cfg.description,
+        "architecture": architecture,
+        "sampling": model_cfg.sampling,
+        "classes": ["column"],
+        "threshold": threshold,
+        "normalisation": "per frame: zero mean, unit standard deviation at the model sampling",
+        "training": {
+            "steps": cfg.steps, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
+            "learning_rate": cfg.learning_rate, "seed": cfg.seed,
+            "parameters": n_parameters, "samples_seen": cfg.steps * cfg.batch_size,
+            "data": {**describe_dataset(particles), "carbon_slabs": len(carbons),
+                     "support_probability": run.data.support_probability,
+                     "data_seed": run.data.seed},
+            "exit_waves": asdict(run.exit_waves),
+            "envelope": run.envelope.as_dict(),
+        },
+    }
+    weights = output / f"{model_cfg.name}.safetensors"
+    digest = save_model(weights, network, metadata)
+    (output / f"{model_cfg.name}.json").write_text(
+        json.dumps({**metadata, "sha256": digest}, indent=2))
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    last_validation = next((r for r in reversed(records) if "validation_f1" in r), None)
+    (output / f"{model_cfg.name}.md").write_text(
+        model_card(metadata, digest, validation=last_validation))
+    log(f"wrote {weights} (SHA-256 {digest}) and its model card")
+    return weights

@@ -1,0 +1,164 @@
+"""Detection core: rescaling, tiling, peaks, the registry, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_tem_atoms import TEMAtomsError
+from napari_tem_atoms.analysis import detect_atoms, find_peaks
+from napari_tem_atoms.analysis.detect import rescale_to_sampling
+from napari_tem_atoms.models import LoadedModel, load_model, save_model
+from napari_tem_atoms.models.registry import REGISTRY, ModelEntry
+from napari_tem_atoms.models.unet import UNet
+
+
+class BrightSpots(nn.Module):
+    """A stand-in network that draws the (normalised) image itself as the column map."""
+
+    depth = 2
+
+    def __init__(self, peak: float):
+        super().__init__()
+        self.head = nn.Conv2d(1, 1, 1)
+        self.peak = peak  # normalised value of a column's centre
+
+    def forward(self, images):
+        probability = torch.clamp(0.9 * images / self.peak, 1e-4, 0.95)
+        return torch.log(probability / (1 - probability))
+
+
+def _fake_model(peak: float = 4.0, sampling: float = 0.2) -> LoadedModel:
+    return LoadedModel(network=BrightSpots(peak).eval(), metadata={"sampling": sampling},
+                       device="cpu", name="bright-spots")
+
+
+def _blobs(shape, positions, sigma_px):
+    y, x = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    image = np.zeros(shape)
+    for py, px in positions:
+        image += np.exp(-((y - py) ** 2 + (x - px) ** 2) / (2 * sigma_px**2))
+    return image.astype(np.float32)
+
+
+@pytest.fixture
+def lattice():
+    """Columns on a 2.5 Å lattice at sub-pixel positions, imaged at 0.1 Å/px."""
+    rng = np.random.default_rng(4)
+    sampling = 0.1
+    grid = np.stack(np.meshgrid(np.arange(30, 370, 25.0), np.arange(30, 370, 25.0),
+                                indexing="ij"), -1).reshape(-1, 2)
+    positions = grid + rng.uniform(-3, 3, size=grid.shape)
+    return _blobs((400, 400), positions, 0.45 / sampling), positions, sampling
+
+
+def _match(found, truth):
+    distance = np.linalg.norm(found[:, None, :] - truth[None, :, :], axis=-1)
+    return distance.min(axis=1), distance.min(axis=0)
+
+
+def test_detection_finds_known_positions_within_a_tenth_of_a_pixel(lattice):
+    image, truth, sampling = lattice
+    atoms = detect_atoms(image, model=_fake_model(), sampling=sampling, threshold=0.5)
+    found = atoms[["y", "x"]].to_numpy()
+    _nearest_found, nearest_truth = _match(found, truth)
+    assert len(found) == len(truth)
+    assert nearest_truth.max() < 0.1  # input pixels, after rescaling 0.1 -> 0.2 Å/px and back
+    assert atoms["frame"].eq(0).all()
+    assert atoms.attrs["device"] == "cpu" and atoms.attrs["sampling"] == sampling
+
+
+def test_tiling_does_not_change_the_result(lattice):
+    image, _, sampling = lattice
+    whole = detect_atoms(image, model=_fake_model(), sampling=sampling, tile_size=512)
+    tiled = detect_atoms(image, model=_fake_model(), sampling=sampling, tile_size=80)
+    np.testing.assert_allclose(tiled[["y", "x"]].to_numpy(), whole[["y", "x"]].to_numpy(),
+                               atol=1e-4)
+
+
+def test_stacks_are_detected_frame_by_frame(lattice):
+    image, _truth, sampling = lattice
+    stack = np.stack([image, np.roll(image, 7, axis=1)])
+    atoms = detect_atoms(stack, model=_fake_model(), sampling=sampling)
+    assert sorted(atoms.frame.unique()) == [0, 1]
+    shift = atoms[atoms.frame == 1].x.mean() - atoms[atoms.frame == 0].x.mean()
+    assert shift == pytest.approx(7.0, abs=0.3)
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.8, 1.0, 1.7, 2.5])
+def test_rescaling_keeps_pixel_centres(factor):
+    image = _blobs((120, 150), [(40.3, 77.6)], 4.0)
+    rescaled, used = rescale_to_sampling(image, 0.1, 0.1 * factor)
+    assert used == pytest.approx(factor)
+    peaks, _ = find_peaks(rescaled / rescaled.max(), 0.5, 3)
+    np.testing.assert_allclose(peaks[0] * factor, [40.3, 77.6], atol=0.1)
+
+
+def test_peaks_are_refined_to_sub_pixel():
+    heat = _blobs((40, 40), [(12.3, 20.8)], 2.0)
+    positions, heights = find_peaks(heat, 0.5, 3)
+    np.testing.assert_allclose(positions[0], [12.3, 20.8], atol=0.05)
+    assert heights[0] == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize(("image", "sampling", "words"), [
+    (np.full((64, 64), np.nan), 0.1, "NaN"),
+    (np.ones((64, 64)), 0.1, "constant"),
+    (np.random.default_rng(0).random((10, 10)), 0.1, "too small"),
+    (np.zeros((2, 2, 64, 64)), 0.1, "4-D"),
+    (np.zeros(64), 0.1, "1-D"),
+    (np.random.default_rng(0).random((64, 64)), None, "pixel size of the image is not known"),
+    (np.random.default_rng(0).random((64, 64)), -1.0, "must be positive"),
+])
+def test_bad_input_gives_clear_errors(image, sampling, words):
+    with pytest.raises(TEMAtomsError, match=words):
+        detect_atoms(image, model=_fake_model(), sampling=sampling)
+
+
+def test_sampling_outside_the_trained_range_warns(lattice):
+    image, _, _ = lattice
+    with pytest.warns(UserWarning, match="outside the trained range"):
+        detect_atoms(image, model=_fake_model(), sampling=1.0)
+
+
+def test_weights_round_trip_through_safetensors(tmp_path):
+    torch.manual_seed(0)
+    network = UNet(base_channels=4, depth=2).eval()
+    metadata = {"architecture": {"in_channels": 1, "out_channels": 1, "base_channels": 4,
+                                 "depth": 2}, "sampling": 0.2, "classes": ["column"]}
+    path = tmp_path / "tiny.safetensors"
+    digest = save_model(path, network, metadata)
+    loaded = load_model(path, device="cpu")
+    assert loaded.sha256 == digest and loaded.sampling == 0.2
+    x = torch.randn(1, 1, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.network(x), network(x))
+
+
+def test_missing_weights_and_unknown_models_are_explained(tmp_path):
+    with pytest.raises(TEMAtomsError, match="no such weights file"):
+        load_model(tmp_path / "absent.safetensors")
+    with pytest.raises(TEMAtomsError, match="unknown model 'no-such-model'"):
+        load_model("no-such-model")
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"not weights")
+    with pytest.raises(TEMAtomsError, match="not a napari-tem-atoms weights file"):
+        load_model(damaged)
+
+
+def test_registered_model_with_a_wrong_hash_is_refused(monkeypatch):
+    entry = REGISTRY["au-hrtem"]
+    monkeypatch.setitem(REGISTRY, "au-hrtem", ModelEntry(entry.name, entry.description,
+                                                         entry.filename, "f" * 64))
+    with pytest.raises(TEMAtomsError, match="does not match the registered"):
+        load_model("au-hrtem")
+
+
+def test_fetched_model_offline_says_where_to_put_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("NAPARI_TEM_ATOMS_CACHE", str(tmp_path))
+    monkeypatch.setitem(REGISTRY, "remote", ModelEntry(
+        "remote", "test", "remote.safetensors", "0" * 64, url="http://127.0.0.1:9/remote.safetensors"))
+    with pytest.raises(TEMAtomsError, match=str(tmp_path / "models" / "remote.safetensors")):
+        load_model("remote")

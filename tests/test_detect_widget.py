@@ -1,0 +1,109 @@
+"""The "Detect atoms" dock widget, end to end in a viewer, with the shipped model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tem_atoms.samples import synthetic_gold_stack
+
+PLUGIN = "napari-tem-atoms"
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def viewer_with_stack(make_napari_viewer):
+    viewer = make_napari_viewer()
+    stack = synthetic_gold_stack(n_frames=4, shape=(256, 256), particle_radius=11.0, seed=3)
+    viewer.add_image(stack.images, name="stack", scale=(1, 0.12, 0.12),
+                     units=("pixel", "angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Detect atoms")
+    return viewer, widget, stack
+
+
+def _wait(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.worker is None and widget.cancel_button.enabled is False,
+                    timeout=timeout)
+
+
+def test_widget_detects_the_sample_columns(qtbot, viewer_with_stack):
+    viewer, widget, stack = viewer_with_stack
+    assert widget.sampling.value == pytest.approx(0.12)
+    assert widget.sampling_note.value == ""
+    widget.run()
+    assert not widget.run_button.enabled  # disabled while busy
+    _wait(qtbot, widget)
+    points = viewer.layers["stack atoms"]
+    assert set(points.features.columns) >= {"frame", "confidence"}
+    np.testing.assert_allclose(points.scale, [1, 0.12, 0.12])
+    truth = stack.columns[(stack.columns.frame == 0) & (stack.columns.n_atoms >= 3)]
+    found = points.data[points.data[:, 0] == 0][:, 1:]
+    distance = np.linalg.norm(found[:, None] - truth[["y", "x"]].to_numpy()[None], axis=-1)
+    recall = np.mean(distance.min(axis=0) * 0.12 < 0.5)
+    assert recall > 0.8, recall
+    assert "atoms in 4 frame(s)" in widget.status.value and "on cpu" in widget.status.value
+    assert widget.run_button.enabled
+
+
+def test_threshold_change_refinds_peaks_without_the_network(qtbot, viewer_with_stack,
+                                                            monkeypatch):
+    viewer, widget, _ = viewer_with_stack
+    widget.frames.value = "current frame"
+    widget.run()
+    _wait(qtbot, widget)
+    before = len(viewer.layers["stack atoms"].data)
+    import napari_tem_atoms.napari._detect_widget as module
+
+    monkeypatch.setattr(module, "iter_detect_atoms", None)  # the network must not run again
+    widget.threshold.value = 0.9
+    after = len(viewer.layers["stack atoms"].data)
+    assert after < before
+
+
+def test_rerun_replaces_the_points_layer(qtbot, viewer_with_stack):
+    viewer, widget, _ = viewer_with_stack
+    widget.frames.value = "current frame"
+    widget.run()
+    _wait(qtbot, widget)
+    widget.run()
+    _wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers].count("stack atoms") == 1
+
+
+def test_cancel_stops_mid_stack(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    stack = synthetic_gold_stack(n_frames=30, shape=(384, 384), seed=4)
+    viewer.add_image(stack.images, name="long", scale=(1, 0.12, 0.12),
+                     units=("pixel", "angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Detect atoms")
+    widget.run()
+    qtbot.waitUntil(lambda: len(widget._results) >= 1, timeout=120_000)
+    widget.cancel()
+    _wait(qtbot, widget)
+    assert 1 <= len(widget._results) < 30
+    assert "cancelled after" in widget.status.value
+
+
+def test_missing_pixel_size_is_shown_and_blocks_the_run(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((64, 64)), name="raw")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Detect atoms")
+    assert "No pixel size" in widget.sampling_note.value
+    assert not widget.run_button.enabled
+    widget.sampling.value = 0.1
+    assert widget.run_button.enabled
+
+
+def test_errors_reach_the_user_in_plain_words(qtbot, make_napari_viewer, monkeypatch):
+    import napari_tem_atoms.napari._detect_widget as module
+
+    shown = []
+    monkeypatch.setattr(module, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.ones((128, 128)), name="flat", scale=(0.1, 0.1),
+                     units=("angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Detect atoms")
+    widget.run()
+    _wait(qtbot, widget)
+    assert shown == [
+        "Detect atoms: frame 0: the image is constant (no contrast): nothing to detect"]

@@ -1,0 +1,140 @@
+"""The training loop on tiny data: exit waves with abTEM, a few steps, weights, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("abtem")
+
+TINY = """
+output = "run"
+[data]
+folder = "waves"
+train_particles = 2
+validation_particles = 1
+carbon_slabs = 2
+seed = 1
+[model]
+name = "tiny"
+sampling = 0.2
+base_channels = 4
+depth = 2
+[train]
+steps = STEPS
+batch_size = 2
+patch_size = 64
+checkpoint_every = 2
+validate_every = 2
+validation_images = 1
+workers = 0
+[exit_waves]
+diameter = [8.0, 14.0]
+min_field = 20.0
+frozen_phonons = 2
+carbon_size = 24.0
+carbon_thickness = [4.0, 6.0]
+"""
+
+TEM_ATOMS = str(Path(sys.executable).with_name("tem-atoms"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    config = folder / "tiny.toml"
+    config.write_text(TINY.replace("STEPS", "4"))
+    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    return folder, config, result.stdout
+
+
+@pytest.mark.slow
+def test_training_writes_safetensors_weights_and_a_summary(trained):
+    folder, _, output = trained
+    assert "computing 5 exit waves with abTEM" in output
+    assert "step 4/4" in output
+    weights = folder / "run" / "tiny.safetensors"
+    summary = json.loads((folder / "run" / "tiny.json").read_text())
+    assert weights.stat().st_size > 1000
+    assert summary["training"]["steps"] == 4
+    assert summary["training"]["data"]["particles"] == 2
+    assert summary["training"]["envelope"]["cs"] == [-300000.0, 300000.0]
+    log = [json.loads(line) for line in (folder / "run" / "training_log.jsonl").read_text()
+           .splitlines()]
+    assert [r["step"] for r in log if "validation_f1" in r] == [2, 4]
+    waves = np.load(next((folder / "waves" / "particles").glob("train_*.npz")))
+    assert waves["waves"].shape[0] == 2  # two frozen-phonon configurations
+    assert waves["columns"].shape[1] == 3
+
+
+@pytest.mark.slow
+def test_training_resumes_from_its_checkpoint(trained):
+    _folder, config, _ = trained
+    config.write_text(TINY.replace("STEPS", "6"))
+    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stdout and "at step 4" in result.stdout
+    assert "computing" not in result.stdout  # the exit waves are cached
+    assert "step 6/6" in result.stdout
+
+
+@pytest.mark.slow
+def test_detect_command_writes_the_atoms_csv(trained, made_files, tmp_path):
+    folder, _, _ = trained
+    weights = folder / "run" / "tiny.safetensors"
+    output = tmp_path / "atoms.csv"
+    result = subprocess.run(
+        [TEM_ATOMS, "detect", str(made_files["ome_stack"]), str(made_files["imagej_angstrom"]),
+         "--model", str(weights), "--threshold", "0.0", "-o", str(output)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "model " in result.stderr and "on cpu" in result.stderr
+    table = pd.read_csv(output)
+    assert list(table.columns) == ["frame", "y", "x", "y_angstrom", "x_angstrom", "confidence",
+                                   "file"]
+    ome = table[table.file == str(made_files["ome_stack"])]
+    np.testing.assert_allclose(ome.x_angstrom, ome.x * 0.123, rtol=1e-5)
+    assert set(ome.frame) <= {0, 1, 2}
+
+
+@pytest.mark.slow
+def test_detect_command_asks_for_a_pixel_size_when_none_is_known(trained, made_files, tmp_path):
+    folder, _, _ = trained
+    result = subprocess.run(
+        [TEM_ATOMS, "detect", str(made_files["npy_stack"]), "--model",
+         str(folder / "run" / "tiny.safetensors"), "-o", str(tmp_path / "a.csv")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "give the pixel size with --sampling" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_detect_on_a_local_dask_cluster_gives_the_same_csv(trained, made_files, tmp_path):
+    from dask.distributed import LocalCluster
+
+    folder, _, _ = trained
+    weights = str(folder / "run" / "tiny.safetensors")
+    inputs = [str(made_files["ome_stack"]), str(made_files["frames"])]
+    here, there = tmp_path / "here.csv", tmp_path / "cluster.csv"
+    common = ["--model", weights, "--threshold", "0.0"]
+    subprocess.run([TEM_ATOMS, "detect", *inputs, *common, "-o", str(here)], check=True,
+                   capture_output=True, timeout=300)
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None, processes=True) as cluster:
+        result = subprocess.run([TEM_ATOMS, "detect", *inputs, *common, "--scheduler",
+                                 cluster.scheduler_address, "-o", str(there)],
+                                capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"on scheduler {cluster.scheduler_address}" in result.stderr
+    assert len(pd.read_csv(here)) > 0
+    assert here.read_text() == there.read_text()
