@@ -43,5 +43,9 @@ run: $(VENV)/.run system-deps
 test: $(VENV)/.test system-deps test-data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Rebuild the documentation's screenshots (a real napari window on a virtual display).
+docs: $(VENV)/.test system-deps test-data
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) docs/make_screenshots.py
+
 clean:
 	rm -rf $(VENV) tests/data/hyperspy .pytest_cache

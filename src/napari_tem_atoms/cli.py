@@ -135,21 +135,26 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .simulation.exit_waves import load_exit_waves
     from .training import load_config
     from .training.evaluate import evaluate, plot_scores
 
     run = load_config(args.config)
-    particles = load_exit_waves(run.data.folder, "particles", "validation")
-    carbons = load_exit_waves(run.data.folder, "carbon", "validation")
-    if not particles:
-        print(f"error: no validation exit waves in {run.data.folder}: run "
-              f"`tem-atoms train {args.config}` first", file=sys.stderr)
-        return 1
-    scores = evaluate(args.model, particles, carbons, doses=args.doses,
-                      images_per_dose=args.images, envelope=run.envelope,
-                      support_probability=run.data.support_probability,
-                      log=lambda line: print(line, flush=True))
+    if args.scores:  # scores of an earlier run: only (re)write the table, plot and card
+        scores = pd.read_csv(args.scores)
+    else:
+        particles = load_exit_waves(run.data.folder, "particles", "validation")
+        carbons = load_exit_waves(run.data.folder, "carbon", "validation")
+        if not particles:
+            print(f"error: no validation exit waves in {run.data.folder}: run "
+                  f"`tem-atoms train {args.config}` first", file=sys.stderr)
+            return 1
+        scores = evaluate(args.model, particles, carbons, doses=args.doses,
+                          images_per_dose=args.images, envelope=run.envelope,
+                          support_probability=run.data.support_probability,
+                          log=lambda line: print(line, flush=True))
     print(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.table:
         scores.to_csv(args.table, index=False, float_format="%.4f")
@@ -248,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--images", type=int, default=48, help="images per dose")
     evaluate.add_argument("--table", type=Path, help="write the scores as CSV")
     evaluate.add_argument("--plot", type=Path, help="write F1 and RMSE against dose as PNG")
+    evaluate.add_argument("--scores", type=Path, metavar="CSV",
+                          help="reuse the scores table of an earlier --table run")
     evaluate.add_argument("--card", type=Path, metavar="MARKDOWN",
                           help="write the model card (scores, plot, speed) to this file")
     evaluate.set_defaults(run=_evaluate)

@@ -10,6 +10,7 @@ the file and says what is wrong.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -412,14 +413,21 @@ def _plain(tree: Any) -> Any:
 # --- TIFF ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8)
+def _open_tiff(path: str) -> Any:
+    """An open TiffFile per process: reading page i does not re-walk the pages before it."""
+    import tifffile
+
+    return tifffile.TiffFile(path)
+
+
 def _lazy_tiff_frames(path: Path, shape: tuple[int, ...], dtype: Any) -> Any:
     """A dask stack that reads one TIFF page per frame, when it is needed."""
     import dask
     import dask.array as da
-    import tifffile
 
     def page(index: int) -> np.ndarray:
-        return tifffile.imread(path, key=index)
+        return _open_tiff(str(path)).pages[index].asarray()
 
     return da.stack([da.from_delayed(dask.delayed(page)(i), shape[1:], dtype)
                      for i in range(shape[0])])

@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="3c83121bc17d573dac534fed9255d412cb701a93d7c4c87cdf64e7548db4a913",
+        sha256="d6c7d6aeae72ab5a818c44bac1e71f301f8ab5a25b26775cfb9cf2c3b1c0c1bd",
     ),
 }
 

@@ -63,8 +63,28 @@ def image_layer_data(image: TEMImage) -> tuple[Any, dict[str, Any], str]:
 def points_layer_kwargs(ndim: int, pixel_size: tuple[float, float] | None) -> dict[str, Any]:
     """Scale, units and marker size for atoms drawn over an image of that calibration."""
     size = ATOM_MARKER_PIXELS if pixel_size is None else ATOM_MARKER_ANGSTROM / pixel_size[1]
-    return {**_scale_and_units(ndim, pixel_size), "size": size, "face_color": "#ff9f1c",
-            "border_color": "#000000", "border_width": 0.05, "opacity": 0.85}
+    # Rings, so that the column under each marker stays visible.
+    return {**_scale_and_units(ndim, pixel_size), "size": size, "symbol": "ring",
+            "face_color": "#ff9f1c", "border_width": 0, "opacity": 0.9}
+
+
+def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, float]) -> Any:
+    """Show an atoms table (frame, y, x, confidence) over `image` as ``"<image> atoms"``.
+
+    The layer is created with the image's scale and units, or updated in place when it exists
+    (a re-run replaces its points). Returns the Points layer.
+    """
+    columns = ["frame", "y", "x"] if image.ndim == 3 else ["y", "x"]
+    coordinates = atoms[columns].to_numpy(float).reshape(-1, len(columns))
+    features = atoms[["frame", "confidence"]].reset_index(drop=True)
+    name = f"{image.name} atoms"
+    if name in viewer.layers:
+        points = viewer.layers[name]
+        points.data, points.features = coordinates, features
+        return points
+    kwargs = points_layer_kwargs(image.ndim, pixel_size)
+    kwargs.update(scale=image.scale, units=image.units)
+    return viewer.add_points(coordinates, name=name, features=features, **kwargs)
 
 
 def atoms_layer_data(table: AtomsTable, name: str, source: str) -> tuple[Any, dict[str, Any], str]:

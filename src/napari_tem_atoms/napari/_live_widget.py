@@ -33,7 +33,7 @@ from ..analysis.detect import iter_detect_atoms
 from ..errors import TEMAtomsError
 from ..live import FolderWatcher, FrameQueue, LiveStatistics
 from ..models import REGISTRY, load_model, model_metadata
-from ._layers import pixel_size_of_layer, points_layer_kwargs
+from ._layers import pixel_size_of_layer, show_atoms
 
 if TYPE_CHECKING:
     import napari
@@ -83,7 +83,8 @@ class LiveWidget(Container):
                                tooltip="The folder the camera software writes frames into")
         self.followed_layer = create_widget(annotation="napari.layers.Image", label="Layer")
         self.model = ComboBox(label="Model", choices=list(REGISTRY))
-        self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
+        self.sampling = FloatSpinBox(label="Pixel size (Å/px; 0: from files)", min=0.0,
+                                     max=100.0,
                                      step=0.0001, tooltip="0: take it from the frames' files")
         self.threshold = FloatSlider(label="Threshold", min=0.05, max=0.95, step=0.01,
                                      value=0.5)
@@ -252,16 +253,7 @@ class LiveWidget(Container):
 
     def _update_points(self, sampling: float) -> None:
         image = self._image_layer
-        stack = image.ndim == 3
         # A 2-D layer updated in place shows the atoms of its latest content only.
-        atoms = pd.concat(self._atoms if stack else self._atoms[-1:], ignore_index=True)
-        coordinates = atoms[["frame", "y", "x"] if stack else ["y", "x"]].to_numpy(float)
-        features = atoms[["frame", "confidence"]].reset_index(drop=True)
-        name = f"{image.name} atoms"
-        if name in self._viewer.layers:
-            points = self._viewer.layers[name]
-            points.data, points.features = coordinates, features
-        else:
-            kwargs = points_layer_kwargs(image.ndim, (sampling, sampling))
-            kwargs.update(scale=image.scale, units=image.units)
-            self._viewer.add_points(coordinates, name=name, features=features, **kwargs)
+        atoms = pd.concat(self._atoms if image.ndim == 3 else self._atoms[-1:],
+                          ignore_index=True)
+        show_atoms(self._viewer, image, atoms, (sampling, sampling))

@@ -128,6 +128,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         lines.append("")
         if plot:
             lines += [f"![F1 and RMSE against dose]({plot})", ""]
+        lines += _targets(network, peer)
     lines += [
         "## Reproduce",
         "",
@@ -143,6 +144,32 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
     if extra:
         lines += [extra.rstrip(), ""]
     return "\n".join(lines)
+
+
+def _targets(network: pd.DataFrame, peer: pd.DataFrame) -> list[str]:
+    """The project's accuracy targets against what was measured (met or not, plainly)."""
+    def f1_at(doses: list[float]) -> float:
+        return float(network.loc[[d for d in doses if d in network.index], "f1"].min())
+
+    rows = []
+    if 100 in network.index:
+        rows.append(("F1 ≥ 0.95 at 100 e/Å²", f"{network.loc[100, 'f1']:.3f}",
+                     network.loc[100, "f1"] >= 0.95))
+    high = [d for d in network.index if d >= 1000]
+    if high:
+        rows.append(("F1 ≥ 0.99 at ≥ 1000 e/Å²", f"{f1_at(high):.3f} (lowest)",
+                     f1_at(high) >= 0.99))
+    if 1000 in network.index:
+        rows.append(("RMSE ≤ 15 pm at 1000 e/Å²", f"{network.loc[1000, 'rmse_pm']:.1f} pm",
+                     network.loc[1000, "rmse_pm"] <= 15))
+    better = bool((network.f1 > peer.reindex(network.index).f1).all())
+    rows.append(("F1 better than the classical peer at every dose",
+                 "yes" if better else "no", better))
+    lines = ["### Against the project's targets", "", "| Target | Measured | Met |",
+             "|---|---|---|"]
+    lines += [f"| {target} | {value} | {'yes' if met else '**no**'} |"
+              for target, value, met in rows]
+    return [*lines, ""]
 
 
 def metadata_of(weights: str | Path) -> dict:

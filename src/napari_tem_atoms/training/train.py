@@ -104,15 +104,15 @@ def calibrate_threshold(network: Any, samples: list, sampling: float, bfloat16: 
                         ) -> tuple[float, MatchCounts]:
     """The confidence threshold with the best F1 on validation samples, and its scores."""
     maps = _heatmaps(network, samples, bfloat16)
-    best = (0.5, MatchCounts())
+    scored = []
     for threshold in np.arange(0.1, 0.91, 0.05):
         counts = MatchCounts()
         for sample, heat in zip(samples, maps, strict=True):
             positions, _ = find_peaks(heat, threshold, MIN_COLUMN_DISTANCE / sampling)
             counts += match_columns(positions, sample.columns, sampling)
-        if counts.f1 > best[1].f1:
-            best = (round(float(threshold), 2), counts)
-    return best
+        scored.append((counts.f1, round(float(threshold), 2), counts))
+    _, threshold, counts = max(scored, key=lambda item: item[0])
+    return threshold, counts
 
 
 def train(run: TrainingRun, log: Log = print) -> Path:

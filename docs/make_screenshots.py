@@ -1,0 +1,117 @@
+"""Take the documentation's screenshots of a real napari window (run under Xvfb: `make docs`).
+
+Each workflow page in docs/ shows one of these: the Detect atoms widget on the sample stack,
+Live mode on a folder that frames are written into, and the Calibration widget on a DM3 file.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import napari
+import tifffile
+from qtpy.QtWidgets import QApplication
+
+from napari_tem_atoms.samples import synthetic_gold_stack
+
+PLUGIN = "napari-tem-atoms"
+IMAGES = Path(__file__).parent / "images"
+
+
+def _settle(seconds: float = 0.5) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _wait(condition, timeout: float = 300.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError("the widget did not finish in time")
+        QApplication.processEvents()
+        time.sleep(0.05)
+
+
+def _viewer() -> napari.Viewer:
+    viewer = napari.Viewer(title="napari-tem-atoms")
+    viewer.window.resize(1500, 950)
+    viewer.scale_bar.visible = True
+    return viewer
+
+
+def detect_screenshot() -> Path:
+    viewer = _viewer()
+    viewer.open_sample(PLUGIN, "synthetic_gold_stack")
+    viewer.layers["Synthetic Au stack true columns"].visible = False
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Detect atoms")
+    widget.show_map.value = False
+    widget.run()
+    _wait(lambda: widget.worker is None and "atoms in" in widget.status.value)
+    viewer.dims.set_current_step(0, 0)
+    viewer.camera.zoom *= 1.3
+    _settle()
+    path = IMAGES / "detect-widget.png"
+    viewer.window.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
+def live_screenshot() -> Path:
+    viewer = _viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Live mode")
+    frames = synthetic_gold_stack(n_frames=6, shape=(384, 384), seed=7).images
+    with tempfile.TemporaryDirectory(prefix="camera-") as folder:
+        widget.folder.value = folder
+        widget.start()
+        _settle(1.0)
+        for index, frame in enumerate(frames):
+            tifffile.imwrite(Path(folder) / f"frame_{index:04d}.tif", frame, imagej=True,
+                             resolution=(1 / 0.012, 1 / 0.012), metadata={"unit": "nm"})
+            _settle(0.6)
+        _wait(lambda: widget.statistics.analysed >= len(frames))
+        _settle()
+        path = IMAGES / "live-mode.png"
+        viewer.window.screenshot(str(path), canvas_only=False)
+        widget.stop()
+        _wait(lambda: widget.worker is None)
+    viewer.close()
+    return path
+
+
+def calibration_screenshot(dm3: Path) -> Path:
+    viewer = _viewer()
+    viewer.open(dm3, plugin=PLUGIN)
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Calibration")
+    _settle()
+    path = IMAGES / "calibration-widget.png"
+    viewer.window.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
+def main() -> int:
+    IMAGES.mkdir(exist_ok=True)
+    paths = [detect_screenshot(), live_screenshot()]
+    dm3 = Path(__file__).parents[1] / "tests/data/hyperspy/dm3_2D_data/multi_signal.dm3"
+    if dm3.exists():
+        paths.append(calibration_screenshot(dm3))
+    for path in paths:
+        print(f"wrote {path}")
+    # Keep the repository lean: 8-bit palettes are plenty for screenshots of a dark UI.
+    try:
+        from PIL import Image
+
+        for path in paths:
+            Image.open(path).convert("RGB").quantize(colors=128).save(path, optimize=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
