@@ -169,3 +169,21 @@ def test_unsupported_extension_is_refused(tmp_path):
     path.write_bytes(b"\xff\xd8\xff")
     with pytest.raises(TEMFileError, match=r"unsupported file type '\.jpg'"):
         read_image(path)
+
+
+def test_lazy_tiff_stack_reads_pages_on_demand(tmp_path, monkeypatch):
+    """A large plain TIFF stack is neither loaded to read it lazily nor to look for tags."""
+    import tifffile
+    from rsciio import tiff as rsciio_tiff
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, data=(IMAGE + k for k in range(6)), shape=(6, 40, 50),
+                     dtype=np.float32, photometric="minisblack")
+    calls = []
+    real = rsciio_tiff.file_reader
+    monkeypatch.setattr(rsciio_tiff, "file_reader",
+                        lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
+    image = read_image(path, lazy=True)
+    assert hasattr(image.data, "dask") and image.data.chunks[0] == (1,) * 6
+    assert calls == [{"lazy": True}]
+    np.testing.assert_allclose(np.asarray(image.data[4]), IMAGE + 4)

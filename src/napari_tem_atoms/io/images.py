@@ -525,7 +525,8 @@ def _vendor_tiff_calibration(path: Path) -> tuple[Calibration, str | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            signal = rsciio_tiff.file_reader(str(path))[0]
+            # Lazily: only the tags are needed, not a second copy of a (large) stack.
+            signal = rsciio_tiff.file_reader(str(path), lazy=True)[0]
     except Exception:  # vendor tags are optional; the image itself was read by tifffile
         return Calibration.uncalibrated(), None
     axes = signal["axes"]
