@@ -18,27 +18,15 @@ import pandas as pd
 from .analysis.detect import iter_detect_atoms
 from .errors import TEMAtomsError
 from .io import TEMImage
+from .models import load_cached_model
 
 __all__ = ["FrameJob", "detect_frame", "frame_jobs", "run_jobs"]
-
-_MODELS: dict[tuple[str, str | None], Any] = {}
-
-
-def _model(model: str, device: str | None) -> Any:
-    """Load a model once per process (a cluster worker keeps it between tasks)."""
-    from .models import load_model
-
-    key = (model, device)
-    if key not in _MODELS:
-        _MODELS[key] = load_model(model, device=device)
-    return _MODELS[key]
-
 
 def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: float | None,
                  device: str | None = None) -> pd.DataFrame:
     """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels."""
-    steps = iter_detect_atoms(np.asarray(frame), _model(model, device), sampling=sampling,
-                              threshold=threshold)
+    steps = iter_detect_atoms(np.asarray(frame), load_cached_model(model, device),
+                              sampling=sampling, threshold=threshold)
     return next(steps).atoms.drop(columns="frame")
 
 

@@ -84,14 +84,15 @@ def _detect(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from .analysis.detect import TRAINED_SAMPLING
-    from .batch import _model, frame_jobs, run_jobs
+    from .analysis.detect import sampling_warning
+    from .batch import frame_jobs, run_jobs
     from .io import atoms_table, write_atoms_csv
+    from .models import load_cached_model
 
     try:
         images = [image for path in args.inputs for image in read_images(path, lazy=True)]
         jobs = frame_jobs(images, args.sampling)
-        loaded = _model(str(args.model), args.device)
+        loaded = load_cached_model(str(args.model), args.device)
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -99,10 +100,9 @@ def _detect(args: argparse.Namespace) -> int:
     print(f"model {args.model} on {loaded.device}, {len(jobs)} frames on {where}",
           file=sys.stderr)
     for image in images:
-        size = args.sampling or image.pixel_size_angstrom
-        if not TRAINED_SAMPLING[0] * 0.8 <= size <= TRAINED_SAMPLING[1] * 1.25:
-            print(f"warning: {image.path}: pixel size {size:.4g} Å/px is outside the trained "
-                  f"range {TRAINED_SAMPLING[0]}-{TRAINED_SAMPLING[1]} Å/px", file=sys.stderr)
+        warning = sampling_warning(args.sampling or image.pixel_size_angstrom)
+        if warning:  # said once per file here: the frames' own warnings stay in the workers
+            print(f"warning: {image.path}: {warning}", file=sys.stderr)
     try:
         with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
             results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,

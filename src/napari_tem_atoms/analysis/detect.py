@@ -22,12 +22,14 @@ from ..errors import TEMAtomsError
 
 __all__ = [
     "DetectionStep",
+    "atoms_from_heatmap",
     "detect_atoms",
     "find_peaks",
     "iter_detect_atoms",
     "normalise_image",
     "predict_heatmap",
     "rescale_to_sampling",
+    "sampling_warning",
 ]
 
 #: Smallest distance between two columns [Å] (gold's closest projected spacing is 2.04 Å).
@@ -164,6 +166,43 @@ def find_peaks(heatmap: np.ndarray, threshold: float = 0.5, min_distance: float 
     return peaks + np.stack(offsets, axis=1), heights
 
 
+def atoms_from_heatmap(heatmap: np.ndarray, threshold: float, model_sampling: float,
+                       factor: float, frame: int = 0) -> pd.DataFrame:
+    """The atoms table of one frame from the network's map at the model's sampling.
+
+    Parameters
+    ----------
+    heatmap : numpy.ndarray
+        (H, W) probabilities at the model's sampling.
+    threshold : float
+        Smallest peak height kept.
+    model_sampling : float
+        Pixel size of `heatmap` [Å/px].
+    factor : float
+        Input pixels per map pixel (from :func:`rescale_to_sampling`).
+    frame : int, optional
+        Frame index written in the ``frame`` column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``frame``, ``y``, ``x`` (input pixels), ``confidence``.
+    """
+    positions, heights = find_peaks(heatmap, threshold, MIN_COLUMN_DISTANCE / model_sampling)
+    positions = positions * factor
+    return pd.DataFrame({"frame": np.full(len(positions), frame, dtype=int),
+                         "y": positions[:, 0], "x": positions[:, 1],
+                         "confidence": heights.astype(float)})
+
+
+def sampling_warning(sampling: float) -> str | None:
+    """A warning when `sampling` [Å/px] is outside the range the models were trained on."""
+    if TRAINED_SAMPLING[0] * 0.8 <= sampling <= TRAINED_SAMPLING[1] * 1.25:
+        return None
+    return (f"pixel size {sampling:.4g} Å/px is outside the trained range "
+            f"{TRAINED_SAMPLING[0]}-{TRAINED_SAMPLING[1]} Å/px: results may be unreliable")
+
+
 @dataclass
 class DetectionStep:
     """Progress of :func:`iter_detect_atoms`: one frame done.
@@ -220,7 +259,7 @@ def iter_detect_atoms(
 
     Parameters are those of :func:`detect_atoms`; the generator's return value is the table.
     """
-    from ..models import LoadedModel, load_model
+    from ..models import LoadedModel, load_cached_model
 
     frames, sampling, is_stack = _as_frames(image, sampling)
     if sampling is None:
@@ -232,13 +271,10 @@ def iter_detect_atoms(
     sampling = float(sampling)
     if not sampling > 0:
         raise TEMAtomsError(f"the pixel size must be positive, not {sampling} Å/px")
-    if not TRAINED_SAMPLING[0] * 0.8 <= sampling <= TRAINED_SAMPLING[1] * 1.25:
-        warnings.warn(
-            f"pixel size {sampling:.4g} Å/px is outside the trained range "
-            f"{TRAINED_SAMPLING[0]}-{TRAINED_SAMPLING[1]} Å/px: results may be unreliable",
-            stacklevel=2,
-        )
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+    warning = sampling_warning(sampling)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    loaded = model if isinstance(model, LoadedModel) else load_cached_model(model, device)
     if threshold is None:
         threshold = loaded.threshold
     n_frames = int(frames.shape[0])
@@ -262,12 +298,7 @@ def iter_detect_atoms(
         except TEMAtomsError as exc:
             raise TEMAtomsError(f"{where(index)}{exc}") from None
         heatmap = predict_heatmap(loaded, normalised, tile_size=tile_size)
-        positions, heights = find_peaks(heatmap[0], threshold,
-                                        MIN_COLUMN_DISTANCE / loaded.sampling)
-        positions = positions * factor
-        table = pd.DataFrame({"frame": np.full(len(positions), index, dtype=int),
-                              "y": positions[:, 0], "x": positions[:, 1],
-                              "confidence": heights.astype(float)})
+        table = atoms_from_heatmap(heatmap[0], threshold, loaded.sampling, factor, index)
         tables.append(table)
         yield DetectionStep(index, n_frames, table, heatmap[0] if keep_heatmaps else None)
     atoms = pd.concat(tables, ignore_index=True)

@@ -4,11 +4,12 @@ from .registry import (
     REGISTRY,
     LoadedModel,
     ModelEntry,
+    load_cached_model,
     load_model,
     model_metadata,
     model_path,
     save_model,
 )
 
-__all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_model", "model_metadata", "model_path",
-           "save_model"]
+__all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_cached_model", "load_model",
+           "model_metadata", "model_path", "save_model"]

@@ -18,8 +18,8 @@ from typing import Any
 from .._cache import CACHE_ENV, cache_dir, fetch_file
 from ..errors import TEMAtomsError
 
-__all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_model", "model_metadata", "model_path",
-           "save_model"]
+__all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_cached_model", "load_model",
+           "model_metadata", "model_path", "save_model"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,18 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None)
     network.eval().to(device)
     return LoadedModel(network=network, metadata=metadata, device=device, name=os.fspath(model),
                        sha256=digest)
+
+
+_LOADED: dict[tuple[str, str | None], LoadedModel] = {}
+
+
+def load_cached_model(model: str | os.PathLike = "au-hrtem", device: str | None = None
+                      ) -> LoadedModel:
+    """:func:`load_model`, once per process: widgets, batch runs and cluster workers reuse it."""
+    key = (os.fspath(model), device)
+    if key not in _LOADED:
+        _LOADED[key] = load_model(model, device=device)
+    return _LOADED[key]
 
 
 def save_model(path: str | os.PathLike, network: Any, metadata: dict) -> str:

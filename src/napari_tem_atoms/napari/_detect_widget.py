@@ -26,9 +26,9 @@ from magicgui.widgets import (
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ..analysis.detect import MIN_COLUMN_DISTANCE, find_peaks, iter_detect_atoms
+from ..analysis.detect import atoms_from_heatmap, iter_detect_atoms
 from ..errors import TEMAtomsError
-from ..models import REGISTRY, load_model, model_metadata
+from ..models import REGISTRY, load_cached_model, model_metadata
 from ._layers import pixel_size_of_layer, show_atoms
 
 if TYPE_CHECKING:
@@ -70,7 +70,6 @@ class DetectWidget(Container):
                      self.run_button, self.cancel_button, self.status])
 
         self.worker: Any = None
-        self._loaded: dict[tuple[str, str], Any] = {}
         self._results: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
         self._run_info: dict[str, Any] = {}
         self._progress: Any = None
@@ -146,7 +145,7 @@ class DetectWidget(Container):
 
         def work():
             try:
-                loaded = self._model(model_name)
+                loaded = load_cached_model(model_name)
             except TEMAtomsError as exc:
                 yield ("error", str(exc))
                 return
@@ -170,12 +169,6 @@ class DetectWidget(Container):
         self.cancel_button.enabled = True
         self.status.value = f"Detecting atoms in {len(indices)} frame(s)..."
         self.worker.start()
-
-    def _model(self, name: str) -> Any:
-        key = (name, "auto")
-        if key not in self._loaded:
-            self._loaded[key] = load_model(name)
-        return self._loaded[key]
 
     def cancel(self) -> None:
         """Stop after the frame in progress (the Cancel button); keep what was found."""
@@ -232,12 +225,8 @@ class DetectWidget(Container):
         info, threshold = self._run_info, float(self.threshold.value)
         factor = info["model_sampling"] / info["sampling"]
         for index, (_, heatmap) in list(self._results.items()):
-            positions, heights = find_peaks(heatmap, threshold,
-                                            MIN_COLUMN_DISTANCE / info["model_sampling"])
-            positions = positions * factor
-            self._results[index] = (pd.DataFrame({
-                "frame": index, "y": positions[:, 0], "x": positions[:, 1],
-                "confidence": heights.astype(float)}), heatmap)
+            atoms = atoms_from_heatmap(heatmap, threshold, info["model_sampling"], factor, index)
+            self._results[index] = (atoms, heatmap)
         self._update_layers()
 
     def _points_table(self) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from napari.utils.notifications import show_error, show_warning
 from ..analysis.detect import iter_detect_atoms
 from ..errors import TEMAtomsError
 from ..live import FolderWatcher, FrameQueue, LiveStatistics
-from ..models import REGISTRY, load_model, model_metadata
+from ..models import REGISTRY, load_cached_model, model_metadata
 from ._layers import pixel_size_of_layer, show_atoms
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class LiveWidget(Container):
 
     def _work(self, watcher: FolderWatcher | None):
         session = self._session
-        loaded = load_model(session["model"])
+        loaded = load_cached_model(session["model"])
         yield ("ready", loaded.device)
         next_index = 0
         while True:
