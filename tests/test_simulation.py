@@ -91,3 +91,23 @@ def test_scoring_counts_and_ignores_thin_columns():
 def test_scoring_refuses_matches_beyond_half_an_angstrom():
     counts = match_columns(np.array([[0.0, 3.0]]), np.array([[0.0, 0.0, 3]]), sampling=0.2)
     assert (counts.true_positives, counts.false_positives, counts.false_negatives) == (0, 1, 1)
+
+
+@pytest.mark.slow
+def test_diffusion_video_truth_matches_its_frames():
+    from napari_tem_atoms.simulation.diffusion import simulate_diffusion_video
+
+    video = simulate_diffusion_video(n_frames=3, dose=1e5, diameter=12.0, seed=2,
+                                     drift_per_frame=0.0)
+    assert video.frames.shape[0] == 3 and video.sampling == pytest.approx(0.1, rel=0.02)
+    sites = video.sites
+    assert sites["surface"].any() and not sites["surface"].all()
+    # Only surface columns switch; the rest are there in every frame.
+    assert video.present[:, ~sites["surface"].to_numpy()].all()
+    np.testing.assert_allclose(sites["occupancy"], video.present.mean(axis=0))
+    # The columns are where the image has contrast: their pixels differ from the vacuum more.
+    frame = video.frames[0]
+    contrast = np.abs(frame - np.median(frame))
+    rows, cols = np.round(sites[["y", "x"]].to_numpy()[video.present[0]]).astype(int).T
+    corner = contrast[:20, :20]
+    assert np.mean(contrast[rows, cols]) > 3 * np.mean(corner)

@@ -8,6 +8,10 @@ Sub-commands
     Open napari with the files (or the synthetic sample) and the plugin's widgets docked.
 ``tem-atoms detect INPUT... -o atoms.csv``
     Find atomic columns with a trained network; write the atoms CSV.
+``tem-atoms occupancy VIDEO -o sites.csv``
+    Drift-correct a video, detect atoms, and write every site's occupancy and transitions.
+``tem-atoms compare SITES_A.csv SITES_B.csv``
+    Test whether two videos' per-site transition rates differ, by distance to the edge.
 ``tem-atoms train CONFIG.toml``
     Simulate training data with abTEM (cached) and train a network.
 ``tem-atoms evaluate --config CONFIG.toml``
@@ -126,6 +130,84 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _occupancy(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .analysis.video import iter_video_occupancy
+    from .io import read_atoms_csv, read_image, write_atoms_csv
+
+    try:
+        video = read_image(args.video, lazy=True)
+        atoms = None
+        if args.atoms:
+            table = read_atoms_csv(args.atoms)
+            if table.coordinates.shape[1] != 3:
+                raise TEMAtomsError(f"{args.atoms}: the atoms have no frame column; an "
+                                    "occupancy needs the atoms of every frame")
+            atoms = pd.DataFrame(table.coordinates, columns=["frame", "y", "x"])
+        sampling = args.sampling or video.pixel_size_angstrom
+        radius = args.site_radius / sampling if args.site_radius and sampling else None
+        steps = iter_video_occupancy(video, args.model, sampling, atoms=atoms,
+                                     threshold=args.threshold, max_shift=args.max_shift,
+                                     site_radius=radius, device=args.device)
+        bar = None
+        try:
+            while True:
+                step = next(steps)
+                if bar is None or bar.desc != step.stage:  # one bar per stage, one at a time
+                    if bar is not None:
+                        bar.close()
+                    bar = tqdm(total=step.total, desc=step.stage, file=sys.stderr,
+                               unit="frame" if step.stage != "sites" else "step")
+                bar.update(step.done - bar.n)
+        except StopIteration as stop:
+            result = stop.value
+        finally:
+            if bar is not None:
+                bar.close()
+    except TEMAtomsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write_atoms_csv(args.output, result.sites)
+    sites = result.sites
+    print(f"{len(sites)} sites over {result.occupied.shape[0]} frames written to {args.output}; "
+          f"drift up to {abs(result.drift).max():.1f} px", file=sys.stderr)
+    for layer, group in sites.groupby("layer", sort=False):
+        print(f"  {layer}: {len(group)} sites, median occupancy {group['occupancy'].median():.2f}"
+              f", median transition rate {group['transition_rate'].median():.3f} per frame",
+              file=sys.stderr)
+    if args.matrix:
+        write_atoms_csv(args.matrix, result.occupancy_matrix())
+        print(f"occupancy matrix (frames × sites) written to {args.matrix}", file=sys.stderr)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .analysis.occupancy import compare_transition_rates
+    from .io import write_atoms_csv
+
+    tables = []
+    for path in (args.first, args.second):
+        try:
+            tables.append(pd.read_csv(path))
+        except (OSError, ValueError) as exc:
+            print(f"error: {path}: cannot read a sites CSV ({exc})", file=sys.stderr)
+            return 1
+    names = tuple(args.names) if args.names else (Path(args.first).stem, Path(args.second).stem)
+    try:
+        result = compare_transition_rates(tables[0], tables[1], names, args.column)
+    except TEMAtomsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(result.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.output:
+        write_atoms_csv(args.output, result)
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from .training import load_config
     from .training.train import train
@@ -239,6 +321,42 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("-o", "--output", type=Path, required=True, metavar="CSV",
                         help="atoms CSV to write")
     detect.set_defaults(run=_detect)
+
+    occupancy = commands.add_parser(
+        "occupancy", help="per-site occupancy and transitions over a video; write a sites CSV")
+    occupancy.add_argument("video", type=Path, metavar="VIDEO",
+                           help="a stack of frames in any readable format")
+    occupancy.add_argument("--model", default="au-hrtem",
+                           help="registered model name or .safetensors file (default: au-hrtem)")
+    occupancy.add_argument("--sampling", type=float, metavar="Å/px",
+                           help="pixel size, when the file does not give it")
+    occupancy.add_argument("--atoms", type=Path, metavar="CSV",
+                           help="reuse the detections of an atoms CSV (frame, y, x) instead of "
+                           "detecting")
+    occupancy.add_argument("--threshold", type=float, default=None,
+                           help="network confidence threshold, 0-1 (default: the model's own)")
+    occupancy.add_argument("--max-shift", type=float, metavar="PX",
+                           help="largest drift between neighbouring frames (default: 1/8 of "
+                           "the frame)")
+    occupancy.add_argument("--site-radius", type=float, default=0.6, metavar="Å",
+                           help="detections closer than this belong to one site (default 0.6)")
+    occupancy.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    occupancy.add_argument("--matrix", type=Path, metavar="CSV",
+                           help="also write the per-frame occupancy matrix (frames × sites)")
+    occupancy.add_argument("-o", "--output", type=Path, required=True, metavar="CSV",
+                           help="sites CSV to write")
+    occupancy.set_defaults(run=_occupancy)
+
+    compare = commands.add_parser(
+        "compare", help="compare two videos' per-site transition rates, layer by layer")
+    compare.add_argument("first", type=Path, metavar="SITES_A.csv")
+    compare.add_argument("second", type=Path, metavar="SITES_B.csv")
+    compare.add_argument("--names", nargs=2, metavar=("A", "B"),
+                         help="names of the two videos (default: the file names)")
+    compare.add_argument("--column", default="transition_rate",
+                         help="per-site quantity to compare (default: transition_rate)")
+    compare.add_argument("-o", "--output", type=Path, metavar="CSV", help="write the table")
+    compare.set_defaults(run=_compare)
 
     train = commands.add_parser("train", help="simulate data and train a network")
     train.add_argument("config", type=Path, metavar="CONFIG.toml")

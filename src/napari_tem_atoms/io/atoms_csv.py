@@ -93,6 +93,8 @@ def atoms_table(
         for column in features.columns:
             if str(column) not in table.columns:
                 table[str(column)] = features[column].to_numpy()
+    if "site" in table.columns:  # a sites table (occupancy) leads with the site number
+        table = table[["site", *(c for c in table.columns if c != "site")]]
     return table
 
 

@@ -11,6 +11,19 @@ from scipy.spatial import cKDTree
 COLUMN_CLUSTER_DISTANCE = 0.5
 
 
+def column_labels(positions: np.ndarray, distance: float = COLUMN_CLUSTER_DISTANCE
+                  ) -> np.ndarray:
+    """Column index of every atom: projected atoms closer than `distance` [Å] share a column.
+
+    The indices are those of the rows of :func:`project_columns` for the same atoms.
+    """
+    xy = np.asarray(positions, dtype=float)[:, :2]
+    pairs = cKDTree(xy).query_pairs(distance, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                       shape=(len(xy), len(xy)))
+    return connected_components(graph, directed=False)[1]
+
+
 def project_columns(positions: np.ndarray,
                     distance: float = COLUMN_CLUSTER_DISTANCE) -> np.ndarray:
     """Cluster atoms projected along the beam (z) into columns.
@@ -31,10 +44,8 @@ def project_columns(positions: np.ndarray,
     xy = np.asarray(positions, dtype=float)[:, :2]
     if len(xy) == 0:
         return np.zeros((0, 3))
-    pairs = cKDTree(xy).query_pairs(distance, output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
-                       shape=(len(xy), len(xy)))
-    n_columns, label = connected_components(graph, directed=False)
+    label = column_labels(positions, distance)
+    n_columns = int(label.max()) + 1
     counts = np.bincount(label, minlength=n_columns)
     mean_x = np.bincount(label, weights=xy[:, 0], minlength=n_columns) / counts
     mean_y = np.bincount(label, weights=xy[:, 1], minlength=n_columns) / counts

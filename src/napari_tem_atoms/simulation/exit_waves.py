@@ -70,7 +70,8 @@ def _configure_abtem() -> None:
     import dask
 
     # One FFTW thread: two threads ran 50x slower on the project's 2-core machines.
-    abtem.config.set({"fftw.threads": 1, "device": "cpu"})
+    # abTEM's own per-task progress bars would flood logs; callers report progress themselves.
+    abtem.config.set({"fftw.threads": 1, "device": "cpu", "diagnostics.progress_bar": False})
     dask.config.set(scheduler="synchronous")
 
 

@@ -1,0 +1,128 @@
+"""Occupancy of a whole video in one go: drift, detection, sites (the `tem-atoms occupancy` job)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import TEMAtomsError
+from .align import iter_estimate_drift
+from .detect import _as_frames, iter_detect_atoms
+from .occupancy import SiteOccupancy, site_occupancy
+
+__all__ = ["VideoStep", "iter_video_occupancy", "video_occupancy"]
+
+
+@dataclass(frozen=True)
+class VideoStep:
+    """Progress of :func:`iter_video_occupancy`.
+
+    Attributes
+    ----------
+    stage : str
+        ``"drift"``, ``"detect"`` or ``"sites"``.
+    done, total : int
+        Frames done in this stage, out of `total`.
+    """
+
+    stage: str
+    done: int
+    total: int
+
+
+def iter_video_occupancy(
+    video: Any,
+    model: Any = "au-hrtem",
+    sampling: float | None = None,
+    atoms: pd.DataFrame | None = None,
+    drift: np.ndarray | None = None,
+    threshold: float | None = None,
+    max_shift: float | None = None,
+    site_radius: float | None = None,
+    device: str | None = None,
+) -> Generator[VideoStep, None, SiteOccupancy]:
+    """Generator form of :func:`video_occupancy`: yields a :class:`VideoStep` per frame."""
+    frames, sampling, is_stack = _as_frames(video, sampling)
+    if not is_stack or frames.shape[0] < 2:
+        raise TEMAtomsError(f"an occupancy needs a video of at least 2 frames, got data of "
+                            f"shape {tuple(frames.shape) if is_stack else frames.shape[1:]}")
+    n_frames = int(frames.shape[0])
+    if drift is None:
+        steps = iter_estimate_drift(frames, max_shift=max_shift)
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                drift = stop.value
+                break
+            yield VideoStep("drift", int(step.frame) + 1, n_frames)
+    if atoms is None:
+        steps = iter_detect_atoms(frames, model, sampling, threshold, device)
+        while True:
+            try:
+                detected = next(steps)
+            except StopIteration as stop:
+                atoms = stop.value
+                break
+            yield VideoStep("detect", detected.frame + 1, n_frames)
+    elif len(atoms) and "frame" in atoms.columns and atoms["frame"].max() >= n_frames:
+        raise TEMAtomsError(f"the atoms reach frame {int(atoms['frame'].max())} but the video "
+                            f"has {n_frames} frames: they do not belong to this video")
+    yield VideoStep("sites", 0, 1)
+    result = site_occupancy(atoms, n_frames=n_frames, drift=drift,
+                            frame_shape=tuple(frames.shape[-2:]), sampling=sampling,
+                            site_radius=site_radius)
+    yield VideoStep("sites", 1, 1)
+    return result
+
+
+def video_occupancy(
+    video: Any,
+    model: Any = "au-hrtem",
+    sampling: float | None = None,
+    atoms: pd.DataFrame | None = None,
+    drift: np.ndarray | None = None,
+    threshold: float | None = None,
+    max_shift: float | None = None,
+    site_radius: float | None = None,
+    device: str | None = None,
+) -> SiteOccupancy:
+    """Drift-correct a video, detect its atoms and measure every site's occupancy.
+
+    Parameters
+    ----------
+    video : array_like, TEMImage or path
+        (frame, y, x) video, or a file :func:`~napari_tem_atoms.read_image` reads.
+    model : str, path or LoadedModel, optional
+        Detector (see :func:`~napari_tem_atoms.detect_atoms`).
+    sampling : float, optional
+        Pixel size [Å/px]; required unless the file gives it.
+    atoms : pandas.DataFrame, optional
+        Detections made already (``frame, y, x`` in frame pixels): detection is skipped.
+    drift : numpy.ndarray, optional
+        (frames, 2) drift [px] known already: drift estimation is skipped.
+    threshold : float, optional
+        Detection threshold (default: the model's).
+    max_shift : float, optional
+        Largest drift between neighbouring frames [px] (default: 1/8 of the frame).
+    site_radius : float, optional
+        Detections closer than this to a site belong to it [px] (default 0.6 Å).
+    device : str, optional
+        ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    SiteOccupancy
+        Sites (positions in first-frame pixels after drift correction), occupancy matrix, drift.
+    """
+    steps = iter_video_occupancy(video, model, sampling, atoms, drift, threshold, max_shift,
+                                 site_radius, device)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value

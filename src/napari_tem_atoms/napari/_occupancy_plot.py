@@ -1,0 +1,100 @@
+"""The "Occupancy plots" dock (matplotlib inside napari).
+
+Occupancy and transition rate of every site against its distance to the particle's edge, and the
+occupancy timeline of the site under the cursor or selected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ..analysis.occupancy import LAYER_NAMES, SiteOccupancy
+
+LAYER_COLOURS = {"surface": "#e4572e", "sub-surface": "#f3a712", "bulk": "#4c86a8"}
+
+
+class OccupancyPlot(QWidget):
+    """Two panels over a :class:`~napari_tem_atoms.analysis.occupancy.SiteOccupancy`."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.figure = Figure(figsize=(4.5, 5.5), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.setMinimumHeight(380)
+        self.result: SiteOccupancy | None = None
+        self.site: int | None = None
+        self.frame: int | None = None
+        axes = self.figure.subplots(3, 1, height_ratios=[1, 1, 0.8])
+        self.occupancy_axes, self.rate_axes, self.timeline_axes = axes
+        self._frame_line: Any = None
+
+    def set_result(self, result: SiteOccupancy) -> None:
+        """Draw the per-site panels of a new result."""
+        self.result, self.site = result, None
+        sites = result.sites
+        distance_column = ("edge_distance_angstrom" if "edge_distance_angstrom" in sites
+                           else "edge_distance_px")
+        unit = "Å" if distance_column.endswith("angstrom") else "px"
+        for axes, column, label in ((self.occupancy_axes, "occupancy", "occupancy"),
+                                    (self.rate_axes, "transition_rate", "transitions / frame")):
+            axes.clear()
+            for layer in LAYER_NAMES:
+                chosen = sites[sites["layer"] == layer]
+                if len(chosen):
+                    axes.scatter(chosen[distance_column], chosen[column], s=10, alpha=0.7,
+                                 color=LAYER_COLOURS[layer], label=f"{layer} ({len(chosen)})")
+            axes.set_ylabel(label)
+            axes.grid(alpha=0.3)
+        self.occupancy_axes.set_ylim(-0.05, 1.05)
+        self.occupancy_axes.legend(fontsize=7, loc="lower right")
+        self.rate_axes.set_xlabel(f"distance to the particle edge ({unit})")
+        self._draw_timeline()
+
+    def show_site(self, site: int | None) -> None:
+        """Show the occupancy timeline of one site (``None``: a hint instead)."""
+        if site == self.site:
+            return
+        self.site = site
+        self._draw_timeline()
+
+    def set_frame(self, frame: int) -> None:
+        """Mark the frame shown in the viewer on the timeline."""
+        self.frame = int(frame)
+        if self._frame_line is not None:
+            self._frame_line.set_xdata([self.frame, self.frame])
+            self.canvas.draw_idle()
+
+    def _draw_timeline(self) -> None:
+        axes = self.timeline_axes
+        axes.clear()
+        self._frame_line = None
+        if self.result is None or self.site is None:
+            axes.text(0.5, 0.5, "hover over or select a site", ha="center", va="center",
+                      transform=axes.transAxes, fontsize=8, color="0.4")
+            axes.set_xticks([])
+            axes.set_yticks([])
+        else:
+            result, site = self.result, self.site
+            row = result.sites.iloc[site]
+            state = np.where(result.observed[:, site], result.occupied[:, site], np.nan)
+            frames = np.arange(len(state))
+            axes.step(frames, state, where="mid", color="#1d3557", linewidth=1)
+            axes.fill_between(frames, 0, np.nan_to_num(state), step="mid", alpha=0.3,
+                              color="#457b9d")
+            axes.set_ylim(-0.1, 1.1)
+            axes.set_yticks([0, 1], ["empty", "occupied"])
+            axes.set_xlabel("frame")
+            axes.set_title(f"site {site} ({row['layer']}): occupancy {row['occupancy']:.2f}, "
+                           f"{int(row['transitions_off'])} off / {int(row['transitions_on'])} on",
+                           fontsize=8)
+            if self.frame is not None:
+                self._frame_line = axes.axvline(self.frame, color="#e63946", linewidth=1)
+        self.canvas.draw_idle()

@@ -1,0 +1,129 @@
+"""Focal-series and drift registration: known shifts, contrast reversal, lattice ambiguity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_tem_atoms.analysis.align import (
+    align_focal_series,
+    apply_shifts,
+    common_area,
+    estimate_drift,
+    estimate_shift,
+)
+from napari_tem_atoms.errors import TEMAtomsError
+from napari_tem_atoms.samples import _gold_110_columns, _render
+from napari_tem_atoms.simulation.microscope import MicroscopeSettings, form_image
+
+
+def _fourier_shift(image: np.ndarray, shift) -> np.ndarray:
+    ky = np.fft.fftfreq(image.shape[0])[:, None]
+    kx = np.fft.fftfreq(image.shape[1])[None, :]
+    ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
+    return np.fft.ifft2(np.fft.fft2(image) * ramp)
+
+
+def focal_series(shifts, defoci=(-80.0, 0.0, 80.0), dose=1e4, seed=0, sampling=0.1,
+                 shape=(256, 256)):
+    """A gold particle (phase object on carbon) imaged at several defoci, each image shifted."""
+    rng = np.random.default_rng(seed)
+    fine = sampling / 2
+    fine_shape = (2 * shape[0], 2 * shape[1])
+    positions, n_atoms = _gold_110_columns(8.0)
+    centre = np.array(fine_shape) / 2
+    phase = _render(fine_shape, centre + positions / fine, 0.15 * n_atoms**0.8, 0.35 / fine)
+    support = ndimage.gaussian_filter(rng.normal(size=fine_shape), 1 / fine, mode="wrap")
+    phase = phase + 0.1 * support / support.std()
+    wave = np.exp(1j * phase - 0.02 * phase)
+    images = []
+    for defocus, shift in zip(defoci, shifts, strict=True):
+        shifted = _fourier_shift(wave, 2 * np.asarray(shift))  # fine grid: 2 px per image px
+        settings = MicroscopeSettings(defocus=defocus, cs=-15e4, focal_spread=30.0,
+                                      sampling=sampling, dose=dose)
+        image, _ = form_image(shifted[None].astype(np.complex64), fine, settings, rng,
+                              aperture=1 / (4 * fine))
+        images.append(image[: shape[0], : shape[1]])
+    return np.array(images)
+
+
+def test_known_shift_is_found_to_a_twentieth_of_a_pixel():
+    rng = np.random.default_rng(1)
+    reference = ndimage.gaussian_filter(rng.normal(size=(128, 160)), 2)
+    moving = np.real(_fourier_shift(reference, (4.35, -2.6)))
+    np.testing.assert_allclose(estimate_shift(reference, moving), [4.35, -2.6], atol=0.05)
+    # moving[r] = reference[r - s]: a feature moves from p to p + s.
+    rows, cols = np.mgrid[0:128, 0:160]
+    blob = np.exp(-((rows - 40.0) ** 2 + (cols - 50.0) ** 2) / 8.0)
+    moved = np.exp(-((rows - 44.0) ** 2 + (cols - 47.0) ** 2) / 8.0)
+    np.testing.assert_allclose(estimate_shift(blob, moved), [4.0, -3.0], atol=0.05)
+
+
+def test_focal_series_with_contrast_reversal_is_aligned():
+    true = np.array([[1.7, -2.2], [0.0, 0.0], [-2.4, 1.3]])
+    series = focal_series(true)
+    # The defoci reverse the contrast of the columns: plain correlation cannot rely on sign.
+    columns = np.round(np.array(series.shape[1:]) / 2).astype(int)
+    assert np.sign(series[0][tuple(columns)] - series[0].mean()) != np.sign(
+        series[2][tuple(columns)] - series[2].mean())
+    shifts = align_focal_series(series, reference=1, max_shift=6)
+    np.testing.assert_allclose(shifts, true, atol=0.2)
+    # Any order of defocus, any reference.
+    shifts = align_focal_series(series[[2, 0, 1]], reference=0, max_shift=6)
+    np.testing.assert_allclose(shifts, true[[2, 0, 1]] - true[2], atol=0.2)
+
+
+def test_the_bound_keeps_a_periodic_lattice_from_jumping_a_lattice_vector():
+    period = 8.0
+    rows, cols = np.mgrid[0:128, 0:128]
+    crystal = lambda y, x: np.cos(2 * np.pi * (rows - y) / period) + np.cos(  # noqa: E731
+        2 * np.pi * (cols - x) / period)
+    reference, moving = crystal(0, 0), crystal(1.5, -1.0)
+    # The whole field is crystal: shifts by (1.5, -1) and (1.5 - 8, -1 + 8) look the same.
+    for bound in (2.0, 3.0, 3.9):
+        shift = estimate_shift(reference, moving, max_shift=bound)
+        np.testing.assert_allclose(shift, [1.5, -1.0], atol=0.1)
+    # Centred elsewhere, the bound picks the lattice translate there, and never beyond it.
+    shift = estimate_shift(reference, moving, max_shift=3.0, expected=(9.5, -9.0))
+    np.testing.assert_allclose(shift, [9.5, -9.0], atol=0.1)
+    assert np.hypot(*(shift - [9.5, -9.0])) <= 3.0
+
+
+def test_drift_of_a_video_is_recovered_and_undone():
+    rng = np.random.default_rng(2)
+    base = ndimage.gaussian_filter(rng.normal(size=(128, 128)), 1.5)
+    drift = np.cumsum(rng.normal(0, 1.5, size=(12, 2)), axis=0)
+    drift -= drift[0]
+    frames = np.array([np.real(_fourier_shift(base, d)) + rng.normal(0, 0.02, base.shape)
+                       for d in drift])
+    for mode in ("reference", "previous"):
+        found = estimate_drift(frames, max_shift=6, mode=mode)
+        np.testing.assert_allclose(found, drift, atol=0.1)
+    aligned = apply_shifts(frames, drift)
+    rows, cols = common_area(frames.shape[1:], drift)
+    assert np.all(np.isfinite(aligned[:, rows, cols]))
+    inner = (slice(rows.start + 4, rows.stop - 4), slice(cols.start + 4, cols.stop - 4))
+    residual = aligned[:, inner[0], inner[1]] - base[inner]
+    assert np.abs(residual).max() < 0.15
+    assert np.isnan(aligned).any()  # what came from outside the frame is marked, not invented
+
+
+@pytest.mark.parametrize(("images", "words"), [
+    (np.zeros((1, 32, 32)), "at least 2"),
+    (np.zeros((32, 32)), "stack of 2-D images"),
+    (np.ones((2, 32, 32)), "constant"),
+])
+def test_bad_series_give_clear_errors(images, words):
+    with pytest.raises(TEMAtomsError, match=words):
+        align_focal_series(images)
+
+
+def test_mismatched_shapes_and_impossible_bounds_are_refused():
+    rng = np.random.default_rng(0)
+    with pytest.raises(TEMAtomsError, match="same shape"):
+        estimate_shift(rng.normal(size=(32, 32)), rng.normal(size=(32, 40)))
+    with pytest.raises(TEMAtomsError, match="lower max_shift"):
+        estimate_shift(rng.normal(size=(32, 32)), rng.normal(size=(32, 32)), max_shift=40)
+    with pytest.raises(TEMAtomsError, match="no area common"):
+        common_area((10, 10), np.array([[0, 0], [12, 0]]))
