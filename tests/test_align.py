@@ -14,8 +14,7 @@ from napari_tem_atoms.analysis.align import (
     estimate_shift,
 )
 from napari_tem_atoms.errors import TEMAtomsError
-from napari_tem_atoms.samples import _gold_110_columns, _render
-from napari_tem_atoms.simulation.microscope import MicroscopeSettings, form_image
+from napari_tem_atoms.samples import synthetic_focal_series
 
 
 def _fourier_shift(image: np.ndarray, shift) -> np.ndarray:
@@ -25,27 +24,8 @@ def _fourier_shift(image: np.ndarray, shift) -> np.ndarray:
     return np.fft.ifft2(np.fft.fft2(image) * ramp)
 
 
-def focal_series(shifts, defoci=(-80.0, 0.0, 80.0), dose=1e4, seed=0, sampling=0.1,
-                 shape=(256, 256)):
-    """A gold particle (phase object on carbon) imaged at several defoci, each image shifted."""
-    rng = np.random.default_rng(seed)
-    fine = sampling / 2
-    fine_shape = (2 * shape[0], 2 * shape[1])
-    positions, n_atoms = _gold_110_columns(8.0)
-    centre = np.array(fine_shape) / 2
-    phase = _render(fine_shape, centre + positions / fine, 0.15 * n_atoms**0.8, 0.35 / fine)
-    support = ndimage.gaussian_filter(rng.normal(size=fine_shape), 1 / fine, mode="wrap")
-    phase = phase + 0.1 * support / support.std()
-    wave = np.exp(1j * phase - 0.02 * phase)
-    images = []
-    for defocus, shift in zip(defoci, shifts, strict=True):
-        shifted = _fourier_shift(wave, 2 * np.asarray(shift))  # fine grid: 2 px per image px
-        settings = MicroscopeSettings(defocus=defocus, cs=-15e4, focal_spread=30.0,
-                                      sampling=sampling, dose=dose)
-        image, _ = form_image(shifted[None].astype(np.complex64), fine, settings, rng,
-                              aperture=1 / (4 * fine))
-        images.append(image[: shape[0], : shape[1]])
-    return np.array(images)
+def focal_series(shifts, **kwargs):
+    return synthetic_focal_series(np.asarray(shifts), **kwargs)
 
 
 def test_known_shift_is_found_to_a_twentieth_of_a_pixel():

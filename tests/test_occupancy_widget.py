@@ -76,7 +76,7 @@ def test_known_atoms_give_the_true_occupancy_as_a_heat_map(qtbot, viewer_with_vi
 
 
 def test_detecting_now_finds_most_sites(qtbot, viewer_with_video):
-    viewer, widget, stack = viewer_with_video
+    _, widget, stack = viewer_with_video
     widget.run()
     _wait(qtbot, widget)
     sites = widget.result.sites

@@ -20,7 +20,7 @@ from ._cache import fetch_file
 from .simulation.microscope import MicroscopeSettings, form_image
 
 __all__ = ["REMOTE_SAMPLES", "RemoteSample", "SyntheticStack", "fetch_sample",
-           "synthetic_gold_stack"]
+           "synthetic_focal_series", "synthetic_gold_stack"]
 
 #: Lattice constant of gold [Å].
 GOLD_LATTICE_CONSTANT = 4.078
@@ -191,6 +191,69 @@ def synthetic_gold_stack(
     })
     return SyntheticStack(images=images, sampling=sampling, columns=columns, drift=drift,
                           dose=dose, sites=sites)
+
+
+def synthetic_focal_series(
+    shifts: np.ndarray | None = None,
+    defoci: tuple[float, ...] = (-80.0, 0.0, 80.0),
+    dose: float = 1e4,
+    sampling: float = 0.1,
+    shape: tuple[int, int] = (256, 256),
+    particle_radius: float = 8.0,
+    cs: float = -15e4,
+    seed: int = 0,
+) -> np.ndarray:
+    """A focal series of one gold particle on carbon, each image shifted by a known amount.
+
+    The particle and support are the phase object of :func:`synthetic_gold_stack`; each image is
+    formed at its own defocus (column contrast changes and reverses between them) with its own
+    shot noise, after a sub-pixel shift of the exit wave (a Fourier phase ramp: exact).
+
+    Parameters
+    ----------
+    shifts : numpy.ndarray, optional
+        (N, 2) shift ``(dy, dx)`` [px] of each image; default: none.
+    defoci : tuple of float, optional
+        Defocus of each image [Å], abTEM's sign (``defocus = −C10``).
+    dose : float, optional
+        Electron dose per image [e/Å²].
+    sampling : float, optional
+        Pixel size [Å/px].
+    shape : (int, int), optional
+        Image size [px].
+    particle_radius : float, optional
+        Radius of the particle [Å].
+    cs : float, optional
+        Spherical aberration [Å] (default −15 µm).
+    seed : int, optional
+        Seed of the support and the noise.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, rows, cols) float32 series.
+    """
+    rng = np.random.default_rng(seed)
+    shifts = np.zeros((len(defoci), 2)) if shifts is None else np.asarray(shifts, dtype=float)
+    fine = sampling / 2.0
+    fine_shape = (2 * shape[0], 2 * shape[1])
+    positions, n_atoms = _gold_110_columns(particle_radius)
+    centre = np.array(fine_shape, dtype=float) / 2.0
+    phase = _render(fine_shape, centre + positions / fine, 0.15 * n_atoms**0.8, 0.35 / fine)
+    support = ndimage.gaussian_filter(rng.normal(size=fine_shape), 1.0 / fine, mode="wrap")
+    phase = phase + 0.1 * support / support.std()
+    wave = np.exp(1j * phase - 0.02 * phase)
+    ky = np.fft.fftfreq(fine_shape[0])[:, None]
+    kx = np.fft.fftfreq(fine_shape[1])[None, :]
+    images = []
+    for defocus, shift in zip(defoci, shifts, strict=True):
+        ramp = np.exp(-2j * np.pi * (ky * 2 * shift[0] + kx * 2 * shift[1]))  # 2 fine px per px
+        shifted = np.fft.ifft2(np.fft.fft2(wave) * ramp).astype(np.complex64)
+        settings = MicroscopeSettings(defocus=defocus, cs=cs, focal_spread=30.0,
+                                      sampling=sampling, dose=dose)
+        image, _ = form_image(shifted[None], fine, settings, rng, aperture=1.0 / (4 * fine))
+        images.append(image[: shape[0], : shape[1]])
+    return np.array(images, dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,209 @@
+"""Dock widget "Align": register a focal series or undo the drift of a video.
+
+A thin layer over :mod:`napari_tem_atoms.analysis.align`: the registration runs in a napari thread
+worker; the aligned stack comes back as a new layer (the original is hidden, not changed), the
+shifts as a table, and Undo removes the aligned layer and shows the original again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+    Table,
+    create_widget,
+)
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+
+from ..analysis.align import align_focal_series, apply_shifts, common_area, iter_estimate_drift
+from ..errors import TEMAtomsError
+from ._layers import pixel_size_of_layer
+
+if TYPE_CHECKING:
+    import napari
+
+FOCAL_SERIES, DRIFT = "focal series", "drift (video)"
+
+
+class AlignWidget(Container):
+    """Align the frames of a stack layer: a focal series (any contrast) or a drifting video.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer the widget is docked in (napari passes it).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.stack_layer = create_widget(annotation="napari.layers.Image", label="Stack")
+        self.kind = RadioButtons(label="Frames are", choices=[FOCAL_SERIES, DRIFT],
+                                 value=FOCAL_SERIES, orientation="horizontal",
+                                 tooltip="A focal series is aligned whatever the contrast of "
+                                 "each defocus; a video frame by frame from the reference")
+        self.reference = SpinBox(label="Reference frame", min=0, max=0, value=0)
+        self.max_shift = FloatSpinBox(label="Max shift (px)", min=0.0, max=10000.0, value=0.0,
+                                      tooltip="0: 1/8 of the frame. Keep it below half a "
+                                      "lattice period when the crystal fills the view.")
+        self.crop = CheckBox(text="Crop to the area every frame covers", value=True)
+        self.note = Label(value="")
+        self.run_button = PushButton(text="Align")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.undo_button = PushButton(text="Undo", enabled=False)
+        self.status = Label(value="")
+        self.table = Table(value={"data": [], "columns": ["dy (px)", "dx (px)", "dy (Å)",
+                                                          "dx (Å)"]})
+        self.table.read_only = True
+        self.extend([self.stack_layer, self.kind, self.reference, self.max_shift, self.crop,
+                     self.note, self.run_button, self.cancel_button, self.undo_button,
+                     self.status, self.table])
+        self.worker: Any = None
+        self.shifts: np.ndarray | None = None
+        self._aligned: Any = None
+        self._original: Any = None
+        self._progress: Any = None
+        self.stack_layer.changed.connect(self._on_stack_changed)
+        self.kind.changed.connect(self._on_stack_changed)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.undo_button.changed.connect(self.undo)
+        self._on_stack_changed()
+
+    def _on_stack_changed(self) -> None:
+        layer = self.stack_layer.value
+        problem = ""
+        if layer is None:
+            problem = "Open a stack (a focal series or a video) first."
+        elif layer.rgb or layer.ndim != 3:
+            problem = "Pick a grey-scale stack of frames (3-D)."
+        elif layer.data.shape[0] < 2:
+            problem = "The stack has one frame: nothing to align."
+        else:
+            n_frames = int(layer.data.shape[0])
+            self.reference.max = n_frames - 1
+            if self.kind.value == FOCAL_SERIES and self.reference.value == 0:
+                self.reference.value = n_frames // 2  # the middle defocus
+        self.note.value = problem
+        self.run_button.enabled = not problem and self.worker is None
+
+    def run(self) -> None:
+        """Register the frames in a worker thread (the Align button)."""
+        from napari.qt.threading import create_worker
+
+        self._on_stack_changed()
+        if not self.run_button.enabled:
+            return
+        layer = self.stack_layer.value
+        data, reference = layer.data, int(self.reference.value)
+        max_shift = float(self.max_shift.value) or None
+        focal = self.kind.value == FOCAL_SERIES
+
+        def work():
+            try:
+                if focal:
+                    yield ("done", align_focal_series(np.asarray(data), reference, max_shift))
+                    return
+                steps = iter_estimate_drift(data, reference, max_shift)
+                while True:
+                    try:
+                        step = next(steps)
+                    except StopIteration as stop:
+                        yield ("done", stop.value)
+                        return
+                    yield ("step", step)
+            except TEMAtomsError as exc:
+                yield ("error", str(exc))
+
+        self._progress = progress(total=int(data.shape[0]), desc="Aligning")
+        self._done_frames = 0
+        self.worker = create_worker(work)
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = "Aligning..."
+        self._original = layer
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Stop the registration (the Cancel button)."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "Cancelling..."
+
+    def _on_yielded(self, item: tuple) -> None:
+        kind, value = item
+        if kind == "error":
+            show_error(f"Align: {value}")
+            self.status.value = value
+        elif kind == "step":
+            self._done_frames += 1
+            self.status.value = f"Aligning: {self._done_frames}/{value.n_frames} frames"
+            if self._progress is not None:
+                self._progress.update(1)
+        else:
+            self._show(value)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.cancel_button.enabled = False
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self._on_stack_changed()
+
+    def _show(self, shifts: np.ndarray) -> None:
+        layer = self._original
+        self.shifts = shifts
+        aligned = apply_shifts(np.asarray(layer.data), shifts)
+        translate = np.array(layer.translate, dtype=float)
+        if self.crop.value:
+            try:
+                rows, cols = common_area(aligned.shape[1:], shifts)
+            except TEMAtomsError as exc:
+                show_error(f"Align: {exc}")
+                return
+            aligned = aligned[:, rows, cols]
+            # Keep the cropped frames where they were: shift the layer by the cut-off margin.
+            translate[-2:] += np.array([rows.start, cols.start]) * np.array(layer.scale[-2:])
+        name = f"{layer.name} aligned"
+        if self._aligned is not None and self._aligned in self._viewer.layers:
+            self._viewer.layers.remove(self._aligned)
+        self._aligned = self._viewer.add_image(
+            aligned, name=name, scale=layer.scale, units=layer.units, translate=translate,
+            colormap=layer.colormap.name, contrast_limits=layer.contrast_limits,
+            metadata={**layer.metadata, "aligned_from": layer.name,
+                      "shifts_px": shifts.tolist(), "reference_frame": int(self.reference.value)})
+        layer.visible = False
+        size = pixel_size_of_layer(layer.scale, layer.units, layer.metadata)
+        rows_out = [[round(float(dy), 3), round(float(dx), 3),
+                     round(float(dy * size[0]), 4) if size else "",
+                     round(float(dx * size[1]), 4) if size else ""] for dy, dx in shifts]
+        self.table.value = {"data": rows_out, "index": [str(i) for i in range(len(shifts))],
+                            "columns": ["dy (px)", "dx (px)", "dy (Å)", "dx (Å)"]}
+        self.undo_button.enabled = True
+        largest = float(np.hypot(*shifts.T).max())
+        self.status.value = (f"Aligned {len(shifts)} frames to frame {self.reference.value}; "
+                             f"largest shift {largest:.2f} px")
+        show_info(f"Align: {self.status.value}")
+
+    def undo(self) -> None:
+        """Remove the aligned layer and show the original again (the Undo button)."""
+        if self._aligned is not None and self._aligned in self._viewer.layers:
+            self._viewer.layers.remove(self._aligned)
+        if self._original is not None:
+            self._original.visible = True
+        self._aligned, self.shifts = None, None
+        self.table.value = {"data": [], "columns": ["dy (px)", "dx (px)", "dy (Å)", "dx (Å)"]}
+        self.undo_button.enabled = False
+        self.status.value = "Undone: the original stack is shown."

@@ -1,0 +1,69 @@
+"""The "Align" dock widget: a focal series with contrast reversal, a drifting video, undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_align import focal_series
+
+PLUGIN = "napari-tem-atoms"
+WIDGET = "Align (focal series, drift)"
+pytestmark = pytest.mark.gui
+
+
+def _wait(qtbot, widget, timeout=60_000):
+    qtbot.waitUntil(lambda: widget.worker is None and widget.cancel_button.enabled is False,
+                    timeout=timeout)
+
+
+def test_focal_series_is_aligned_cropped_and_undone(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    true = np.array([[1.7, -2.2], [0.0, 0.0], [-2.4, 1.3]])
+    series = focal_series(true)
+    layer = viewer.add_image(series, name="series", scale=(1, 0.1, 0.1),
+                             units=("pixel", "angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget.reference.value == 1  # the middle defocus by default
+    widget.max_shift.value = 6
+    widget.run()
+    _wait(qtbot, widget)
+    np.testing.assert_allclose(widget.shifts, true, atol=0.2)
+    aligned = viewer.layers["series aligned"]
+    assert not layer.visible and aligned.visible
+    assert np.all(np.isfinite(aligned.data))  # cropped to the common area
+    assert aligned.data.shape[1] < series.shape[1]
+    # The crop keeps the frames in place: same world position for the same pixel content.
+    # Shifts down to -2.4 and -2.2 px: the first 3 rows and columns are cut off.
+    np.testing.assert_allclose(aligned.translate[1:], [3 * 0.1, 3 * 0.1], atol=1e-9)
+    table = widget.table.data.to_list()
+    assert len(table) == 3 and table[0][0] == pytest.approx(true[0, 0], abs=0.2)
+    assert table[0][2] == pytest.approx(true[0, 0] * 0.1, abs=0.02)  # Å column
+    assert aligned.metadata["shifts_px"][2][1] == pytest.approx(true[2, 1], abs=0.2)
+    widget.undo()
+    assert "series aligned" not in viewer.layers and layer.visible
+
+
+def test_drifting_video_is_registered_frame_by_frame(qtbot, make_napari_viewer):
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    viewer = make_napari_viewer()
+    stack = synthetic_gold_stack(n_frames=6, shape=(192, 192), particle_radius=8.0, seed=1,
+                                 drift_per_frame=1.5)
+    viewer.add_image(stack.images, name="video")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.kind.value = "drift (video)"
+    widget.reference.value = 0
+    widget.crop.value = False
+    widget.run()
+    _wait(qtbot, widget)
+    # The sample's carbon support moves in half-pixel steps only: 0.25 px of its truth is lost.
+    np.testing.assert_allclose(widget.shifts, stack.drift, atol=0.45)
+    assert viewer.layers["video aligned"].data.shape == stack.images.shape
+
+
+def test_single_images_are_refused_with_a_reason(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    viewer.add_image(np.zeros((32, 32)), name="image")
+    assert not widget.run_button.enabled and "stack" in widget.note.value
