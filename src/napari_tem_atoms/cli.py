@@ -8,6 +8,8 @@ Sub-commands
     Open napari with the files (or the synthetic sample) and the plugin's widgets docked.
 ``tem-atoms detect INPUT... -o atoms.csv``
     Find atomic columns with a trained network; write the atoms CSV.
+``tem-atoms species SERIES -o atoms.csv``
+    Columns and their species (Mo, S2, S1) from a three-image focal series.
 ``tem-atoms occupancy VIDEO -o sites.csv``
     Drift-correct a video, detect atoms, and write every site's occupancy and transitions.
 ``tem-atoms compare SITES_A.csv SITES_B.csv``
@@ -130,6 +132,55 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _species(args: argparse.Namespace) -> int:
+    import warnings
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .analysis.species import iter_detect_species
+    from .io import atoms_table, read_image, write_atoms_csv
+
+    defoci = None
+    if args.defoci:
+        try:
+            defoci = [float(value) for value in args.defoci.split(",")]
+        except ValueError:
+            print(f"error: --defoci must be numbers separated by commas (Å), not "
+                  f"{args.defoci!r}", file=sys.stderr)
+            return 1
+    try:
+        series = read_image(args.series, lazy=True)
+        sampling = args.sampling or series.pixel_size_angstrom
+        steps = iter_detect_species(series.data, args.model, sampling, defoci,
+                                    align=not args.no_align, threshold=args.threshold,
+                                    max_shift=args.max_shift, device=args.device)
+        n_series = 1 if series.data.ndim == 3 else int(series.data.shape[0])
+        with warnings.catch_warnings(record=True) as caught, tqdm(
+                total=n_series, desc="species", unit="series", file=sys.stderr) as bar:
+            warnings.simplefilter("always")
+            while True:
+                try:
+                    next(steps)
+                    bar.update(1)
+                except StopIteration as stop:
+                    atoms = stop.value
+                    break
+    except TEMAtomsError as exc:
+        print(f"error: {args.series}: {exc}", file=sys.stderr)
+        return 1
+    for warning in caught:
+        print(f"warning: {args.series}: {warning.message}", file=sys.stderr)
+    columns = ["frame", "y", "x"] if series.data.ndim == 4 else ["y", "x"]
+    table = atoms_table(atoms[columns].to_numpy(float), atoms[["species", "confidence"]],
+                        sampling)
+    write_atoms_csv(args.output, table)
+    counts = pd.Series(atoms["species"]).value_counts()
+    summary = ", ".join(f"{counts.get(name, 0)} {name}" for name in ("Mo", "S2", "S1"))
+    print(f"{len(atoms)} columns ({summary}) written to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _occupancy(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm import tqdm
@@ -208,17 +259,59 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_species_config(path: Path) -> bool:
+    import tomllib
+
+    with open(path, "rb") as stream:
+        return tomllib.load(stream).get("task") == "species"
+
+
 def _train(args: argparse.Namespace) -> int:
     from .training import load_config
     from .training.train import train
 
-    train(load_config(args.config), log=lambda line: print(line, flush=True))
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    if _is_species_config(args.config):
+        from .training.species import load_species_config, train_species
+
+        train_species(load_species_config(args.config), log=log)
+    else:
+        train(load_config(args.config), log=log)
+    return 0
+
+
+def _evaluate_species(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .io._atomic import atomic_write
+    from .models import model_path
+    from .training.card import metadata_of
+    from .training.species import evaluate_species, load_species_config, species_card
+
+    run = load_species_config(args.config)
+    if args.scores:
+        scores = pd.read_csv(args.scores)
+    else:
+        doses = args.doses if args.doses_given else [100, 300, 1000, 3000, 10000]
+        scores = evaluate_species(run, args.model, doses, args.images, single=args.single)
+    print(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.table:
+        scores.to_csv(args.table, index=False, float_format="%.4f")
+    if args.card:
+        weights, digest = model_path(args.model)
+        with atomic_write(args.card, "w", encoding="utf-8") as stream:
+            stream.write(species_card(metadata_of(weights), digest, scores, args.images))
+        print(f"model card written to {args.card}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    if _is_species_config(args.config):
+        return _evaluate_species(args)
     from .simulation.exit_waves import load_exit_waves
     from .training import load_config
     from .training.evaluate import evaluate, plot_scores
@@ -322,6 +415,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="atoms CSV to write")
     detect.set_defaults(run=_detect)
 
+    species = commands.add_parser(
+        "species", help="columns and their species from a focal series; write an atoms CSV")
+    species.add_argument("series", type=Path, metavar="SERIES",
+                         help="a file holding a (3, H, W) focal series or a (T, 3, H, W) time "
+                         "series of them")
+    species.add_argument("--model", default="mos2-focal",
+                         help="species model name or .safetensors file (default: mos2-focal)")
+    species.add_argument("--sampling", type=float, metavar="Å/px",
+                         help="pixel size, when the file does not give it")
+    species.add_argument("--defoci", metavar="D1,D2,D3",
+                         help="defocus of each image in Å (abTEM sign, defocus = -C10); "
+                         "default: the images are in increasing defocus")
+    species.add_argument("--no-align", action="store_true",
+                         help="the images are aligned already")
+    species.add_argument("--max-shift", type=float, metavar="PX",
+                         help="largest misalignment searched (default: 1/8 of the image)")
+    species.add_argument("--threshold", type=float, default=None,
+                         help="confidence threshold, 0-1 (default: the model's own)")
+    species.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    species.add_argument("-o", "--output", type=Path, required=True, metavar="CSV",
+                         help="atoms CSV to write (with a species column)")
+    species.set_defaults(run=_species)
+
     occupancy = commands.add_parser(
         "occupancy", help="per-site occupancy and transitions over a video; write a sites CSV")
     occupancy.add_argument("video", type=Path, metavar="VIDEO",
@@ -368,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", default="au-hrtem")
     evaluate.add_argument("--doses", type=float, nargs="+",
                           default=[10, 30, 100, 300, 1000, 3000, 10000], metavar="E_PER_A2")
+    evaluate.add_argument("--single", metavar="MODEL",
+                          help="species models: the single-image ablation to score alongside")
     evaluate.add_argument("--images", type=int, default=48, help="images per dose")
     evaluate.add_argument("--table", type=Path, help="write the scores as CSV")
     evaluate.add_argument("--plot", type=Path, help="write F1 and RMSE against dose as PNG")
@@ -381,7 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tem-atoms``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.doses_given = "--doses" in argv
     return int(args.run(args))
 
 

@@ -1,0 +1,240 @@
+"""Chemical species from a focal series: align, rescale, normalise, predict, label the peaks.
+
+The species network (``mos2-focal``) takes three images of one area at increasing defocus
+(abTEM's sign, ``defocus = −C10``) and draws one map per class (Mo, S2, S1). A column is a peak
+of the maps' maximum; its species is the class whose map is highest there. Positions are in the
+pixels of the middle image (the reference of the alignment).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import TEMAtomsError
+from .align import align_focal_series, apply_shifts
+from .detect import (
+    MIN_COLUMN_DISTANCE,
+    DetectionStep,
+    find_peaks,
+    normalise_image,
+    predict_heatmap,
+    rescale_to_sampling,
+)
+
+__all__ = ["detect_species", "iter_detect_species", "order_focal_series",
+           "species_from_heatmaps"]
+
+#: Smallest distance between two columns in MoS2's projection (Mo-S: 1.84 Å) [Å].
+MIN_SPECIES_DISTANCE = 1.2
+#: The focal series the shipped species model was trained on [Å] (abTEM's sign).
+TRAINED_CENTRAL_DEFOCUS = (-100.0, 100.0)
+TRAINED_FOCAL_STEP = (30.0, 100.0)
+
+
+def species_from_heatmaps(maps: np.ndarray, threshold: float, sampling: float
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns and their class from per-class maps.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        (classes, H, W) probabilities.
+    threshold : float
+        Smallest peak height kept.
+    sampling : float
+        Pixel size of the maps [Å/px].
+
+    Returns
+    -------
+    positions : numpy.ndarray
+        (N, 2) sub-pixel ``(y, x)`` in map pixels.
+    classes : numpy.ndarray
+        (N,) index of the class whose map is highest at each peak.
+    confidence : numpy.ndarray
+        (N,) that class's probability.
+    """
+    combined = maps.max(axis=0)
+    distance = max(MIN_COLUMN_DISTANCE, MIN_SPECIES_DISTANCE) / sampling
+    positions, heights = find_peaks(combined, threshold, distance)
+    if not len(positions):
+        return positions, np.zeros(0, dtype=int), heights
+    rows = np.clip(np.round(positions[:, 0]).astype(int), 0, maps.shape[1] - 1)
+    cols = np.clip(np.round(positions[:, 1]).astype(int), 0, maps.shape[2] - 1)
+    classes = np.argmax(maps[:, rows, cols], axis=0)
+    return positions, classes, heights
+
+
+def order_focal_series(series: np.ndarray, defoci: Sequence[float] | None
+                       ) -> tuple[np.ndarray, list[str]]:
+    """Put the images in increasing defocus and say what falls outside the trained series.
+
+    Parameters
+    ----------
+    series : numpy.ndarray
+        (3, H, W) images.
+    defoci : sequence of float, optional
+        Their defocus [Å] (abTEM sign); ``None``: already in increasing defocus.
+
+    Returns
+    -------
+    ordered : numpy.ndarray
+        The images in increasing defocus.
+    warnings : list of str
+        Where the series is outside what the model was trained on.
+    """
+    if defoci is None:
+        return series, []
+    defoci = [float(d) for d in defoci]
+    if len(defoci) != series.shape[0]:
+        raise TEMAtomsError(f"{len(defoci)} defocus values for {series.shape[0]} images: give "
+                            "one per image")
+    if len(set(defoci)) != len(defoci):
+        raise TEMAtomsError(f"the defocus values {defoci} repeat: the order of the images is "
+                            "unknown")
+    order = np.argsort(defoci)
+    ordered = sorted(defoci)
+    notes = []
+    centre, steps = ordered[1], np.diff(ordered)
+    low, high = TRAINED_CENTRAL_DEFOCUS
+    if not low - 20 <= centre <= high + 20:
+        notes.append(f"the middle defocus {centre:g} Å is outside the trained {low:g} to "
+                     f"{high:g} Å")
+    low, high = TRAINED_FOCAL_STEP
+    if np.any(steps < 0.7 * low) or np.any(steps > 1.3 * high):
+        notes.append(f"focal steps {', '.join(f'{s:g}' for s in steps)} Å are outside the "
+                     f"trained {low:g} to {high:g} Å")
+    return series[order], notes
+
+
+def _as_series(series: Any, sampling: float | None) -> tuple[np.ndarray, float | None]:
+    from ..io import TEMImage, read_image
+
+    if isinstance(series, (str, bytes)) or hasattr(series, "__fspath__"):
+        series = read_image(series, lazy=True)
+    if isinstance(series, TEMImage):
+        sampling = sampling or series.pixel_size_angstrom
+        series = series.data
+    if isinstance(series, (list, tuple)):
+        series = np.stack([np.asarray(image) for image in series])
+    array = np.asarray(series, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4:
+        raise TEMAtomsError(f"a focal series is (3, rows, columns), or (time, 3, rows, "
+                            f"columns) for a time series; got shape {array.shape}")
+    if array.shape[1] != 3:
+        raise TEMAtomsError(f"a focal series needs 3 images, got {array.shape[1]}")
+    return array, sampling
+
+
+def iter_detect_species(
+    series: Any,
+    model: Any = "mos2-focal",
+    sampling: float | None = None,
+    defoci: Sequence[float] | None = None,
+    align: bool = True,
+    threshold: float | None = None,
+    max_shift: float | None = None,
+    device: str | None = None,
+) -> Generator[DetectionStep, None, pd.DataFrame]:
+    """Generator form of :func:`detect_species`: yields a step per series."""
+    from ..models import LoadedModel, load_cached_model
+
+    array, sampling = _as_series(series, sampling)
+    if sampling is None:
+        raise TEMAtomsError("the pixel size of the series is not known: give it in Å/px "
+                            "(sampling=..., --sampling)")
+    loaded = model if isinstance(model, LoadedModel) else load_cached_model(model, device)
+    if loaded.metadata.get("task") != "species":
+        raise TEMAtomsError(f"model {loaded.name!r} does not tell species apart; use a species "
+                            "model such as mos2-focal")
+    if threshold is None:
+        threshold = loaded.threshold
+    notes: list[str] = []
+    tables = []
+    for index, images in enumerate(array):
+        if not np.all(np.isfinite(images)):
+            raise TEMAtomsError(f"series {index} contains NaN or infinite values")
+        images, notes = order_focal_series(images, defoci)
+        if align:
+            shifts = align_focal_series(images, reference=1, max_shift=max_shift)
+            images = apply_shifts(images, shifts)
+            for image in images:  # outside an image after the shift: its mean, not invented
+                image[~np.isfinite(image)] = np.nanmean(image)
+        prepared = []
+        for image in images:
+            rescaled, factor = rescale_to_sampling(image, sampling, loaded.sampling)
+            try:
+                prepared.append(normalise_image(rescaled))
+            except TEMAtomsError as exc:
+                raise TEMAtomsError(f"series {index}: {exc}") from None
+        channels = loaded.network.encoders[0][0].in_channels
+        stacked = np.stack(prepared) if channels == 3 else prepared[1][None]
+        maps = predict_heatmap(loaded, stacked)
+        positions, classes, confidence = species_from_heatmaps(maps, threshold,
+                                                               loaded.sampling)
+        names = np.asarray(loaded.classes)[classes] if len(classes) else np.zeros(0, str)
+        table = pd.DataFrame({"frame": np.full(len(positions), index, dtype=int),
+                              "y": positions[:, 0] * factor, "x": positions[:, 1] * factor,
+                              "species": names, "confidence": confidence.astype(float)})
+        tables.append(table)
+        yield DetectionStep(index, len(array), table)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    atoms = pd.concat(tables, ignore_index=True)
+    atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
+                       threshold=threshold, notes=notes)
+    return atoms
+
+
+def detect_species(
+    series: Any,
+    model: Any = "mos2-focal",
+    sampling: float | None = None,
+    defoci: Sequence[float] | None = None,
+    align: bool = True,
+    threshold: float | None = None,
+    max_shift: float | None = None,
+    device: str | None = None,
+) -> pd.DataFrame:
+    """Find the columns of a focal series and their species.
+
+    Parameters
+    ----------
+    series : array_like, TEMImage or path
+        (3, rows, cols) images of one area at three defoci, or (time, 3, rows, cols).
+    model : str, path or LoadedModel, optional
+        A species model (default ``"mos2-focal"``).
+    sampling : float, optional
+        Pixel size [Å/px]; required unless the file gives it.
+    defoci : sequence of 3 floats, optional
+        Defocus of each image [Å], abTEM's sign; the images are put in increasing defocus and a
+        warning says when the series is outside the trained one. Default: the images are in
+        increasing defocus already.
+    align : bool, optional
+        Register the images to the middle one first (contrast-invariant, bounded).
+    threshold : float, optional
+        Smallest confidence kept (default: the model's).
+    max_shift : float, optional
+        Largest misalignment searched [px] (default 1/8 of the image).
+    device : str, optional
+        ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``frame`` (index of the series in time), ``y``, ``x`` (pixels of the middle image),
+        ``species`` (``Mo``, ``S2``, ``S1``), ``confidence``.
+    """
+    steps = iter_detect_species(series, model, sampling, defoci, align, threshold, max_shift,
+                                device)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,235 @@
+"""Dock widget "Species": columns and their species from a three-image focal series.
+
+A thin layer over :func:`~napari_tem_atoms.analysis.species.iter_detect_species`: the series (a
+three-frame stack, or three single-image layers) is optionally aligned, the network runs in a
+worker, and the columns come back as one Points layer with a ``species`` feature and a fixed
+colour per species, with the legend in the widget.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    RadioButtons,
+    create_widget,
+)
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..analysis.species import iter_detect_species
+from ..errors import TEMAtomsError
+from ..models import REGISTRY, model_metadata
+from ._layers import pixel_size_of_layer, points_layer_kwargs
+
+if TYPE_CHECKING:
+    import napari
+
+#: One colour per species, told apart at a glance (and by colour-blind readers).
+SPECIES_COLOURS = {"Mo": "#e66100", "S2": "#ffd700", "S1": "#5d3a9b"}
+STACK, LAYERS = "a 3-frame stack", "three layers"
+
+
+def _legend() -> str:
+    return "  ".join(f'<span style="color:{colour}">&#9679;</span> {name}'
+                     for name, colour in SPECIES_COLOURS.items())
+
+
+class SpeciesWidget(Container):
+    """Find columns and their species (Mo, S2, S1) in a focal series.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer the widget is docked in (napari passes it).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.source = RadioButtons(label="Series from", choices=[STACK, LAYERS], value=STACK,
+                                   orientation="horizontal")
+        self.stack_layer = create_widget(annotation="napari.layers.Image", label="Stack")
+        self.layer_1 = create_widget(annotation="napari.layers.Image", label="Image 1")
+        self.layer_2 = create_widget(annotation="napari.layers.Image", label="Image 2")
+        self.layer_3 = create_widget(annotation="napari.layers.Image", label="Image 3")
+        species_models = [name for name in REGISTRY if _is_species(name)] or list(REGISTRY)
+        self.model = ComboBox(label="Model", choices=species_models)
+        self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
+                                     step=0.0001)
+        self.defoci = LineEdit(label="Defoci (Å)", value="",
+                               tooltip="Defocus of each image, e.g. -60, 0, 60 (abTEM sign, "
+                               "defocus = -C10). Empty: the images are in increasing defocus.")
+        self.align = CheckBox(text="Align the images first", value=True)
+        self.note = Label(value="")
+        self.run_button = PushButton(text="Find species")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.legend = Label(value=_legend())
+        self.extend([self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3,
+                     self.model, self.sampling, self.defoci, self.align, self.note,
+                     self.run_button, self.cancel_button, self.status, self.legend])
+        self.worker: Any = None
+        self.atoms: Any = None
+        self._reference: Any = None
+        for widget in (self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3):
+            widget.changed.connect(self._on_input_changed)
+        self.sampling.changed.connect(self._validate)
+        self.defoci.changed.connect(self._validate)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self._on_input_changed()
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def _layers(self) -> list[Any]:
+        if self.source.value == STACK:
+            return [self.stack_layer.value]
+        return [self.layer_1.value, self.layer_2.value, self.layer_3.value]
+
+    def _on_input_changed(self) -> None:
+        from_stack = self.source.value == STACK
+        self.stack_layer.visible = from_stack
+        for widget in (self.layer_1, self.layer_2, self.layer_3):
+            widget.visible = not from_stack
+        first = self._layers()[0]
+        size = None if first is None else pixel_size_of_layer(first.scale, first.units,
+                                                               first.metadata)
+        self.sampling.value = 0.0 if size is None else size[1]
+        self._validate()
+
+    def _parsed_defoci(self) -> list[float] | None:
+        text = self.defoci.value.strip()
+        if not text:
+            return None
+        return [float(part) for part in text.replace(";", ",").split(",")]
+
+    def _validate(self) -> None:
+        layers = self._layers()
+        problem = ""
+        if any(layer is None for layer in layers):
+            problem = "Open the focal series first."
+        elif self.source.value == STACK and (layers[0].ndim != 3
+                                             or layers[0].data.shape[0] != 3):
+            problem = (f"The stack must hold 3 images (it has shape "
+                       f"{tuple(layers[0].data.shape)}); or choose three layers.")
+        elif self.source.value == LAYERS and (
+                any(layer.ndim != 2 for layer in layers)
+                or len({tuple(layer.data.shape) for layer in layers}) != 1):
+            problem = "The three layers must be single images of the same size."
+        elif len({id(layer) for layer in layers}) != len(layers):
+            problem = "Choose three different layers."
+        elif self.sampling.value <= 0:
+            problem = "⚠ No pixel size: enter it in Å/px."
+        else:
+            try:
+                defoci = self._parsed_defoci()
+            except ValueError:
+                problem = "Defoci: three numbers in Å separated by commas (or leave it empty)."
+            else:
+                if defoci is not None and (len(defoci) != 3 or len(set(defoci)) != 3):
+                    problem = "Defoci: three different values, one per image."
+        self.note.value = problem
+        self.run_button.enabled = not problem and self.worker is None
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Find the species in a worker thread (the button)."""
+        import warnings
+
+        from napari.qt.threading import create_worker
+
+        self._validate()
+        if not self.run_button.enabled:
+            return
+        layers = self._layers()
+        if self.source.value == STACK:
+            series = np.asarray(layers[0].data, dtype=np.float32)
+            self._reference = layers[0]
+        else:
+            series = np.stack([np.asarray(layer.data, dtype=np.float32) for layer in layers])
+            self._reference = layers[1]
+        model, sampling = self.model.value, float(self.sampling.value)
+        defoci, align = self._parsed_defoci(), bool(self.align.value)
+
+        def work():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    steps = iter_detect_species(series, model, sampling, defoci, align)
+                    while True:
+                        next(steps)
+                except StopIteration as stop:
+                    yield ("done", stop.value, [str(w.message) for w in caught])
+                except TEMAtomsError as exc:
+                    yield ("error", str(exc), [])
+
+        self.worker = create_worker(work)
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = "Aligning and finding species..." if align else \
+            "Finding species..."
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Stop (the Cancel button)."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "Cancelled."
+
+    def _on_yielded(self, item: tuple) -> None:
+        kind, value, notes = item
+        if kind == "error":
+            show_error(f"Species: {value}")
+            self.status.value = value
+            return
+        for note in notes:
+            show_warning(f"Species: {note}")
+        self.atoms = value
+        self._show(value)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.cancel_button.enabled = False
+        self._validate()
+
+    def _show(self, atoms: Any) -> None:
+        reference = self._reference
+        pixel_size = pixel_size_of_layer(reference.scale, reference.units, reference.metadata)
+        pixel_size = pixel_size or (float(self.sampling.value),) * 2
+        coordinates = atoms[["y", "x"]].to_numpy(float).reshape(-1, 2)
+        features = atoms[["species", "confidence"]].reset_index(drop=True)
+        colours = [SPECIES_COLOURS.get(name, "white") for name in features["species"]]
+        name = f"{reference.name} species"
+        if name in self._viewer.layers:
+            layer = self._viewer.layers[name]
+            layer.data, layer.features, layer.face_color = coordinates, features, colours
+        else:
+            kwargs = points_layer_kwargs(2, pixel_size)
+            kwargs.update(scale=tuple(reference.scale[-2:]), units=tuple(reference.units[-2:]),
+                          symbol="disc", face_color=colours, border_color="black",
+                          border_width=0.1, features=features)
+            layer = self._viewer.add_points(coordinates, name=name, **kwargs)
+        layer.metadata.update(source=reference.metadata.get("source"), model=self.model.value,
+                              pixel_size_angstrom=pixel_size, species_colours=SPECIES_COLOURS)
+        counts = features["species"].value_counts()
+        summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in SPECIES_COLOURS)
+        self.status.value = f"{len(features)} columns: {summary}"
+        show_info(f"Species: {self.status.value}")
+
+
+def _is_species(name: str) -> bool:
+    try:
+        return model_metadata(name).get("task") == "species"
+    except TEMAtomsError:
+        return False

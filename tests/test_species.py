@@ -1,0 +1,173 @@
+"""Species from a focal series: ordering, peaks per class, the CLI and the Species widget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_tem_atoms.analysis.species import (
+    detect_species,
+    order_focal_series,
+    species_from_heatmaps,
+)
+from napari_tem_atoms.cli import main
+from napari_tem_atoms.errors import TEMAtomsError
+
+
+@pytest.fixture(scope="module")
+def untrained_species_model(tmp_path_factory):
+    """A species network with random weights: for the plumbing, not for accuracy."""
+    import torch
+
+    from napari_tem_atoms.models.registry import save_model
+    from napari_tem_atoms.models.unet import UNet
+
+    torch.manual_seed(0)
+    network = UNet(in_channels=3, out_channels=3, base_channels=4, depth=2)
+    path = tmp_path_factory.mktemp("models") / "species.safetensors"
+    save_model(path, network, {
+        "name": "test-species", "task": "species", "sampling": 0.2, "threshold": 0.3,
+        "classes": ["Mo", "S2", "S1"],
+        "architecture": {"in_channels": 3, "out_channels": 3, "base_channels": 4, "depth": 2}})
+    return str(path)
+
+
+def _gaussians(shape, positions, sigma=1.5):
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    out = np.zeros(shape)
+    for y, x in positions:
+        out += np.exp(-((rows - y) ** 2 + (cols - x) ** 2) / (2 * sigma**2))
+    return out
+
+
+def test_each_peak_takes_the_class_of_its_highest_map():
+    maps = np.zeros((3, 60, 60))
+    maps[0] = 0.9 * _gaussians((60, 60), [(10.3, 12.0)])
+    maps[1] = 0.8 * _gaussians((60, 60), [(30.0, 30.6)])
+    maps[2] = 0.7 * _gaussians((60, 60), [(45.0, 20.0)])
+    maps[0] += 0.4 * _gaussians((60, 60), [(45.0, 20.0)])  # a weaker second opinion there
+    positions, classes, confidence = species_from_heatmaps(maps, 0.3, sampling=0.2)
+    order = np.argsort(positions[:, 0])
+    np.testing.assert_allclose(positions[order], [[10.3, 12.0], [30.0, 30.6], [45.0, 20.0]],
+                               atol=0.05)
+    np.testing.assert_array_equal(classes[order], [0, 1, 2])
+    assert confidence[order][2] == pytest.approx(0.7, abs=0.01)
+
+
+def test_series_are_put_in_increasing_defocus_and_odd_ones_are_flagged():
+    series = np.stack([np.full((4, 4), value) for value in (1.0, 2.0, 3.0)])
+    ordered, notes = order_focal_series(series, [60.0, -60.0, 0.0])
+    np.testing.assert_array_equal(ordered[:, 0, 0], [2.0, 3.0, 1.0])
+    assert notes == []
+    _, notes = order_focal_series(series, [400.0, 420.0, 440.0])
+    assert any("middle defocus 420" in note for note in notes)
+    assert any("focal steps 20, 20" in note for note in notes)
+    with pytest.raises(TEMAtomsError, match="repeat"):
+        order_focal_series(series, [0.0, 0.0, 50.0])
+    with pytest.raises(TEMAtomsError, match="one per image"):
+        order_focal_series(series, [0.0, 50.0])
+
+
+@pytest.mark.parametrize(("series", "words"), [
+    (np.zeros((2, 64, 64)), "needs 3 images"),
+    (np.zeros((64, 64)), r"\(3, rows, columns\)"),
+    ([np.zeros((64, 64)), np.zeros((64, 60)), np.zeros((64, 64))], "same shape|inhomogeneous"),
+])
+def test_bad_series_give_clear_errors(series, words, untrained_species_model):
+    with pytest.raises((TEMAtomsError, ValueError), match=words):
+        detect_species(series, untrained_species_model, sampling=0.1)
+
+
+def test_a_column_detector_is_not_a_species_model():
+    series = np.random.default_rng(0).normal(size=(3, 64, 64))
+    with pytest.raises(TEMAtomsError, match="does not tell species apart"):
+        detect_species(series, "au-hrtem", sampling=0.1)
+
+
+def test_detection_runs_on_series_and_time_series(untrained_species_model):
+    from napari_tem_atoms.samples import synthetic_focal_series
+
+    series = synthetic_focal_series(np.array([[1.0, 0.5], [0, 0], [-1.0, 0.5]]),
+                                    shape=(128, 128))
+    atoms = detect_species(series, untrained_species_model, sampling=0.1,
+                           defoci=[-80, 0, 80], max_shift=4)
+    assert list(atoms.columns) == ["frame", "y", "x", "species", "confidence"]
+    assert set(atoms["species"]) <= {"Mo", "S2", "S1"}
+    assert atoms["y"].between(-1, 128).all()  # (sub-pixel peaks may sit on the border)
+    both = detect_species(np.stack([series, series]), untrained_species_model, sampling=0.1,
+                          max_shift=4)
+    assert set(both["frame"]) <= {0, 1} and len(both) == 2 * len(
+        detect_species(series, untrained_species_model, sampling=0.1, max_shift=4))
+
+
+def test_cli_species_writes_a_species_column(tmp_path, untrained_species_model, capsys):
+    import tifffile
+
+    from napari_tem_atoms.samples import synthetic_focal_series
+
+    path = tmp_path / "series.tif"
+    tifffile.imwrite(path, synthetic_focal_series(shape=(96, 96)), photometric="minisblack")
+    output = tmp_path / "atoms.csv"
+    code = main(["species", str(path), "--model", untrained_species_model, "--sampling", "0.1",
+                 "--defoci", "80,-80,0", "--max-shift", "4", "-o", str(output)])
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(output)
+    assert {"y", "x", "y_angstrom", "species", "confidence"} <= set(table.columns)
+    assert "columns (" in capsys.readouterr().err
+    assert main(["species", str(path), "--model", untrained_species_model, "--sampling", "0.1",
+                 "--defoci", "a,b,c", "-o", str(output)]) == 1
+    assert "--defoci" in capsys.readouterr().err
+    two = tmp_path / "two.tif"
+    tifffile.imwrite(two, np.ones((2, 64, 64), np.float32), photometric="minisblack")
+    assert main(["species", str(two), "--model", untrained_species_model, "--sampling", "0.1",
+                 "-o", str(output)]) == 1
+    assert "needs 3 images" in capsys.readouterr().err
+
+
+@pytest.mark.gui
+def test_species_widget_colours_each_species(qtbot, make_napari_viewer, untrained_species_model,
+                                             monkeypatch):
+    from napari_tem_atoms.napari import _species_widget as module
+    from napari_tem_atoms.samples import synthetic_focal_series
+
+    viewer = make_napari_viewer()
+    series = synthetic_focal_series(shape=(128, 128))
+    viewer.add_image(series, name="series", scale=(1, 0.1, 0.1),
+                     units=("pixel", "angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-tem-atoms", "Species (focal series)")
+    widget.model.choices = [untrained_species_model]
+    widget.model.value = untrained_species_model
+    assert widget.sampling.value == pytest.approx(0.1)
+    widget.defoci.value = "-80, 0"
+    assert not widget.run_button.enabled and "three different" in widget.note.value
+    widget.defoci.value = "-80, 0, 80"
+    assert widget.run_button.enabled, widget.note.value
+    # A fixed answer, so that each species is there to be coloured.
+    fake = pd.DataFrame({"frame": 0, "y": [10.0, 20.0, 30.0], "x": [10.0, 20.0, 30.0],
+                         "species": ["Mo", "S2", "S1"], "confidence": 0.9})
+
+    def fake_steps(*args, **kwargs):
+        return fake
+        yield  # a generator that returns at once
+
+    monkeypatch.setattr(module, "iter_detect_species", fake_steps)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    layer = viewer.layers["series species"]
+    assert list(layer.features["species"]) == ["Mo", "S2", "S1"]
+    colours = {tuple(np.round(c, 3)) for c in layer.face_color}
+    assert len(colours) == 3  # one colour per species
+    np.testing.assert_allclose(layer.scale, [0.1, 0.1])
+    assert "1 Mo, 1 S2, 1 S1" in widget.status.value
+    assert "Mo" in widget.legend.value and "S1" in widget.legend.value
+
+    widget.source.value = "three layers"
+    for index in range(3):
+        viewer.add_image(series[index], name=f"image {index}", scale=(0.1, 0.1),
+                         units=("angstrom", "angstrom"))
+    widget.layer_1.value, widget.layer_2.value, widget.layer_3.value = (
+        viewer.layers["image 0"], viewer.layers["image 1"], viewer.layers["image 1"])
+    assert "three different" in widget.note.value
+    widget.layer_3.value = viewer.layers["image 2"]
+    assert widget.run_button.enabled, widget.note.value
