@@ -1,7 +1,10 @@
 """Take the documentation's screenshots of a real napari window (run under Xvfb: `make docs`).
 
 Each workflow page in docs/ shows one of these: the Detect atoms widget on the sample stack,
-Live mode on a folder that frames are written into, and the Calibration widget on a DM3 file.
+Live mode on a folder that frames are written into, the Calibration widget on a DM3 file, the
+Occupancy widget on a synthetic video, the Align widget on the misaligned focal-series sample and
+the Species widget on a simulated MoS2 focal series (needs the MoS2 exit-wave cache). Name some
+of them to make only those: ``python docs/make_screenshots.py occupancy align``.
 """
 
 from __future__ import annotations
@@ -94,11 +97,91 @@ def calibration_screenshot(dm3: Path) -> Path:
     return path
 
 
+def occupancy_screenshot() -> Path:
+    viewer = _viewer()
+    stack = synthetic_gold_stack(n_frames=40, seed=3)
+    viewer.add_image(stack.images, name="video", scale=(1, stack.sampling, stack.sampling),
+                     units=("pixel", "angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Occupancy")
+    widget.run()
+    _wait(lambda: widget.worker is None and widget.result is not None)
+    sites = widget.result.sites
+    widget.plot.show_site(int(sites.query("layer == 'surface'")["transition_rate"].idxmax()))
+    viewer.dims.set_current_step(0, 12)
+    _settle(1.0)
+    path = IMAGES / "occupancy-widget.png"
+    viewer.window.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
+def align_screenshot() -> Path:
+    viewer = _viewer()
+    viewer.open_sample(PLUGIN, "synthetic_focal_series")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Align (focal series, drift)")
+    widget.max_shift.value = 6
+    widget.run()
+    _wait(lambda: widget.worker is None and widget.shifts is not None)
+    viewer.dims.set_current_step(0, 2)
+    _settle()
+    path = IMAGES / "align-widget.png"
+    viewer.window.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
+def species_screenshot() -> Path:
+    from napari_tem_atoms.simulation.mos2 import load_mos2
+    from napari_tem_atoms.training.species import FocalSeriesMaker, load_species_config
+
+    root = Path(__file__).parents[1]
+    run = load_species_config(root / "configs/mos2-focal.toml")
+    flakes = load_mos2(run.data.folder, "validation")
+    maker = FocalSeriesMaker(flakes, run.model.sampling, run.envelope)
+    from dataclasses import replace
+
+    import numpy as np
+
+    from napari_tem_atoms.simulation.microscope import form_image
+
+    rng = np.random.default_rng(4)
+    flake = flakes[0]
+    settings = replace(maker.envelope.microscope.draw(rng), dose=1000.0, sampling=0.1,
+                       cs=-20e4, focal_spread=30.0, astigmatism=0.0, blur=0.0, mtf_floor=1.0)
+    series = np.stack([form_image(flake["waves"], float(flake["sampling"]),
+                                  replace(settings, defocus=d), rng)[0]
+                       for d in (-60.0, 0.0, 60.0)])
+    viewer = _viewer()
+    viewer.add_image(series, name="MoS2 focal series", scale=(1, 0.1, 0.1),
+                     units=("pixel", "angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Species (focal series)")
+    widget.defoci.value = "-60, 0, 60"
+    widget.run()
+    _wait(lambda: widget.worker is None and widget.atoms is not None)
+    viewer.dims.set_current_step(0, 1)
+    viewer.camera.zoom *= 1.6
+    _settle()
+    path = IMAGES / "species-widget.png"
+    viewer.window.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
 def main() -> int:
     IMAGES.mkdir(exist_ok=True)
-    paths = [detect_screenshot(), live_screenshot()]
+    wanted = set(sys.argv[1:])  # e.g. `python docs/make_screenshots.py occupancy align`
+
+    def chosen(name: str) -> bool:
+        return not wanted or name in wanted
+
+    paths = []
+    for name, make in (("detect", detect_screenshot), ("live", live_screenshot),
+                       ("occupancy", occupancy_screenshot), ("align", align_screenshot),
+                       ("species", species_screenshot)):
+        if chosen(name):
+            paths.append(make())
     dm3 = Path(__file__).parents[1] / "tests/data/hyperspy/dm3_2D_data/multi_signal.dm3"
-    if dm3.exists():
+    if dm3.exists() and chosen("calibration"):
         paths.append(calibration_screenshot(dm3))
     for path in paths:
         print(f"wrote {path}")

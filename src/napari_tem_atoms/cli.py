@@ -369,12 +369,14 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
 
 
 def _dock_plugin_widgets(viewer: object) -> None:
-    """Dock every widget this plugin contributes (none until the widgets land)."""
+    """Dock every widget this plugin contributes, as tabs (Detect atoms in front)."""
     from npe2 import PluginManager
 
     manifest = PluginManager.instance().get_manifest(PLUGIN_NAME)
-    for widget in manifest.contributions.widgets or []:
-        viewer.window.add_plugin_dock_widget(PLUGIN_NAME, widget.display_name)  # type: ignore[attr-defined]
+    widgets = manifest.contributions.widgets or []
+    for index, widget in enumerate(reversed(widgets)):  # the last docked tab is shown
+        viewer.window.add_plugin_dock_widget(  # type: ignore[attr-defined]
+            PLUGIN_NAME, widget.display_name, tabify=index > 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

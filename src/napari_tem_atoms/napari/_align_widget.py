@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import napari
 
 FOCAL_SERIES, DRIFT = "focal series", "drift (video)"
+_EMPTY_TABLE = {"data": [], "index": [], "columns": ["dy (px)", "dx (px)", "dy (Å)", "dx (Å)"]}
 
 
 class AlignWidget(Container):
@@ -61,8 +62,7 @@ class AlignWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.undo_button = PushButton(text="Undo", enabled=False)
         self.status = Label(value="")
-        self.table = Table(value={"data": [], "columns": ["dy (px)", "dx (px)", "dy (Å)",
-                                                          "dx (Å)"]})
+        self.table = Table(value=_EMPTY_TABLE)
         self.table.read_only = True
         self.extend([self.stack_layer, self.kind, self.reference, self.max_shift, self.crop,
                      self.note, self.run_button, self.cancel_button, self.undo_button,
@@ -204,6 +204,6 @@ class AlignWidget(Container):
         if self._original is not None:
             self._original.visible = True
         self._aligned, self.shifts = None, None
-        self.table.value = {"data": [], "columns": ["dy (px)", "dx (px)", "dy (Å)", "dx (Å)"]}
+        self.table.value = _EMPTY_TABLE
         self.undo_button.enabled = False
         self.status.value = "Undone: the original stack is shown."

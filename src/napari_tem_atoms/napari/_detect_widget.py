@@ -188,17 +188,21 @@ class DetectWidget(Container):
             _, index, atoms, heatmap = item
             self._results[index] = (atoms.assign(frame=index), heatmap)
             # Redrawing after every frame would cost as much as the network on a
-            # software-rendered display: the status refreshes twice a second, the points every
-            # two seconds (so they appear as the run goes), and both once more at the end.
+            # software-rendered display: the status refreshes twice a second, the points as the
+            # run goes but at most 5 % of the time (each redraw waits 20 times as long as the
+            # last one took, and at least two seconds), and both once more at the end.
+            info = self._run_info
             now = time.perf_counter()
-            if now - self._run_info.get("status_shown", 0.0) > 0.5:
-                self._run_info["status_shown"] = now
+            if now - info.get("status_shown", 0.0) > 0.5:
+                info["status_shown"] = now
                 done = len(self._results)
-                self.status.value = f"{done}/{self._run_info['n_frames']} frame(s) analysed..."
+                self.status.value = f"{done}/{info['n_frames']} frame(s) analysed..."
                 self._progress.update(done - self._progress.n)
-            if now - self._run_info.get("points_shown", self._run_info["start"]) > 2.0:
-                self._run_info["points_shown"] = now
+            wait = max(2.0, 20.0 * info.get("redraw_seconds", 0.0))
+            if now - info.get("points_shown", info["start"]) > wait:
                 self._update_layers()
+                info["points_shown"] = time.perf_counter()
+                info["redraw_seconds"] = info["points_shown"] - now
 
     def _on_finished(self) -> None:
         self.worker = None
