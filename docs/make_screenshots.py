@@ -108,6 +108,7 @@ def occupancy_screenshot() -> Path:
     sites = widget.result.sites
     widget.plot.show_site(int(sites.query("layer == 'surface'")["transition_rate"].idxmax()))
     viewer.dims.set_current_step(0, 12)
+    viewer.reset_view()
     _settle(1.0)
     path = IMAGES / "occupancy-widget.png"
     viewer.window.screenshot(str(path), canvas_only=False)

@@ -107,3 +107,12 @@ def test_mismatched_shapes_and_impossible_bounds_are_refused():
         estimate_shift(rng.normal(size=(32, 32)), rng.normal(size=(32, 32)), max_shift=40)
     with pytest.raises(TEMAtomsError, match="no area common"):
         common_area((10, 10), np.array([[0, 0], [12, 0]]))
+
+
+def test_default_bound_keeps_a_flickering_particle_video_on_its_lattice():
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    stack = synthetic_gold_stack(n_frames=40, seed=3)
+    # 0.9 Å is below half the lattice period: no frame may jump to a lattice translate.
+    drift = estimate_drift(stack.images, sampling=stack.sampling)
+    assert np.hypot(*(drift - stack.drift).T).max() < 0.5

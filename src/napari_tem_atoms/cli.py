@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     species.add_argument("--no-align", action="store_true",
                          help="the images are aligned already")
     species.add_argument("--max-shift", type=float, metavar="PX",
-                         help="largest misalignment searched (default: 1/8 of the image)")
+                         help="largest misalignment searched (default: 0.9 Å)")
     species.add_argument("--threshold", type=float, default=None,
                          help="confidence threshold, 0-1 (default: the model's own)")
     species.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -454,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     occupancy.add_argument("--threshold", type=float, default=None,
                            help="network confidence threshold, 0-1 (default: the model's own)")
     occupancy.add_argument("--max-shift", type=float, metavar="PX",
-                           help="largest drift between neighbouring frames (default: 1/8 of "
-                           "the frame)")
+                           help="largest drift between neighbouring frames (default: 0.9 Å, "
+                           "below half a lattice period)")
     occupancy.add_argument("--site-radius", type=float, default=0.6, metavar="Å",
                            help="detections closer than this belong to one site (default 0.6)")
     occupancy.add_argument("--device", help="cpu or cuda (default: cuda when available)")

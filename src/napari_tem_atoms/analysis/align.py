@@ -41,9 +41,21 @@ DEFAULT_MAX_SHIFT_FRACTION = 0.125
 DEFAULT_CUTOFF = 0.1
 
 
-def default_max_shift(shape: Sequence[int]) -> float:
-    """The default search bound [px] for images of `shape`: 1/8 of the smaller side."""
-    return max(2.0, DEFAULT_MAX_SHIFT_FRACTION * float(min(shape[-2:])))
+#: Default search bound when the pixel size is known [Å]: below half the lattice period of
+#: fcc metals (gold: 2.04 Å), so a correlation cannot lock onto a neighbouring lattice translate.
+DEFAULT_MAX_SHIFT_ANGSTROM = 0.9
+
+
+def default_max_shift(shape: Sequence[int], sampling: float | None = None) -> float:
+    """The default search bound [px].
+
+    With the pixel size `sampling` [Å/px] known: 0.9 Å (below half a lattice period), at most
+    1/8 of the smaller image side; otherwise 1/8 of the smaller side.
+    """
+    bound = DEFAULT_MAX_SHIFT_FRACTION * float(min(shape[-2:]))
+    if sampling:
+        bound = min(bound, DEFAULT_MAX_SHIFT_ANGSTROM / float(sampling))
+    return max(2.0, bound)
 
 
 class _Registration:
@@ -195,7 +207,7 @@ def _check_stack(images: np.ndarray, minimum: int, what: str) -> np.ndarray:
 
 def align_focal_series(images: np.ndarray, reference: int | None = None,
                        max_shift: float | None = None, cutoff: float = DEFAULT_CUTOFF,
-                       upsample: int = 20) -> np.ndarray:
+                       upsample: int = 20, sampling: float | None = None) -> np.ndarray:
     """Register every image of a focal series to one of them, whatever their contrast.
 
     Every pair of images is registered with the contrast-invariant correlation and the shifts
@@ -209,10 +221,13 @@ def align_focal_series(images: np.ndarray, reference: int | None = None,
     reference : int, optional
         Index of the reference image (its shift is zero); default: the middle one.
     max_shift : float, optional
-        Largest misalignment between two images [px]; default 1/8 of the smaller side. Keep it
-        below half a lattice period when the crystal fills the field of view.
+        Largest misalignment between two images [px]; default: 0.9 Å when `sampling` is given,
+        else 1/8 of the smaller side. Keep it below half a lattice period when the crystal
+        fills the field of view.
     cutoff, upsample
         As in :func:`estimate_shift`.
+    sampling : float, optional
+        Pixel size [Å/px], for the default `max_shift`.
 
     Returns
     -------
@@ -229,7 +244,7 @@ def align_focal_series(images: np.ndarray, reference: int | None = None,
                             f"{n_images}")
     reference %= n_images
     if max_shift is None:
-        max_shift = default_max_shift(images.shape)
+        max_shift = default_max_shift(images.shape, sampling)
     rows, targets = [], []
     for first in range(n_images):
         registration = _Registration(images[first], 0.0, cutoff, contrast_invariant=True)
@@ -259,7 +274,8 @@ class AlignmentStep:
 def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0,
                         max_shift: float | None = None, mode: str = "reference",
                         contrast_invariant: bool = False, cutoff: float = DEFAULT_CUTOFF,
-                        upsample: int = 20) -> Generator[AlignmentStep, None, np.ndarray]:
+                        upsample: int = 20, sampling: float | None = None
+                        ) -> Generator[AlignmentStep, None, np.ndarray]:
     """Drift of every frame of a video, one frame at a time (the generator form for the GUI).
 
     Yields an :class:`AlignmentStep` per frame and returns the (T, 2) shifts; see
@@ -276,7 +292,7 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
         raise TEMAtomsError(f"drift needs a stack of 2-D frames, not frames of shape "
                             f"{first.shape}")
     if max_shift is None:
-        max_shift = default_max_shift(first.shape)
+        max_shift = default_max_shift(first.shape, sampling)
     shifts = np.zeros((n_frames, 2))
     # Walk outwards from the reference so that each search starts from its neighbour's drift.
     order = [*range(reference + 1, n_frames), *range(reference - 1, -1, -1)]
@@ -300,7 +316,7 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
 def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0,
                    max_shift: float | None = None, mode: str = "reference",
                    contrast_invariant: bool = False, cutoff: float = DEFAULT_CUTOFF,
-                   upsample: int = 20) -> np.ndarray:
+                   upsample: int = 20, sampling: float | None = None) -> np.ndarray:
     """Drift of every frame of a video relative to a reference frame.
 
     Parameters
@@ -311,8 +327,9 @@ def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0
         The frame that defines the coordinates (default: the first).
     max_shift : float, optional
         Largest drift between neighbouring frames [px]: each frame is searched within this
-        distance of its neighbour's drift, so the total drift may be much larger. Default: 1/8
-        of the smaller side.
+        distance of its neighbour's drift, so the total drift may be much larger. Default:
+        0.9 Å when `sampling` is given (below half a lattice period: a larger bound lets the
+        correlation jump by a lattice vector), else 1/8 of the smaller side.
     mode : {"reference", "previous"}, optional
         ``"reference"``: every frame is registered to the reference frame (no accumulated error;
         best when the sample changes little). ``"previous"``: every frame is registered to its
@@ -320,6 +337,8 @@ def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0
         error grows as √T).
     contrast_invariant, cutoff, upsample
         As in :func:`estimate_shift`.
+    sampling : float, optional
+        Pixel size [Å/px], for the default `max_shift`.
 
     Returns
     -------
@@ -327,7 +346,7 @@ def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0
         (T, 2) drift ``(dy, dx)`` [px] of each frame; zero for the reference.
     """
     generator = iter_estimate_drift(frames, reference, max_shift, mode, contrast_invariant,
-                                    cutoff, upsample)
+                                    cutoff, upsample, sampling)
     while True:
         try:
             next(generator)

@@ -162,7 +162,8 @@ def iter_detect_species(
             raise TEMAtomsError(f"series {index} contains NaN or infinite values")
         images, notes = order_focal_series(images, defoci)
         if align:
-            shifts = align_focal_series(images, reference=1, max_shift=max_shift)
+            shifts = align_focal_series(images, reference=1, max_shift=max_shift,
+                                        sampling=sampling)
             images = apply_shifts(images, shifts)
             for image in images:  # outside an image after the shift: its mean, not invented
                 image[~np.isfinite(image)] = np.nanmean(image)
@@ -221,7 +222,7 @@ def detect_species(
     threshold : float, optional
         Smallest confidence kept (default: the model's).
     max_shift : float, optional
-        Largest misalignment searched [px] (default 1/8 of the image).
+        Largest misalignment searched [px] (default 0.9 Å, below half a lattice period).
     device : str, optional
         ``"cpu"`` or ``"cuda"``.
 

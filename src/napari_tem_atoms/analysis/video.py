@@ -52,7 +52,7 @@ def iter_video_occupancy(
                             f"shape {tuple(frames.shape) if is_stack else frames.shape[1:]}")
     n_frames = int(frames.shape[0])
     if drift is None:
-        steps = iter_estimate_drift(frames, max_shift=max_shift)
+        steps = iter_estimate_drift(frames, max_shift=max_shift, sampling=sampling)
         while True:
             try:
                 step = next(steps)
@@ -108,7 +108,8 @@ def video_occupancy(
     threshold : float, optional
         Detection threshold (default: the model's).
     max_shift : float, optional
-        Largest drift between neighbouring frames [px] (default: 1/8 of the frame).
+        Largest drift between neighbouring frames [px] (default: 0.9 Å, below half a lattice
+        period, so that the correlation cannot jump by a lattice vector).
     site_radius : float, optional
         Detections closer than this to a site belong to it [px] (default 0.6 Å).
     device : str, optional

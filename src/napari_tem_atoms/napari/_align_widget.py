@@ -54,8 +54,8 @@ class AlignWidget(Container):
                                  "each defocus; a video frame by frame from the reference")
         self.reference = SpinBox(label="Reference frame", min=0, max=0, value=0)
         self.max_shift = FloatSpinBox(label="Max shift (px)", min=0.0, max=10000.0, value=0.0,
-                                      tooltip="0: 1/8 of the frame. Keep it below half a "
-                                      "lattice period when the crystal fills the view.")
+                                      tooltip="0: 0.9 Å (below half a lattice period), "
+                                      "or 1/8 of the frame when the pixel size is unknown.")
         self.crop = CheckBox(text="Crop to the area every frame covers", value=True)
         self.note = Label(value="")
         self.run_button = PushButton(text="Align")
@@ -105,15 +105,18 @@ class AlignWidget(Container):
             return
         layer = self.stack_layer.value
         data, reference = layer.data, int(self.reference.value)
+        size = pixel_size_of_layer(layer.scale, layer.units, layer.metadata)
+        sampling = size[1] if size else None
         max_shift = float(self.max_shift.value) or None
         focal = self.kind.value == FOCAL_SERIES
 
         def work():
             try:
                 if focal:
-                    yield ("done", align_focal_series(np.asarray(data), reference, max_shift))
+                    yield ("done", align_focal_series(np.asarray(data), reference, max_shift,
+                                                      sampling=sampling))
                     return
-                steps = iter_estimate_drift(data, reference, max_shift)
+                steps = iter_estimate_drift(data, reference, max_shift, sampling=sampling)
                 while True:
                     try:
                         step = next(steps)

@@ -60,8 +60,8 @@ class OccupancyWidget(Container):
         self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001)
         self.max_shift = FloatSpinBox(label="Max drift/frame (px)", min=0.0, max=10000.0,
-                                      value=0.0, tooltip="0: 1/8 of the frame. Keep it below "
-                                      "half a lattice period if the crystal fills the view.")
+                                      value=0.0, tooltip="0: 0.9 Å (below half a lattice "
+                                      "period, so the drift cannot jump by a lattice vector)")
         self.site_radius = FloatSpinBox(label="Site radius (Å)", min=0.05, max=5.0, step=0.05,
                                         value=0.6, tooltip="Detections closer than this to a "
                                         "site belong to it")
