@@ -68,7 +68,7 @@ class SpeciesData:
     """The MoS2 exit-wave cache."""
 
     folder: str = "build/mos2-focal/exit_waves"
-    train_flakes: int = 160
+    train_flakes: int = 100
     validation_flakes: int = 24
     seed: int = 2019
 
