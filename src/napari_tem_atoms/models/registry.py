@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="d6c7d6aeae72ab5a818c44bac1e71f301f8ab5a25b26775cfb9cf2c3b1c0c1bd",
+        sha256="9ff6c2da76dce008fe76cd0a261ad5f63c0e15635be17e3e2dc4ddcb48000b76",
     ),
 }
 
