@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import TEMAtomsError
+from ._steps import run_steps
 
 __all__ = [
     "AlignmentStep",
@@ -345,13 +346,8 @@ def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0
     numpy.ndarray
         (T, 2) drift ``(dy, dx)`` [px] of each frame; zero for the reference.
     """
-    generator = iter_estimate_drift(frames, reference, max_shift, mode, contrast_invariant,
-                                    cutoff, upsample, sampling)
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
+    return run_steps(iter_estimate_drift(frames, reference, max_shift, mode, contrast_invariant,
+                                         cutoff, upsample, sampling))
 
 
 def apply_shifts(images: np.ndarray, shifts: np.ndarray, order: int = 3) -> np.ndarray:

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ..errors import TEMAtomsError
+from ._steps import run_steps
 
 __all__ = [
     "DetectionStep",
@@ -347,9 +348,4 @@ def detect_atoms(
     >>> atoms.attrs["device"]  # doctest: +SKIP
     'cpu'
     """
-    steps = iter_detect_atoms(image, model, sampling, threshold, device, tile_size)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_steps(iter_detect_atoms(image, model, sampling, threshold, device, tile_size))

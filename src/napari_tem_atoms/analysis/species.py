@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TEMAtomsError
+from ._steps import run_steps
 from .align import align_focal_series, apply_shifts
 from .detect import (
     MIN_COLUMN_DISTANCE,
@@ -232,10 +233,5 @@ def detect_species(
         ``frame`` (index of the series in time), ``y``, ``x`` (pixels of the middle image),
         ``species`` (``Mo``, ``S2``, ``S1``), ``confidence``.
     """
-    steps = iter_detect_species(series, model, sampling, defoci, align, threshold, max_shift,
-                                device)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return run_steps(iter_detect_species(series, model, sampling, defoci, align, threshold,
+                                         max_shift, device))

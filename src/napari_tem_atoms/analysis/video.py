@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TEMAtomsError
+from ._steps import run_steps
 from .align import iter_estimate_drift
 from .detect import _as_frames, iter_detect_atoms
 from .occupancy import SiteOccupancy, site_occupancy
@@ -34,6 +35,17 @@ class VideoStep:
     total: int
 
 
+def _forward(steps: Generator[Any, None, Any], stage: str, total: int
+             ) -> Generator[VideoStep, None, Any]:
+    """Re-yield a stage's per-frame steps as :class:`VideoStep`; return the stage's result."""
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield VideoStep(stage, int(step.frame) + 1, total)
+
+
 def iter_video_occupancy(
     video: Any,
     model: Any = "au-hrtem",
@@ -52,23 +64,11 @@ def iter_video_occupancy(
                             f"shape {tuple(frames.shape) if is_stack else frames.shape[1:]}")
     n_frames = int(frames.shape[0])
     if drift is None:
-        steps = iter_estimate_drift(frames, max_shift=max_shift, sampling=sampling)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                drift = stop.value
-                break
-            yield VideoStep("drift", int(step.frame) + 1, n_frames)
+        drift = yield from _forward(iter_estimate_drift(frames, max_shift=max_shift,
+                                                        sampling=sampling), "drift", n_frames)
     if atoms is None:
-        steps = iter_detect_atoms(frames, model, sampling, threshold, device)
-        while True:
-            try:
-                detected = next(steps)
-            except StopIteration as stop:
-                atoms = stop.value
-                break
-            yield VideoStep("detect", detected.frame + 1, n_frames)
+        atoms = yield from _forward(iter_detect_atoms(frames, model, sampling, threshold,
+                                                      device), "detect", n_frames)
     elif len(atoms) and "frame" in atoms.columns and atoms["frame"].max() >= n_frames:
         raise TEMAtomsError(f"the atoms reach frame {int(atoms['frame'].max())} but the video "
                             f"has {n_frames} frames: they do not belong to this video")
@@ -120,10 +120,5 @@ def video_occupancy(
     SiteOccupancy
         Sites (positions in first-frame pixels after drift correction), occupancy matrix, drift.
     """
-    steps = iter_video_occupancy(video, model, sampling, atoms, drift, threshold, max_shift,
-                                 site_radius, device)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return run_steps(iter_video_occupancy(video, model, sampling, atoms, drift, threshold,
+                                          max_shift, site_radius, device))
