@@ -160,7 +160,7 @@ def species_screenshot() -> Path:
     widget.run()
     _wait(lambda: widget.worker is None and widget.atoms is not None)
     viewer.dims.set_current_step(0, 1)
-    viewer.camera.zoom *= 1.6
+    viewer.camera.zoom *= 1.3
     _settle()
     path = IMAGES / "species-widget.png"
     viewer.window.screenshot(str(path), canvas_only=False)

@@ -60,6 +60,13 @@ REGISTRY: dict[str, ModelEntry] = {
         filename="au-hrtem.safetensors",
         sha256="9ff6c2da76dce008fe76cd0a261ad5f63c0e15635be17e3e2dc4ddcb48000b76",
     ),
+    "mos2-focal": ModelEntry(
+        name="mos2-focal",
+        description="Mo, S2 and S1 (sulfur vacancy) columns of MoS2 from a three-image focal "
+                    "series (80 kV)",
+        filename="mos2-focal.safetensors",
+        sha256="7923bf37429216909dcb027cd4100def9398c9e753815a1e7b2a7d6a967be3b3",
+    ),
 }
 
 

@@ -32,9 +32,11 @@ from ._layers import pixel_size_of_layer, points_layer_kwargs
 if TYPE_CHECKING:
     import napari
 
-#: One colour per species, told apart at a glance (and by colour-blind readers).
-SPECIES_COLOURS = {"Mo": "#e66100", "S2": "#ffd700", "S1": "#5d3a9b"}
+#: One colour per species, told apart at a glance, also by colour-blind readers (Okabe-Ito).
+SPECIES_COLOURS = {"Mo": "#d55e00", "S2": "#f0e442", "S1": "#56b4e9"}  # Okabe-Ito
 STACK, LAYERS = "a 3-frame stack", "three layers"
+#: Diameter of a species marker [Å].
+SPECIES_MARKER_ANGSTROM = 0.7
 
 
 def _legend() -> str:
@@ -216,9 +218,11 @@ class SpeciesWidget(Container):
             layer.data, layer.features, layer.face_color = coordinates, features, colours
         else:
             kwargs = points_layer_kwargs(2, pixel_size)
+            # Discs of 0.7 Å: MoS2 columns are 1.84 Å apart, so the image stays visible.
             kwargs.update(scale=tuple(reference.scale[-2:]), units=tuple(reference.units[-2:]),
                           symbol="disc", face_color=colours, border_color="black",
-                          border_width=0.1, features=features)
+                          border_width=0.1, features=features,
+                          size=SPECIES_MARKER_ANGSTROM / pixel_size[1])
             layer = self._viewer.add_points(coordinates, name=name, **kwargs)
         layer.metadata.update(source=reference.metadata.get("source"), model=self.model.value,
                               pixel_size_angstrom=pixel_size, species_colours=SPECIES_COLOURS)

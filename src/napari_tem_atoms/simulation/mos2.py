@@ -32,7 +32,7 @@ class MoS2Config:
     energy: float = 80e3
     field: float = 40.0
     flake_radius: tuple[float, float] = (9.0, 16.0)
-    sulfur_vacancy_fraction: tuple[float, float] = (0.02, 0.15)
+    sulfur_vacancy_fraction: tuple[float, float] = (0.05, 0.25)
     double_sulfur_vacancy_fraction: float = 0.1
     molybdenum_vacancy_fraction: tuple[float, float] = (0.0, 0.03)
     graphene_probability: float = 0.5

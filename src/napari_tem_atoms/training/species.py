@@ -59,6 +59,9 @@ class SpeciesModelConfig:
     description: str = "Mo, S2 and S1 (sulfur vacancy) columns of MoS2 from a 3-image focal series"
     sampling: float = 0.2
     inputs: int = 3  # 3: the focal series; 1: the middle image only (the ablation)
+    # Weight of the columns (positive pixels) of each class in the loss: S1 columns are rare
+    # (a few % of the S columns), and unweighted the network never called one.
+    positive_weights: tuple[float, float, float] = (1.0, 1.0, 4.0)
     base_channels: int = 16
     depth: int = 3
 
@@ -282,6 +285,8 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
     architecture = {"in_channels": model_cfg.inputs, "out_channels": len(SPECIES),
                     "base_channels": model_cfg.base_channels, "depth": model_cfg.depth}
     network = UNet(**architecture).to(memory_format=torch.channels_last)
+    positive_weights = torch.tensor(model_cfg.positive_weights,
+                                    dtype=torch.float32).reshape(-1, 1, 1)
     optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
@@ -308,7 +313,8 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bfloat16):
             logits = network(images)
         loss = F.binary_cross_entropy_with_logits(logits.float(), targets,
-                                                  weight=masks.expand_as(targets))
+                                                  weight=masks.expand_as(targets),
+                                                  pos_weight=positive_weights)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -349,6 +355,7 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
                    "aligned" if model_cfg.inputs == 3 else "1 image (the middle defocus)"),
         "normalisation": "per image: zero mean, unit standard deviation at the model sampling",
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size,
+                     "positive_weights": list(model_cfg.positive_weights),
                      "patch_size": cfg.patch_size, "learning_rate": cfg.learning_rate,
                      "seed": cfg.seed, "parameters": n_parameters,
                      "samples_seen": cfg.steps * cfg.batch_size,
