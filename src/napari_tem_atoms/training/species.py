@@ -432,7 +432,10 @@ def species_card(metadata: dict, sha256: str, scores: pd.DataFrame, images: int)
         f"normalised on its own. Output: one map per class ({', '.join(metadata['classes'])}); "
         "a column is a peak of their maximum, its species the highest map there.",
         f"- Network: U-Net, {training['parameters']:,} parameters "
-        f"({metadata['architecture']}); default threshold {metadata['threshold']}.",
+        f"({metadata['architecture']['in_channels']} input channels, "
+        f"{metadata['architecture']['base_channels']} base channels, depth "
+        f"{metadata['architecture']['depth']}); default threshold {metadata['threshold']} (best "
+        "species F1 on the validation series).",
         "- Reproduce: `tem-atoms train configs/mos2-focal.toml` (and "
         "`configs/mos2-single.toml` for the ablation), then `tem-atoms evaluate --config "
         "configs/mos2-focal.toml --model mos2-focal --single <single>.safetensors "
@@ -459,7 +462,10 @@ def species_card(metadata: dict, sha256: str, scores: pd.DataFrame, images: int)
         f"{envelope['misalignment_px']:g} px between the images.",
         f"- {training['steps']} steps of {training['batch_size']} × {training['patch_size']}² "
         f"patches ({training['samples_seen']:,} series), AdamW one-cycle, learning rate "
-        f"{training['learning_rate']}, seed {training['seed']}.", "",
+        f"{training['learning_rate']}, seed {training['seed']}; binary cross-entropy per map "
+        "with the column pixels of Mo, S2, S1 weighted "
+        f"{', '.join(f'{w:g}' for w in training.get('positive_weights', [1, 1, 1]))} (S1 columns "
+        "are rare: unweighted, the network never called one).", "",
         "## Scores on held-out flakes", "",
         f"{images} series per dose, fresh microscopes (seeded). A detection counts when it "
         "lies within 0.5 Å of a column *of its class* (Hungarian matching per class); "
