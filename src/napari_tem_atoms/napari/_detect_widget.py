@@ -150,14 +150,17 @@ class DetectWidget(Container):
                 yield ("error", str(exc))
                 return
             yield ("model", loaded)
-            for index in indices:
-                frame = np.asarray(data[index] if stack else data)
-                try:
-                    [step] = list(_steps(frame, loaded, sampling, threshold))
-                except TEMAtomsError as exc:
-                    yield ("error", f"frame {index}: {exc}" if stack else str(exc))
-                    return
-                yield ("frame", index, step.atoms, step.heatmap)
+            # One generator over every chosen frame: a call per frame cost 5 % of the run.
+            frames = data if stack and len(indices) > 1 else (
+                np.asarray(data[indices[0]])[None] if stack else np.asarray(data)[None])
+            try:
+                for step in _steps(frames, loaded, sampling, threshold):
+                    yield ("frame", indices[step.frame], step.atoms, step.heatmap)
+            except TEMAtomsError as exc:
+                message = str(exc)
+                if stack and len(indices) == 1:
+                    message = message.replace("frame 0:", f"frame {indices[0]}:")
+                yield ("error", message if stack else message.replace("frame 0: ", ""))
 
         # The progress bar is driven by hand, at the refresh rate below: napari's per-yield
         # progress updates cost a fifth of the run on a software-rendered display.
