@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ._cache import fetch_file
-from .simulation.microscope import MicroscopeSettings, form_image
+from .simulation.microscope import MicroscopeSettings, form_image, shift_waves
 
 __all__ = ["REMOTE_SAMPLES", "RemoteSample", "SyntheticStack", "fetch_sample",
            "synthetic_focal_series", "synthetic_gold_stack"]
@@ -243,12 +243,9 @@ def synthetic_focal_series(
     support = ndimage.gaussian_filter(rng.normal(size=fine_shape), 1.0 / fine, mode="wrap")
     phase = phase + 0.1 * support / support.std()
     wave = np.exp(1j * phase - 0.02 * phase)
-    ky = np.fft.fftfreq(fine_shape[0])[:, None]
-    kx = np.fft.fftfreq(fine_shape[1])[None, :]
     images = []
     for defocus, shift in zip(defoci, shifts, strict=True):
-        ramp = np.exp(-2j * np.pi * (ky * 2 * shift[0] + kx * 2 * shift[1]))  # 2 fine px per px
-        shifted = np.fft.ifft2(np.fft.fft2(wave) * ramp).astype(np.complex64)
+        shifted = shift_waves(wave, 2 * shift)  # 2 fine pixels per image pixel
         settings = MicroscopeSettings(defocus=defocus, cs=cs, focal_spread=30.0,
                                       sampling=sampling, dose=dose)
         image, _ = form_image(shifted[None], fine, settings, rng, aperture=1.0 / (4 * fine))

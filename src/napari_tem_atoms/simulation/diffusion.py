@@ -18,7 +18,7 @@ import pandas as pd
 
 from .columns import column_labels, project_columns
 from .exit_waves import ExitWaveConfig, _configure_abtem, _multislice
-from .microscope import MicroscopeSettings, form_image
+from .microscope import MicroscopeSettings, form_image, shift_waves
 
 __all__ = ["DiffusionVideo", "simulate_diffusion_video"]
 
@@ -151,11 +151,7 @@ def simulate_diffusion_video(
         vibrating.positions += rng.normal(0.0, config.rms_displacement, vibrating.positions.shape)
         waves = _multislice(vibrating, field, config, 1, seed=0)
         # Drift: shift the periodic exit wave by a phase ramp (exact for any sub-pixel shift).
-        ky = np.fft.fftfreq(waves.shape[-2], config.stored_sampling)[:, None]
-        kx = np.fft.fftfreq(waves.shape[-1], config.stored_sampling)[None, :]
-        shift = drift[frame] * sampling
-        ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
-        waves = np.fft.ifft2(np.fft.fft2(waves) * ramp).astype(np.complex64)
+        waves = shift_waves(waves, drift[frame] * sampling, config.stored_sampling)
         image, exact = form_image(waves, config.stored_sampling, microscope, rng,
                                   aperture=config.aperture)
         frames.append(image)

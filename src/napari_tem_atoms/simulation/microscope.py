@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 __all__ = ["MicroscopeEnvelope", "MicroscopeSettings", "form_image", "fourier_resample",
-           "wavelength"]
+           "shift_waves", "wavelength"]
 
 
 def wavelength(energy: float) -> float:
@@ -204,6 +204,16 @@ def fourier_resample(image: np.ndarray, sampling: float, new_sampling: float
     out[dst_r:dst_r + r, dst_c:dst_c + c] = spectrum[src_r:src_r + r, src_c:src_c + c]
     resampled = np.fft.ifft2(np.fft.ifftshift(out)).real * (new_rows * new_cols) / (rows * cols)
     return resampled, rows * sampling / new_rows
+
+
+def shift_waves(waves: np.ndarray, shift: np.ndarray, sampling: float = 1.0) -> np.ndarray:
+    """Shift periodic waves by `shift` = (dy, dx) with a Fourier phase ramp (exact, sub-pixel).
+
+    `shift` is in the units of `sampling` (Å with the pixel size in Å/px; pixels with 1).
+    """
+    ky, kx = _frequencies(waves.shape[-2:], sampling)
+    ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
+    return np.fft.ifft2(np.fft.fft2(waves) * ramp).astype(np.complex64)
 
 
 def form_image(waves: np.ndarray, wave_sampling: float, settings: MicroscopeSettings,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,14 @@ import tomllib
 
 from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..analysis.species import species_from_heatmaps
-from ..simulation.microscope import MicroscopeEnvelope, MicroscopeSettings, form_image
+from ..simulation.microscope import (
+    MicroscopeEnvelope,
+    MicroscopeSettings,
+    form_image,
+    shift_waves,
+)
 from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
-from .config import TrainConfig
+from .config import TrainConfig, _update
 from .data import column_targets
 from .metrics import MatchCounts, match_columns
 
@@ -88,15 +93,6 @@ class SpeciesRun:
     envelope: FocalEnvelope = field(default_factory=FocalEnvelope)
 
 
-def _updated(instance: Any, values: dict, section: str) -> Any:
-    known = {f.name for f in fields(instance)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"[{section}] has unknown keys: {', '.join(sorted(unknown))}")
-    return replace(instance, **{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in values.items()})
-
-
 def load_species_config(path: str | Path) -> SpeciesRun:
     """Read a species training configuration (``task = "species"``); folders relative to it."""
     path = Path(path)
@@ -104,26 +100,19 @@ def load_species_config(path: str | Path) -> SpeciesRun:
         raw = tomllib.load(stream)
     raw.pop("task", None)
     run = SpeciesRun()
-    microscope = _updated(run.envelope.microscope, raw.pop("microscope", {}), "microscope")
-    envelope = _updated(replace(run.envelope, microscope=microscope), raw.pop("envelope", {}),
+    microscope = _update(run.envelope.microscope, raw.pop("microscope", {}), "microscope")
+    envelope = _update(replace(run.envelope, microscope=microscope), raw.pop("envelope", {}),
                         "envelope")
-    data = _updated(run.data, raw.pop("data", {}), "data")
-    model = _updated(run.model, raw.pop("model", {}), "model")
-    train = _updated(run.train, raw.pop("train", {}), "train")
-    mos2 = _updated(run.mos2, raw.pop("mos2", {}), "mos2")
+    data = _update(run.data, raw.pop("data", {}), "data")
+    model = _update(run.model, raw.pop("model", {}), "model")
+    train = _update(run.train, raw.pop("train", {}), "train")
+    mos2 = _update(run.mos2, raw.pop("mos2", {}), "mos2")
     output = raw.pop("output", run.output)
     if raw:
         raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
     data = replace(data, folder=str((path.parent / data.folder).resolve()))
     return SpeciesRun(output=str((path.parent / output).resolve()), data=data, model=model,
                       train=train, mos2=mos2, envelope=envelope)
-
-
-def _shift_waves(waves: np.ndarray, shift_angstrom: np.ndarray, sampling: float) -> np.ndarray:
-    ky = np.fft.fftfreq(waves.shape[-2], sampling)[:, None]
-    kx = np.fft.fftfreq(waves.shape[-1], sampling)[None, :]
-    ramp = np.exp(-2j * np.pi * (ky * shift_angstrom[0] + kx * shift_angstrom[1]))
-    return np.fft.ifft2(np.fft.fft2(waves) * ramp).astype(np.complex64)
 
 
 @dataclass
@@ -163,7 +152,7 @@ class FocalSeriesMaker:
             waves = flake["waves"]
             if position != 1:  # the outer images are a little off the middle one
                 shift = rng.uniform(-1, 1, 2) * self.envelope.misalignment * settings.sampling
-                waves = _shift_waves(waves, shift, wave_sampling)
+                waves = shift_waves(waves, shift, wave_sampling)
             recorded, sampling = form_image(waves, wave_sampling,
                                             replace(settings, defocus=defocus), rng)
             rescaled, factor = rescale_to_sampling(recorded, sampling, self.model_sampling)
