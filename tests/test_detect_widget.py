@@ -106,3 +106,23 @@ def test_errors_reach_the_user_in_plain_words(qtbot, make_napari_viewer, monkeyp
     widget.run()
     _wait(qtbot, widget)
     assert shown == ["Detect atoms: the image is constant (no contrast): nothing to detect"]
+
+
+def test_a_bad_frame_is_named_in_the_message(qtbot, make_napari_viewer, monkeypatch):
+    import napari_tem_atoms.napari._detect_widget as module
+
+    shown = []
+    monkeypatch.setattr(module, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    stack = synthetic_gold_stack(n_frames=3, shape=(128, 128), particle_radius=6.0, seed=3)
+    images = stack.images.copy()
+    images[2, 10, 10] = np.nan
+    viewer.add_image(images, name="stack", scale=(1, 0.12, 0.12),
+                     units=("pixel", "angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Detect atoms")
+    for choice in ("all frames", "current frame"):
+        widget.frames.value = choice
+        viewer.dims.set_current_step(0, 2)
+        widget.run()
+        _wait(qtbot, widget)
+        assert shown[-1].startswith("Detect atoms: frame 2: ") and "NaN" in shown[-1], shown

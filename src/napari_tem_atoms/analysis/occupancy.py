@@ -244,8 +244,7 @@ def edge_distances(sites: np.ndarray, spacing: float | None = None) -> tuple[np.
     if len(sites) < 2:
         return np.zeros(len(sites)), float("nan")
     if spacing is None:
-        nearest, _ = spatial.cKDTree(sites).query(sites, k=2)
-        spacing = float(np.median(nearest[:, 1]))
+        spacing = _spacing(sites)
     step = spacing / 8.0  # grid of the distance transform: 1/8 of a spacing
     origin = sites.min(axis=0) - 2 * spacing
     shape = np.ceil((sites.max(axis=0) - origin + 2 * spacing) / step).astype(int) + 1
@@ -352,8 +351,7 @@ def site_occupancy(detections: pd.DataFrame | np.ndarray, n_frames: int | None =
         observed = np.ones_like(occupied)
 
     table = occupancy_statistics(occupied, observed)
-    distance, _ = edge_distances(sites)
-    spacing_px = _spacing(sites)
+    distance, spacing_px = edge_distances(sites)
     layer = np.digitize(distance, [0.5 * spacing_px, 1.5 * spacing_px])
     table.insert(0, "site", np.arange(len(sites)))
     table.insert(1, "y", sites[:, 0])

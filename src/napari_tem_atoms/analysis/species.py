@@ -175,7 +175,7 @@ def iter_detect_species(
                 prepared.append(normalise_image(rescaled))
             except TEMAtomsError as exc:
                 raise TEMAtomsError(f"series {index}: {exc}") from None
-        channels = loaded.network.encoders[0][0].in_channels
+        channels = loaded.metadata["architecture"]["in_channels"]
         stacked = np.stack(prepared) if channels == 3 else prepared[1][None]
         maps = predict_heatmap(loaded, stacked)
         positions, classes, confidence = species_from_heatmaps(maps, threshold,

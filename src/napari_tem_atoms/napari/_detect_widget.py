@@ -150,17 +150,16 @@ class DetectWidget(Container):
                 yield ("error", str(exc))
                 return
             yield ("model", loaded)
-            # One generator over every chosen frame: a call per frame cost 5 % of the run.
-            frames = data if stack and len(indices) > 1 else (
-                np.asarray(data[indices[0]])[None] if stack else np.asarray(data)[None])
+            # One generator over every chosen frame: a call per frame cost 5 % of the run. A
+            # single frame goes in as a 2-D image, so its messages are named here, by its index.
+            whole_stack = stack and len(indices) > 1
+            frames = data if whole_stack else np.asarray(data[indices[0]] if stack else data)
             try:
                 for step in _steps(frames, loaded, sampling, threshold):
                     yield ("frame", indices[step.frame], step.atoms, step.heatmap)
             except TEMAtomsError as exc:
-                message = str(exc)
-                if stack and len(indices) == 1:
-                    message = message.replace("frame 0:", f"frame {indices[0]}:")
-                yield ("error", message if stack else message.replace("frame 0: ", ""))
+                named = stack and not whole_stack
+                yield ("error", f"frame {indices[0]}: {exc}" if named else str(exc))
 
         # The progress bar is driven by hand, at the refresh rate below: napari's per-yield
         # progress updates cost a fifth of the run on a software-rendered display.

@@ -386,8 +386,8 @@ def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: in
             loaded = load_cached_model(name, "cpu")
             totals = {k: MatchCounts() for k in (*SPECIES, "all")}
             for sample in samples:
-                inputs = sample.images if loaded.network.encoders[0][0].in_channels == 3 \
-                    else sample.images[1:2]
+                channels = loaded.metadata["architecture"]["in_channels"]
+                inputs = sample.images if channels == 3 else sample.images[1:2]
                 positions, classes, _ = species_from_heatmaps(
                     _predict(loaded.network, inputs, True), loaded.threshold, run.model.sampling)
                 for k, counts in score_species(positions, classes, sample.columns,
