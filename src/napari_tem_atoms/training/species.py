@@ -32,6 +32,7 @@ from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
 from .config import TrainConfig, _update
 from .data import column_targets
 from .metrics import MatchCounts, match_columns
+from .train import _batches, network_maps
 
 __all__ = ["FocalEnvelope", "FocalSeriesMaker", "SpeciesRun", "evaluate_species",
            "load_species_config", "score_species", "train_species"]
@@ -190,18 +191,6 @@ class FocalSeriesMaker:
         return tuple(out)
 
 
-def _predict(network: Any, images: np.ndarray, bfloat16: bool) -> np.ndarray:
-    import torch
-
-    multiple = 2 ** network.depth
-    pad = [(-n) % multiple for n in images.shape[1:]]
-    padded = np.pad(images, ((0, 0), (0, pad[0]), (0, pad[1])), mode="reflect")
-    batch = torch.from_numpy(padded[None]).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-        maps = torch.sigmoid(network(batch).float())[0].numpy()
-    return maps[:, : images.shape[1], : images.shape[2]]
-
-
 def score_species(positions: np.ndarray, classes: np.ndarray, columns: np.ndarray,
                   sampling: float) -> dict[str, MatchCounts]:
     """Species-aware counts: a detection counts only when it matches a column of its class.
@@ -226,8 +215,8 @@ def validate_species(network: Any, samples: list[FocalSample], sampling: float,
     network.eval()
     totals = {name: MatchCounts() for name in (*SPECIES, "all")}
     for sample in samples:
-        positions, classes, _ = species_from_heatmaps(_predict(network, sample.images, bfloat16),
-                                                      threshold, sampling)
+        maps = network_maps(network, sample.images, bfloat16)
+        positions, classes, _ = species_from_heatmaps(maps, threshold, sampling)
         for name, counts in score_species(positions, classes, sample.columns, sampling).items():
             totals[name] += counts
     network.train()
@@ -256,7 +245,6 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
 
     from ..models.registry import save_model
     from ..models.unet import UNet
-    from .train import _batches
 
     cfg, model_cfg = run.train, run.model
     output = Path(run.output)
@@ -388,8 +376,9 @@ def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: in
             for sample in samples:
                 channels = loaded.metadata["architecture"]["in_channels"]
                 inputs = sample.images if channels == 3 else sample.images[1:2]
-                positions, classes, _ = species_from_heatmaps(
-                    _predict(loaded.network, inputs, True), loaded.threshold, run.model.sampling)
+                maps = network_maps(loaded.network, inputs, True)
+                positions, classes, _ = species_from_heatmaps(maps, loaded.threshold,
+                                                              run.model.sampling)
                 for k, counts in score_species(positions, classes, sample.columns,
                                                run.model.sampling).items():
                     totals[k] += counts

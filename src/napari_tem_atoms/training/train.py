@@ -70,22 +70,23 @@ def _validation_set(maker: SampleMaker, count: int, seed: int) -> list:
     return [maker.make(rng, particle_index=i % len(maker.particles)) for i in range(count)]
 
 
-def _heatmaps(network: Any, samples: list, bfloat16: bool) -> list[np.ndarray]:
-    """The network's maps of whole validation fields (no tiling)."""
+def network_maps(network: Any, images: np.ndarray, bfloat16: bool) -> np.ndarray:
+    """The network's (classes, H, W) maps of one whole (channels, H, W) field (no tiling)."""
     import torch
 
-    network.eval()
-    maps = []
     multiple = 2 ** network.depth
-    for sample in samples:
-        image = sample.image
-        pad = [(-n) % multiple for n in image.shape]
-        padded = np.pad(image, ((0, pad[0]), (0, pad[1])), mode="reflect")
-        batch = torch.from_numpy(padded[None, None]).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                                    enabled=bfloat16):
-            heat = torch.sigmoid(network(batch).float())[0, 0].numpy()
-        maps.append(heat[: image.shape[0], : image.shape[1]])
+    pad = [(-n) % multiple for n in images.shape[1:]]
+    padded = np.pad(images, ((0, 0), (0, pad[0]), (0, pad[1])), mode="reflect")
+    batch = torch.from_numpy(padded[None]).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+        maps = torch.sigmoid(network(batch).float())[0].numpy()
+    return maps[:, : images.shape[1], : images.shape[2]]
+
+
+def _heatmaps(network: Any, samples: list, bfloat16: bool) -> list[np.ndarray]:
+    """The network's maps of whole validation fields (no tiling)."""
+    network.eval()
+    maps = [network_maps(network, sample.image[None], bfloat16)[0] for sample in samples]
     network.train()
     return maps
 
