@@ -151,25 +151,34 @@ class SampleMaker:
             (1, size, size) float32 arrays.
         """
         sample = self.make(rng)
-        arrays = [sample.image, sample.target, sample.mask]
-        rows, cols = sample.image.shape
-        if rows < size or cols < size:  # pad; padding is masked out of the loss
-            pad = ((0, max(0, size - rows)), (0, max(0, size - cols)))
-            arrays = [np.pad(arrays[0], pad, mode="reflect"), np.pad(arrays[1], pad),
-                      np.pad(arrays[2], pad)]
-            rows, cols = arrays[0].shape
-        top = int(rng.integers(0, rows - size + 1))
-        left = int(rng.integers(0, cols - size + 1))
-        arrays = [a[top:top + size, left:left + size] for a in arrays]
-        turns = int(rng.integers(4))
-        flip = bool(rng.integers(2))
-        out = []
-        for array in arrays:
-            array = np.rot90(array, turns)
-            if flip:
-                array = array[:, ::-1]
-            out.append(np.ascontiguousarray(array, dtype=np.float32)[None])
-        return tuple(out)
+        return random_patch(rng, size, sample.image[None], sample.target[None],
+                            sample.mask[None])
+
+
+def random_patch(rng: np.random.Generator, size: int, images: np.ndarray, targets: np.ndarray,
+                 mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random `size` × `size` crop of (channels, H, W) arrays, randomly rotated and flipped.
+
+    Fields smaller than `size` are padded (images by reflection, targets and mask with zeros, so
+    the padding is out of the loss). Returns float32 copies.
+    """
+    arrays = [images, targets, mask]
+    rows, cols = images.shape[-2:]
+    if rows < size or cols < size:
+        pad = ((0, 0), (0, max(0, size - rows)), (0, max(0, size - cols)))
+        arrays = [np.pad(images, pad, mode="reflect"), np.pad(targets, pad), np.pad(mask, pad)]
+        rows, cols = arrays[0].shape[-2:]
+    top = int(rng.integers(0, rows - size + 1))
+    left = int(rng.integers(0, cols - size + 1))
+    turns = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for array in arrays:
+        array = np.rot90(array[:, top:top + size, left:left + size], turns, axes=(1, 2))
+        if flip:
+            array = array[:, :, ::-1]
+        out.append(np.ascontiguousarray(array, dtype=np.float32))
+    return out[0], out[1], out[2]
 
 
 def describe_dataset(particles: list[dict]) -> dict[str, Any]:

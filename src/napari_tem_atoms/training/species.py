@@ -30,7 +30,7 @@ from ..simulation.microscope import (
 )
 from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
 from .config import TrainConfig, _update
-from .data import column_targets
+from .data import column_targets, random_patch
 from .metrics import MatchCounts, match_columns
 from .train import _batches, network_maps
 
@@ -171,24 +171,8 @@ class FocalSeriesMaker:
     def patch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
         """A random, randomly flipped and rotated `size` × `size` crop: images, targets, mask."""
         sample = self.make(rng)
-        images, targets = sample.images, sample.targets
-        mask = np.ones((1, *images.shape[1:]), dtype=np.float32)
-        rows, cols = images.shape[1:]
-        if rows < size or cols < size:
-            pad = ((0, 0), (0, max(0, size - rows)), (0, max(0, size - cols)))
-            images, targets, mask = (np.pad(images, pad, mode="reflect"), np.pad(targets, pad),
-                                     np.pad(mask, pad))
-            rows, cols = images.shape[1:]
-        top = int(rng.integers(0, rows - size + 1))
-        left = int(rng.integers(0, cols - size + 1))
-        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-        out = []
-        for array in (images, targets, mask):
-            array = np.rot90(array[:, top:top + size, left:left + size], turns, axes=(1, 2))
-            if flip:
-                array = array[:, :, ::-1]
-            out.append(np.ascontiguousarray(array, dtype=np.float32))
-        return tuple(out)
+        mask = np.ones((1, *sample.images.shape[1:]), dtype=np.float32)
+        return random_patch(rng, size, sample.images, sample.targets, mask)
 
 
 def score_species(positions: np.ndarray, classes: np.ndarray, columns: np.ndarray,
