@@ -171,3 +171,43 @@ def test_species_widget_colours_each_species(qtbot, make_napari_viewer, untraine
     assert "three different" in widget.note.value
     widget.layer_3.value = viewer.layers["image 2"]
     assert widget.run_button.enabled, widget.note.value
+
+
+@pytest.mark.gui
+def test_species_widget_runs_a_time_series_and_cancels(qtbot, make_napari_viewer,
+                                                       untrained_species_model):
+    from napari_tem_atoms.samples import synthetic_focal_series
+
+    viewer = make_napari_viewer()
+    series = synthetic_focal_series(shape=(96, 96))
+    video = np.stack([series + 0.01 * t for t in range(4)])  # (time, 3, rows, cols)
+    viewer.add_image(video, name="video", scale=(1, 1, 0.1, 0.1),
+                     units=("pixel", "pixel", "angstrom", "angstrom"))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-tem-atoms", "Species (focal series)")
+    widget.model.choices = [untrained_species_model]
+    widget.model.value = untrained_species_model
+    assert widget.run_button.enabled, widget.note.value
+    widget.run()
+    assert not widget.run_button.enabled
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    layer = viewer.layers["video species"]
+    assert layer.ndim == 3  # (time, y, x): the points follow the time slider
+    assert set(layer.data[:, 0]) == set(layer.features["frame"]) == {0, 1, 2, 3}
+    np.testing.assert_allclose(layer.scale, [1, 0.1, 0.1])
+    assert "in 4 series" in widget.status.value
+
+    long = np.repeat(video, 30, axis=0)  # 120 series: cancelled long before the end
+    viewer.layers["video"].data = long
+    widget.run()
+    qtbot.waitUntil(lambda: widget._progress is not None and widget._progress.n >= 1,
+                    timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.status.value.startswith("Cancelled after ")
+    done = int(widget.status.value.split()[2])
+    assert 1 <= done < 120  # the series done before Cancel are shown, not lost
+    assert set(viewer.layers["video species"].features["frame"]) == set(range(done))
+
+    viewer.add_image(np.zeros((4, 2, 96, 96)), name="two")
+    widget.stack_layer.value = viewer.layers["two"]
+    assert "(time, 3, rows, cols)" in widget.note.value and not widget.run_button.enabled

@@ -88,6 +88,34 @@ def test_training_resumes_from_its_checkpoint(trained):
 
 
 @pytest.mark.slow
+def test_a_second_stage_starts_from_weights_and_adds_context_blocks(trained):
+    from napari_tem_atoms.models import load_model
+
+    folder, _, _ = trained
+    stage2 = (TINY.replace("STEPS", "2").replace('output = "run"', 'output = "stage2"')
+              .replace("depth = 2\n", "depth = 2\ncontext = 1\n")
+              .replace("seed = 1\n", "seed = 1\nbalance_zones = true\n")
+              .replace("workers = 0\n", 'workers = 0\ninit_from = "run/tiny.safetensors"\n'))
+    config = folder / "stage2.toml"
+    config.write_text(stage2)
+    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "initialised from" in result.stdout and "new: 10 tensors (context" in result.stdout
+    loaded = load_model(folder / "stage2" / "tiny.safetensors")
+    assert loaded.metadata["architecture"]["context"] == 1
+    assert loaded.metadata["training"]["init_from"] == "tiny.safetensors"
+    assert len(loaded.network.context) == 1
+
+    config.write_text(stage2.replace("run/tiny.safetensors", "run/missing.safetensors")
+                      .replace('output = "stage2"', 'output = "stage2b"'))
+    failed = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                            timeout=600)
+    assert failed.returncode != 0
+    assert "missing.safetensors" in failed.stderr and "Traceback" not in failed.stderr
+
+
+@pytest.mark.slow
 def test_detect_command_writes_the_atoms_csv(trained, made_files, tmp_path):
     folder, _, _ = trained
     weights = folder / "run" / "tiny.safetensors"

@@ -273,12 +273,16 @@ def _train(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    if _is_species_config(args.config):
-        from .training.species import load_species_config, train_species
+    try:
+        if _is_species_config(args.config):
+            from .training.species import load_species_config, train_species
 
-        train_species(load_species_config(args.config), log=log)
-    else:
-        train(load_config(args.config), log=log)
+            train_species(load_species_config(args.config), log=log)
+        else:
+            train(load_config(args.config), log=log)
+    except (OSError, ValueError, TEMAtomsError) as exc:  # bad configuration, missing files
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -122,7 +122,9 @@ def _as_series(series: Any, sampling: float | None) -> tuple[np.ndarray, float |
         series = series.data
     if isinstance(series, (list, tuple)):
         series = np.stack([np.asarray(image) for image in series])
-    array = np.asarray(series, dtype=np.float32)
+    # Arrays that know their shape (NumPy, Dask, Zarr) are read one series at a time.
+    array = series if hasattr(series, "shape") and hasattr(series, "ndim") else np.asarray(
+        series, dtype=np.float32)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4:
@@ -158,7 +160,8 @@ def iter_detect_species(
         threshold = loaded.threshold
     notes: list[str] = []
     tables = []
-    for index, images in enumerate(array):
+    for index in range(array.shape[0]):
+        images = np.asarray(array[index], dtype=np.float32)
         if not np.all(np.isfinite(images)):
             raise TEMAtomsError(f"series {index} contains NaN or infinite values")
         images, notes = order_focal_series(images, defoci)
@@ -185,7 +188,7 @@ def iter_detect_species(
                               "y": positions[:, 0] * factor, "x": positions[:, 1] * factor,
                               "species": names, "confidence": confidence.astype(float)})
         tables.append(table)
-        yield DetectionStep(index, len(array), table)
+        yield DetectionStep(index, array.shape[0], table)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     atoms = pd.concat(tables, ignore_index=True)

@@ -19,6 +19,29 @@ def _block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+class ContextBlock(nn.Module):
+    """Residual pair of dilated 3×3 convolutions: widens the receptive field at low resolution.
+
+    The last batch norm starts at zero scale, so a new block is the identity: it can be added to
+    a trained network and fine-tuned without first undoing what the network knows.
+    """
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=2 * dilation, dilation=2 * dilation,
+                      bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        nn.init.zeros_(self.body[-1].weight)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.relu(features + self.body(features))
+
+
 class UNet(nn.Module):
     """U-Net: `depth` poolings, channels doubling from `base_channels`; logits out.
 
@@ -32,10 +55,14 @@ class UNet(nn.Module):
         Channels of the first level.
     depth : int
         Number of 2× poolings; inputs must be a multiple of ``2**depth`` in size.
+    context : int
+        Dilated residual blocks after the bottleneck (dilations 2 and 4 at 2^depth px each):
+        each adds 12 · 2^depth px of receptive field, so the network sees a particle's edge
+        from farther inside it.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 16,
-                 depth: int = 3) -> None:
+                 depth: int = 3, context: int = 0) -> None:
         super().__init__()
         self.depth = depth
         channels = [base_channels * 2**level for level in range(depth + 1)]
@@ -45,6 +72,7 @@ class UNet(nn.Module):
             self.encoders.append(_block(previous, width))
             previous = width
         self.bottleneck = _block(channels[-2], channels[-1])
+        self.context = nn.Sequential(*(ContextBlock(channels[-1], 2) for _ in range(context)))
         self.pool = nn.MaxPool2d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.decoders = nn.ModuleList(
@@ -61,7 +89,7 @@ class UNet(nn.Module):
             features = encoder(features)
             skips.append(features)
             features = self.pool(features)
-        features = self.bottleneck(features)
+        features = self.context(self.bottleneck(features))
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
             features = decoder(torch.cat([self.upsample(features), skip], dim=1))
         return self.head(features)

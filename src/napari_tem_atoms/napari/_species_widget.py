@@ -1,9 +1,11 @@
 """Dock widget "Species": columns and their species from a three-image focal series.
 
 A thin layer over :func:`~napari_tem_atoms.analysis.species.iter_detect_species`: the series (a
-three-frame stack, or three single-image layers) is optionally aligned, the network runs in a
-worker, and the columns come back as one Points layer with a ``species`` feature and a fixed
-colour per species, with the legend in the widget.
+three-frame stack, a (time, 3, rows, cols) time series of them, or three single-image layers) is
+optionally aligned, the network runs in a worker (progress bar, Cancel), and the columns come
+back as one Points layer with a ``species`` feature and a fixed colour per species, with the
+legend in the widget. For a time series the points carry the time index, so they follow the
+time slider.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from magicgui.widgets import (
     RadioButtons,
     create_widget,
 )
+from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..analysis.species import iter_detect_species
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 
 #: One colour per species, told apart at a glance, also by colour-blind readers (Okabe-Ito).
 SPECIES_COLOURS = {"Mo": "#d55e00", "S2": "#f0e442", "S1": "#56b4e9"}  # Okabe-Ito
-STACK, LAYERS = "a 3-frame stack", "three layers"
+STACK, LAYERS = "a stack", "three layers"
 #: Diameter of a species marker [Å].
 SPECIES_MARKER_ANGSTROM = 0.7
 
@@ -58,7 +61,10 @@ class SpeciesWidget(Container):
         self._viewer = viewer
         self.source = RadioButtons(label="Series from", choices=[STACK, LAYERS], value=STACK,
                                    orientation="horizontal")
-        self.stack_layer = create_widget(annotation="napari.layers.Image", label="Stack")
+        self.stack_layer = create_widget(
+            annotation="napari.layers.Image", label="Stack",
+            options={"tooltip": "3 images (3, rows, cols), or a time series of focal series "
+                                "(time, 3, rows, cols)"})
         self.layer_1 = create_widget(annotation="napari.layers.Image", label="Image 1")
         self.layer_2 = create_widget(annotation="napari.layers.Image", label="Image 2")
         self.layer_3 = create_widget(annotation="napari.layers.Image", label="Image 3")
@@ -79,6 +85,9 @@ class SpeciesWidget(Container):
                      self.model, self.sampling, self.defoci, self.align, self.note,
                      self.run_button, self.cancel_button, self.status, self.legend])
         self.worker: Any = None
+        self._progress: Any = None
+        self._partial: list[Any] = []
+        self._cancelled = False
         self.atoms: Any = None
         self._reference: Any = None
         for widget in (self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3):
@@ -118,10 +127,10 @@ class SpeciesWidget(Container):
         problem = ""
         if any(layer is None for layer in layers):
             problem = "Open the focal series first."
-        elif self.source.value == STACK and (layers[0].ndim != 3
-                                             or layers[0].data.shape[0] != 3):
-            problem = (f"The stack must hold 3 images (it has shape "
-                       f"{tuple(layers[0].data.shape)}); or choose three layers.")
+        elif self.source.value == STACK and _series_axis(layers[0]) is None:
+            problem = (f"The stack must hold 3 images, (3, rows, cols), or a time series of "
+                       f"them, (time, 3, rows, cols); it has shape "
+                       f"{tuple(layers[0].data.shape)}. Or choose three layers.")
         elif self.source.value == LAYERS and (
                 any(layer.ndim != 2 for layer in layers)
                 or len({tuple(layer.data.shape) for layer in layers}) != 1):
@@ -154,7 +163,8 @@ class SpeciesWidget(Container):
             return
         layers = self._layers()
         if self.source.value == STACK:
-            series = np.asarray(layers[0].data, dtype=np.float32)
+            # A (T, 3, H, W) series is read one time point at a time, in the worker.
+            series = layers[0].data
             self._reference = layers[0]
         else:
             series = np.stack([np.asarray(layer.data, dtype=np.float32) for layer in layers])
@@ -162,18 +172,23 @@ class SpeciesWidget(Container):
         model, sampling = self.model.value, float(self.sampling.value)
         defoci, align = self._parsed_defoci(), bool(self.align.value)
 
+        n_series = int(series.shape[0]) if np.ndim(series) == 4 else 1
+
         def work():
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
                     steps = iter_detect_species(series, model, sampling, defoci, align)
-                    while True:
-                        next(steps)
+                    while True:  # one step per focal series; Cancel stops between them
+                        step = next(steps)
+                        yield ("progress", step.frame + 1, step.atoms)
                 except StopIteration as stop:
                     yield ("done", stop.value, [str(w.message) for w in caught])
                 except TEMAtomsError as exc:
                     yield ("error", str(exc), [])
 
+        self._partial: list[Any] = []
+        self._progress = progress(total=n_series, desc="Finding species")
         self.worker = create_worker(work)
         self.worker.yielded.connect(self._on_yielded)
         self.worker.finished.connect(self._on_finished)
@@ -183,14 +198,25 @@ class SpeciesWidget(Container):
             "Finding species..."
         self.worker.start()
 
+    @property
+    def busy(self) -> bool:
+        """True while a run is in progress."""
+        return self.worker is not None
+
     def cancel(self) -> None:
-        """Stop (the Cancel button)."""
+        """Stop after the series in progress (the Cancel button); show those already done."""
         if self.worker is not None:
             self.worker.quit()
+            self._cancelled = True
             self.status.value = "Cancelled."
 
     def _on_yielded(self, item: tuple) -> None:
         kind, value, notes = item
+        if kind == "progress":
+            self._partial.append(notes)  # the atoms of the series just done
+            if self._progress is not None:
+                self._progress.update(value - self._progress.n)
+            return
         if kind == "error":
             show_error(f"Species: {value}")
             self.status.value = value
@@ -201,6 +227,18 @@ class SpeciesWidget(Container):
         self._show(value)
 
     def _on_finished(self) -> None:
+        if getattr(self, "_cancelled", False) and self._partial:
+            import pandas as pd
+
+            total = self._progress.total if self._progress is not None else "?"
+            self.atoms = pd.concat(self._partial, ignore_index=True)
+            self._show(self.atoms)
+            self.status.value = (f"Cancelled after {len(self._partial)} of {total} series: "
+                                 f"{self.status.value}")
+        self._cancelled = False
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         self.worker = None
         self.cancel_button.enabled = False
         self._validate()
@@ -209,17 +247,23 @@ class SpeciesWidget(Container):
         reference = self._reference
         pixel_size = pixel_size_of_layer(reference.scale, reference.units, reference.metadata)
         pixel_size = pixel_size or (float(self.sampling.value),) * 2
-        coordinates = atoms[["y", "x"]].to_numpy(float).reshape(-1, 2)
-        features = atoms[["species", "confidence"]].reset_index(drop=True)
+        time_series = reference.ndim == 4 and self.source.value == STACK
+        columns = ["frame", "y", "x"] if time_series else ["y", "x"]
+        coordinates = atoms[columns].to_numpy(float).reshape(-1, len(columns))
+        features = atoms[["frame", "species", "confidence"] if time_series
+                         else ["species", "confidence"]].reset_index(drop=True)
         colours = [SPECIES_COLOURS.get(name, "white") for name in features["species"]]
         name = f"{reference.name} species"
         if name in self._viewer.layers:
             layer = self._viewer.layers[name]
             layer.data, layer.features, layer.face_color = coordinates, features, colours
         else:
-            kwargs = points_layer_kwargs(2, pixel_size)
+            kwargs = points_layer_kwargs(len(columns), pixel_size)
+            # Time axis (if any) and the image axes; the series axis has no points.
+            axes = [0, 2, 3] if time_series else [-2, -1]
             # Discs of 0.7 Å: MoS2 columns are 1.84 Å apart, so the image stays visible.
-            kwargs.update(scale=tuple(reference.scale[-2:]), units=tuple(reference.units[-2:]),
+            kwargs.update(scale=tuple(reference.scale[axes]),
+                          units=tuple(reference.units[a] for a in axes),
                           symbol="disc", face_color=colours, border_color="black",
                           border_width=0.1, features=features,
                           size=SPECIES_MARKER_ANGSTROM / pixel_size[1])
@@ -228,8 +272,19 @@ class SpeciesWidget(Container):
                               pixel_size_angstrom=pixel_size, species_colours=SPECIES_COLOURS)
         counts = features["species"].value_counts()
         summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in SPECIES_COLOURS)
-        self.status.value = f"{len(features)} columns: {summary}"
+        series_note = f" in {atoms['frame'].nunique()} series" if time_series else ""
+        self.status.value = f"{len(features)} columns{series_note}: {summary}"
         show_info(f"Species: {self.status.value}")
+
+
+def _series_axis(layer: Any) -> int | None:
+    """Axis of the three focal images in a stack layer, or None when it holds no series."""
+    shape = layer.data.shape
+    if layer.ndim == 3 and shape[0] == 3:
+        return 0
+    if layer.ndim == 4 and shape[1] == 3:
+        return 1
+    return None
 
 
 def _is_species(name: str) -> bool:

@@ -24,6 +24,7 @@ class DataConfig:
     carbon_slabs: int = 5
     seed: int = 2018
     support_probability: float = 0.5
+    balance_zones: bool = False  # draw each zone axis equally often, whatever the particle counts
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ModelConfig:
     sampling: float = 0.2  # [Å/px] of the network's input
     base_channels: int = 16
     depth: int = 3
+    context: int = 0  # dilated residual blocks after the bottleneck (wider receptive field)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class TrainConfig:
     workers: int = 1
     threads: int = 1
     bfloat16: bool = True
+    # Weights (.safetensors) to start from: layers the file lacks keep their initialisation.
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ def load_config(path: str | Path) -> TrainingRun:
     base = path.parent
     data = updated["data"]
     data = replace(data, folder=str((base / data.folder).resolve()))
+    train = updated["train"]
+    if train.init_from:
+        train = replace(train, init_from=str((base / train.init_from).resolve()))
     return TrainingRun(output=str((base / output).resolve()), data=data,
-                       model=updated["model"], train=updated["train"],
+                       model=updated["model"], train=train,
                        exit_waves=updated["exit_waves"], envelope=updated["envelope"])

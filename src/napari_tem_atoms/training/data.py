@@ -97,11 +97,14 @@ class SampleMaker:
         Where microscopes are drawn from.
     support_probability : float
         Chance that a particle sits on amorphous carbon.
+    balance_zones : bool
+        Draw a zone axis uniformly, then a particle of that zone axis, so that a zone axis with
+        few particles is seen as often as the others.
     """
 
     def __init__(self, particles: list[dict], carbons: list[dict], model_sampling: float,
                  envelope: MicroscopeEnvelope | None = None,
-                 support_probability: float = 0.5) -> None:
+                 support_probability: float = 0.5, balance_zones: bool = False) -> None:
         if not particles:
             raise ValueError("no particle exit waves: build the exit-wave cache first")
         self.particles = particles
@@ -109,6 +112,12 @@ class SampleMaker:
         self.model_sampling = model_sampling
         self.envelope = envelope or MicroscopeEnvelope()
         self.support_probability = support_probability
+        self.zone_groups: list[np.ndarray] = []
+        if balance_zones:
+            import json
+
+            zones = np.array([json.loads(str(p["info"]))["zone_axis"] for p in particles])
+            self.zone_groups = [np.flatnonzero(zones == zone) for zone in np.unique(zones)]
 
     def _waves(self, rng: np.random.Generator, particle: dict) -> np.ndarray:
         waves = particle["waves"]
@@ -125,11 +134,17 @@ class SampleMaker:
             waves = waves * slab[None]
         return waves
 
+    def draw_particle(self, rng: np.random.Generator) -> int:
+        """Index of a random particle (zone axes equally likely when balanced)."""
+        if self.zone_groups:
+            group = self.zone_groups[int(rng.integers(len(self.zone_groups)))]
+            return int(group[rng.integers(len(group))])
+        return int(rng.integers(len(self.particles)))
+
     def make(self, rng: np.random.Generator, settings: MicroscopeSettings | None = None,
              particle_index: int | None = None) -> Sample:
         """Make one sample (a whole field of view, not yet cropped)."""
-        index = int(rng.integers(len(self.particles))) if particle_index is None \
-            else particle_index
+        index = self.draw_particle(rng) if particle_index is None else particle_index
         particle = self.particles[index]
         settings = settings or self.envelope.draw(rng)
         recorded, sampling = form_image(self._waves(rng, particle), float(particle["sampling"]),

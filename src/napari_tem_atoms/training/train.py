@@ -116,6 +116,24 @@ def calibrate_threshold(network: Any, samples: list, sampling: float, bfloat16: 
     return threshold, counts
 
 
+def initialise_from(network: Any, weights: str | Path) -> str:
+    """Copy the layers of a weights file into `network`; say what was new.
+
+    Layers the file lacks (e.g. added context blocks) keep their initialisation; a layer of the
+    file that the network lacks, or of another shape, is an error: it would be silently lost.
+    """
+    from safetensors.torch import load_file
+
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"init_from: no weights file {weights}")
+    state = load_file(str(weights), device="cpu")
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"{weights}: layers the network does not have: {', '.join(unexpected)}")
+    return (f"initialised from {weights} ({len(state)} tensors); new: "
+            f"{len(missing)} tensors" + (f" ({missing[0].split('.')[0]} …)" if missing else ""))
+
+
 def train(run: TrainingRun, log: Log = print) -> Path:
     """Train the network of `run`; return the path of the written weights.
 
@@ -137,7 +155,7 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     validation = load_exit_waves(run.data.folder, "particles", "validation")
     validation_carbons = load_exit_waves(run.data.folder, "carbon", "validation")
     maker = SampleMaker(particles, carbons, model_cfg.sampling, run.envelope,
-                        run.data.support_probability)
+                        run.data.support_probability, run.data.balance_zones)
     validation_maker = SampleMaker(validation, validation_carbons, model_cfg.sampling,
                                    run.envelope, run.data.support_probability)
     validation_samples = _validation_set(validation_maker, cfg.validation_images, cfg.seed)
@@ -146,6 +164,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     torch.set_num_threads(cfg.threads)
     architecture = {"in_channels": 1, "out_channels": 1, "base_channels": model_cfg.base_channels,
                     "depth": model_cfg.depth}
+    if model_cfg.context:  # only when used: older weights files carry no such key
+        architecture["context"] = model_cfg.context
     network = UNet(**architecture).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
@@ -166,6 +186,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
                 for _ in range(min(step, cfg.steps)):
                     scheduler.step()
         log(f"resumed from {checkpoint} at step {step}")
+    elif cfg.init_from:
+        log(initialise_from(network, cfg.init_from))
     n_parameters = sum(p.numel() for p in network.parameters())
     log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(particles)} particles, "
         f"{len(carbons)} carbon slabs, {cfg.steps} steps of {cfg.batch_size}×{cfg.patch_size}²")
@@ -225,6 +247,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
         "training": {
             "steps": cfg.steps, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
             "learning_rate": cfg.learning_rate, "seed": cfg.seed,
+            "init_from": Path(cfg.init_from).name if cfg.init_from else None,
+            "balance_zones": run.data.balance_zones,
             "parameters": n_parameters, "samples_seen": cfg.steps * cfg.batch_size,
             "data": {**describe_dataset(particles), "carbon_slabs": len(carbons),
                      "support_probability": run.data.support_probability,

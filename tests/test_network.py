@@ -1,0 +1,50 @@
+"""The U-Net and the training-sample draw, without abTEM."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tem_atoms.models.unet import UNet
+from napari_tem_atoms.training.data import SampleMaker
+
+
+def test_new_context_blocks_leave_a_trained_network_unchanged():
+    torch.manual_seed(0)
+    plain, widened = UNet(depth=2), UNet(depth=2, context=2)
+    missing, unexpected = widened.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and all(name.startswith("context.") for name in missing)
+    plain.eval(), widened.eval()
+    images = torch.randn(2, 1, 64, 48)
+    with torch.no_grad():
+        assert torch.equal(plain(images), widened(images))
+    assert sum(p.numel() for p in widened.parameters()) < 2_000_000
+
+
+def test_context_blocks_widen_the_receptive_field():
+    """A change at one corner reaches the far corner only through the context blocks."""
+    torch.manual_seed(0)
+    images = torch.randn(1, 1, 128, 128)
+    changed = images.clone()
+    changed[0, 0, 2, 2] = 10.0
+    for context, reaches in ((0, False), (2, True)):
+        network = UNet(depth=3, context=context).eval()
+        for block in network.context:  # move away from the identity start
+            torch.nn.init.normal_(block.body[-1].weight)
+        with torch.no_grad():
+            difference = (network(changed) - network(images)).abs()[0, 0, 70:, 70:].max()
+        assert bool(difference > 0) is reaches
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_zone_axes_are_drawn_equally_often_when_balanced(balance):
+    zones = ["[100]"] * 2 + ["[110]"] * 6 + ["five-fold"] * 2
+    particles = [{"info": np.array(json.dumps({"zone_axis": z}))} for z in zones]
+    maker = SampleMaker(particles, [], 0.2, balance_zones=balance)
+    rng = np.random.default_rng(0)
+    drawn = [zones[maker.draw_particle(rng)] for _ in range(3000)]
+    share_100 = drawn.count("[100]") / len(drawn)
+    assert share_100 == pytest.approx(1 / 3 if balance else 0.2, abs=0.03)
