@@ -21,12 +21,12 @@ from magicgui.widgets import (
     Table,
     create_widget,
 )
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from ..analysis.align import align_focal_series, apply_shifts, common_area, iter_estimate_drift
 from ..errors import TEMAtomsError
 from ._layers import pixel_size_of_layer
+from ._worker import WorkerRunner, tagged_steps
 
 if TYPE_CHECKING:
     import napari
@@ -35,7 +35,7 @@ FOCAL_SERIES, DRIFT = "focal series", "drift (video)"
 _EMPTY_TABLE = {"data": [], "index": [], "columns": ["dy (px)", "dx (px)", "dy (Å)", "dx (Å)"]}
 
 
-class AlignWidget(Container):
+class AlignWidget(WorkerRunner, Container):
     """Align the frames of a stack layer: a focal series (any contrast) or a drifting video.
 
     Parameters
@@ -67,11 +67,9 @@ class AlignWidget(Container):
         self.extend([self.stack_layer, self.kind, self.reference, self.max_shift, self.crop,
                      self.note, self.run_button, self.cancel_button, self.undo_button,
                      self.status, self.table])
-        self.worker: Any = None
         self.shifts: np.ndarray | None = None
         self._aligned: Any = None
         self._original: Any = None
-        self._progress: Any = None
         self.stack_layer.changed.connect(self._on_stack_changed)
         self.kind.changed.connect(self._on_stack_changed)
         self.run_button.changed.connect(self.run)
@@ -98,8 +96,6 @@ class AlignWidget(Container):
 
     def run(self) -> None:
         """Register the frames in a worker thread (the Align button)."""
-        from napari.qt.threading import create_worker
-
         self._on_stack_changed()
         if not self.run_button.enabled:
             return
@@ -110,39 +106,19 @@ class AlignWidget(Container):
         max_shift = float(self.max_shift.value) or None
         focal = self.kind.value == FOCAL_SERIES
 
+        def focal_steps():  # one step: all pairs of a focal series at once
+            return align_focal_series(np.asarray(data), reference, max_shift,
+                                      sampling=sampling)
+            yield
+
         def work():
-            try:
-                if focal:
-                    yield ("done", align_focal_series(np.asarray(data), reference, max_shift,
-                                                      sampling=sampling))
-                    return
-                steps = iter_estimate_drift(data, reference, max_shift, sampling=sampling)
-                while True:
-                    try:
-                        step = next(steps)
-                    except StopIteration as stop:
-                        yield ("done", stop.value)
-                        return
-                    yield ("step", step)
-            except TEMAtomsError as exc:
-                yield ("error", str(exc))
+            steps = focal_steps() if focal else iter_estimate_drift(
+                data, reference, max_shift, sampling=sampling)
+            yield from tagged_steps(steps)
 
-        self._progress = progress(total=int(data.shape[0]), desc="Aligning")
         self._done_frames = 0
-        self.worker = create_worker(work)
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = "Aligning..."
         self._original = layer
-        self.worker.start()
-
-    def cancel(self) -> None:
-        """Stop the registration (the Cancel button)."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "Cancelling..."
+        self._start_worker(work, int(data.shape[0]), "Aligning", "Aligning...")
 
     def _on_yielded(self, item: tuple) -> None:
         kind, value = item
@@ -152,17 +128,13 @@ class AlignWidget(Container):
         elif kind == "step":
             self._done_frames += 1
             self.status.value = f"Aligning: {self._done_frames}/{value.n_frames} frames"
-            if self._progress is not None:
-                self._progress.update(1)
+            self._advance(self._done_frames)
         else:
             self._show(value)
 
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.cancel_button.enabled = False
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
+    def _after_run(self) -> None:
+        if self.status.value == "Cancelling...":
+            self.status.value = "Cancelled: nothing was changed."
         self._on_stack_changed()
 
     def _show(self, shifts: np.ndarray) -> None:

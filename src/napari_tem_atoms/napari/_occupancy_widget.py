@@ -22,16 +22,15 @@ from magicgui.widgets import (
     PushButton,
     create_widget,
 )
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from ..analysis.align import apply_shifts
 from ..analysis.occupancy import SiteOccupancy, occupancy_map
 from ..analysis.video import iter_video_occupancy
-from ..errors import TEMAtomsError
 from ..io import write_atoms_csv
 from ..models import REGISTRY
 from ._layers import pixel_size_of_layer
+from ._worker import WorkerRunner, tagged_steps
 
 if TYPE_CHECKING:
     import napari
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 STAGE_NAMES = {"drift": "Correcting drift", "detect": "Detecting atoms", "sites": "Sites"}
 
 
-class OccupancyWidget(Container):
+class OccupancyWidget(WorkerRunner, Container):
     """Per-site occupancy of a video, as a heat map, coloured sites and plots.
 
     Parameters
@@ -77,10 +76,8 @@ class OccupancyWidget(Container):
                      self.cancel_button, self.status, self.output, self.with_matrix,
                      self.save_button])
 
-        self.worker: Any = None
         self.result: SiteOccupancy | None = None
         self.plot: Any = None
-        self._progress: Any = None
         self._offsets: dict[str, int] = {}
         self._run_layer: Any = None
         self._hovered: int | None = None
@@ -122,8 +119,6 @@ class OccupancyWidget(Container):
 
     def run(self) -> None:
         """Start the analysis in a worker thread (the button)."""
-        from napari.qt.threading import create_worker
-
         self._validate()
         if not self.run_button.enabled:
             return
@@ -139,37 +134,16 @@ class OccupancyWidget(Container):
         self._run_layer = layer
 
         def work():
-            steps = iter_video_occupancy(data, model, sampling, atoms=atoms,
-                                         max_shift=max_shift, site_radius=radius)
-            try:
-                while True:
-                    yield ("step", next(steps))
-            except StopIteration as stop:
-                yield ("done", stop.value)
-            except TEMAtomsError as exc:
-                yield ("error", str(exc))
+            yield from tagged_steps(iter_video_occupancy(
+                data, model, sampling, atoms=atoms, max_shift=max_shift, site_radius=radius))
 
-        # One bar for the whole run, made before the worker starts: creating a napari progress
-        # bar processes Qt events, which would deliver the next yield re-entrantly.
+        # One bar for the whole run: drift, detection (unless the atoms are given), sites.
         n_frames = int(data.shape[0])
         self.result = None
         self._offsets = {"drift": 0, "detect": n_frames,
                          "sites": n_frames + (n_frames if atoms is None else 0)}
-        self._progress = progress(total=self._offsets["sites"] + 1,
-                                  desc="Occupancy: correcting drift")
-        self.worker = create_worker(work)
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = "Starting..."
-        self.worker.start()
-
-    def cancel(self) -> None:
-        """Stop the analysis (the Cancel button)."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "Cancelling..."
+        self._start_worker(work, self._offsets["sites"] + 1, "Occupancy: correcting drift",
+                           "Starting...")
 
     def _on_yielded(self, item: tuple) -> None:
         kind, value = item
@@ -182,15 +156,9 @@ class OccupancyWidget(Container):
         elif self._progress is not None and self.result is None:
             # Status first: the progress update may process the next yields re-entrantly.
             self.status.value = f"{STAGE_NAMES[value.stage]}: {value.done}/{value.total}"
-            done = self._offsets[value.stage] + value.done
-            self._progress.update(done - self._progress.n)
+            self._advance(self._offsets[value.stage] + value.done)
 
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.cancel_button.enabled = False
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
+    def _after_run(self) -> None:
         self._validate()
         if self.result is None and self.status.value.startswith(tuple(STAGE_NAMES.values())):
             self.status.value = "Cancelled."

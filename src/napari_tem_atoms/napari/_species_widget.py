@@ -24,13 +24,13 @@ from magicgui.widgets import (
     RadioButtons,
     create_widget,
 )
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..analysis.species import iter_detect_species
 from ..errors import TEMAtomsError
 from ..models import REGISTRY, model_metadata
 from ._layers import pixel_size_of_layer, points_layer_kwargs
+from ._worker import WorkerRunner, tagged_steps
 
 if TYPE_CHECKING:
     import napari
@@ -47,7 +47,7 @@ def _legend() -> str:
                      for name, colour in SPECIES_COLOURS.items())
 
 
-class SpeciesWidget(Container):
+class SpeciesWidget(WorkerRunner, Container):
     """Find columns and their species (Mo, S2, S1) in a focal series.
 
     Parameters
@@ -84,10 +84,8 @@ class SpeciesWidget(Container):
         self.extend([self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3,
                      self.model, self.sampling, self.defoci, self.align, self.note,
                      self.run_button, self.cancel_button, self.status, self.legend])
-        self.worker: Any = None
-        self._progress: Any = None
         self._partial: list[Any] = []
-        self._cancelled = False
+        self._n_series = 0
         self.atoms: Any = None
         self._reference: Any = None
         for widget in (self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3):
@@ -156,8 +154,6 @@ class SpeciesWidget(Container):
         """Find the species in a worker thread (the button)."""
         import warnings
 
-        from napari.qt.threading import create_worker
-
         self._validate()
         if not self.run_button.enabled:
             return
@@ -174,48 +170,25 @@ class SpeciesWidget(Container):
 
         n_series = int(series.shape[0]) if np.ndim(series) == 4 else 1
 
-        def work():
+        def work():  # one step per focal series: Cancel stops between them
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                try:
-                    steps = iter_detect_species(series, model, sampling, defoci, align)
-                    while True:  # one step per focal series; Cancel stops between them
-                        step = next(steps)
-                        yield ("progress", step.frame + 1, step.atoms)
-                except StopIteration as stop:
-                    yield ("done", stop.value, [str(w.message) for w in caught])
-                except TEMAtomsError as exc:
-                    yield ("error", str(exc), [])
+                for kind, value in tagged_steps(
+                        iter_detect_species(series, model, sampling, defoci, align)):
+                    notes = [str(w.message) for w in caught] if kind == "done" else []
+                    yield (kind, value, notes)
 
-        self._partial: list[Any] = []
-        self._progress = progress(total=n_series, desc="Finding species")
-        self.worker = create_worker(work)
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = "Aligning and finding species..." if align else \
-            "Finding species..."
-        self.worker.start()
-
-    @property
-    def busy(self) -> bool:
-        """True while a run is in progress."""
-        return self.worker is not None
-
-    def cancel(self) -> None:
-        """Stop after the series in progress (the Cancel button); show those already done."""
-        if self.worker is not None:
-            self.worker.quit()
-            self._cancelled = True
-            self.status.value = "Cancelled."
+        self._partial = []
+        self._n_series = n_series
+        self._start_worker(work, n_series, "Finding species",
+                           "Aligning and finding species..." if align
+                           else "Finding species...")
 
     def _on_yielded(self, item: tuple) -> None:
         kind, value, notes = item
-        if kind == "progress":
-            self._partial.append(notes)  # the atoms of the series just done
-            if self._progress is not None:
-                self._progress.update(value - self._progress.n)
+        if kind == "step":
+            self._partial.append(value.atoms)  # the series just done, kept if cancelled
+            self._advance(value.frame + 1)
             return
         if kind == "error":
             show_error(f"Species: {value}")
@@ -226,21 +199,17 @@ class SpeciesWidget(Container):
         self.atoms = value
         self._show(value)
 
-    def _on_finished(self) -> None:
-        if getattr(self, "_cancelled", False) and self._partial:
-            import pandas as pd
+    def _after_run(self) -> None:
+        if self.status.value == "Cancelling...":
+            if self._partial:  # show the series done before Cancel: never lose work
+                import pandas as pd
 
-            total = self._progress.total if self._progress is not None else "?"
-            self.atoms = pd.concat(self._partial, ignore_index=True)
-            self._show(self.atoms)
-            self.status.value = (f"Cancelled after {len(self._partial)} of {total} series: "
-                                 f"{self.status.value}")
-        self._cancelled = False
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        self.worker = None
-        self.cancel_button.enabled = False
+                self.atoms = pd.concat(self._partial, ignore_index=True)
+                self._show(self.atoms)
+                self.status.value = (f"Cancelled after {len(self._partial)} of "
+                                     f"{self._n_series} series: {self.status.value}")
+            else:
+                self.status.value = "Cancelled."
         self._validate()
 
     def _show(self, atoms: Any) -> None:

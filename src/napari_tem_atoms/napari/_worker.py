@@ -1,0 +1,86 @@
+"""Run and Cancel around one napari thread worker, shared by the analysis dock widgets.
+
+The core's generators (``iter_…``) run in the worker and report through tagged tuples, so that
+the widget touches layers only in the main thread: ``("step", step)`` per step, then
+``("done", result)``, or ``("error", message)`` for bad input (a :class:`TEMAtomsError`, in plain
+words; anything else is a bug and reaches napari's own error handler with its traceback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+from napari.utils import progress
+
+from ..errors import TEMAtomsError
+
+
+def tagged_steps(steps: Iterator[Any]) -> Generator[tuple[str, Any], None, None]:
+    """Run a core generator to its end, tagging what it yields and returns (see module doc)."""
+    try:
+        while True:
+            yield ("step", next(steps))
+    except StopIteration as stop:
+        yield ("done", stop.value)
+    except TEMAtomsError as exc:
+        yield ("error", str(exc))
+
+
+class WorkerRunner:
+    """Mixin for a magicgui ``Container`` with ``run_button``, ``cancel_button`` and ``status``.
+
+    One worker at a time: Run is disabled and Cancel enabled while it runs; one napari progress
+    bar, created before the worker starts (creating it processes Qt events, which would deliver
+    the worker's next yield re-entrantly). Subclasses implement ``_on_yielded`` and
+    ``_after_run`` (re-validate the inputs, which re-enables Run).
+    """
+
+    worker: Any = None
+    _progress: Any = None
+    run_button: Any
+    cancel_button: Any
+    status: Any
+
+    @property
+    def busy(self) -> bool:
+        """True while a run is in progress."""
+        return self.worker is not None
+
+    def _start_worker(self, work: Callable[[], Generator], total: int, description: str,
+                      status: str) -> None:
+        from napari.qt.threading import create_worker
+
+        self._progress = progress(total=total, desc=description)
+        self.worker = create_worker(work)
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.finished.connect(self._on_worker_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = status
+        self.worker.start()
+
+    def _advance(self, done: int) -> None:
+        """Move the progress bar to `done` steps."""
+        if self._progress is not None:
+            self._progress.update(done - self._progress.n)
+
+    def cancel(self) -> None:
+        """Stop after the step in progress (the Cancel button)."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "Cancelling..."
+
+    def _on_worker_finished(self) -> None:
+        self.worker = None
+        self.cancel_button.enabled = False
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self._after_run()
+
+    def _on_yielded(self, item: tuple) -> None:  # pragma: no cover - subclasses implement
+        raise NotImplementedError
+
+    def _after_run(self) -> None:  # pragma: no cover - subclasses implement
+        raise NotImplementedError
