@@ -42,7 +42,7 @@ def test_graphene_support_lies_under_the_flake():
 
 
 @pytest.mark.slow
-def test_a_few_species_training_steps_write_a_species_model(tmp_path):
+def test_a_few_species_training_steps_write_a_species_model(tmp_path, capsys):
     from napari_tem_atoms.analysis.species import detect_species
     from napari_tem_atoms.cli import main
     from napari_tem_atoms.models import model_metadata
@@ -81,6 +81,13 @@ frozen_phonons = 1
     series = np.random.default_rng(0).normal(100, 10, (3, 96, 96))
     atoms = detect_species(series, str(weights), sampling=0.1, align=False)
     assert set(atoms["species"]) <= set(SPECIES)
+
+    # Training longer resumes from the checkpoint and follows a schedule over the new length.
+    config.write_text(config.read_text().replace("steps = 3", "steps = 5"))
+    assert main(["train", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "at step 3" in out and "re-laid over 5 steps" in out
+    assert model_metadata(weights)["training"]["steps"] == 5
 
 
 @pytest.mark.slow

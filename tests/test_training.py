@@ -83,6 +83,7 @@ def test_training_resumes_from_its_checkpoint(trained):
                             timeout=600)
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stdout and "at step 4" in result.stdout
+    assert "schedule re-laid over 6 steps (the checkpoint planned 4)" in result.stdout
     assert "computing" not in result.stdout  # the exit waves are cached
     assert "step 6/6" in result.stdout
 

@@ -32,7 +32,7 @@ from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
 from .config import TrainConfig, _update
 from .data import column_targets, random_patch
 from .metrics import MatchCounts, match_columns
-from .train import _batches, network_maps
+from .train import _batches, network_maps, resume, save_checkpoint
 
 __all__ = ["FocalEnvelope", "FocalSeriesMaker", "SpeciesRun", "evaluate_species",
            "load_species_config", "score_species", "train_species"]
@@ -252,15 +252,8 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
                                                     total_steps=cfg.steps, pct_start=0.05)
-    step = 0
     checkpoint = output / "checkpoint.pt"
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        network.load_state_dict(state["network"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        log(f"resumed from {checkpoint} at step {step}")
+    step = resume(checkpoint, network, optimiser, scheduler, cfg.steps, log)
     n_parameters = sum(p.numel() for p in network.parameters())
     log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(flakes)} flakes, "
         f"{model_cfg.inputs} input image(s), {cfg.steps} steps of {cfg.batch_size}×"
@@ -299,10 +292,7 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
             with open(history, "a") as stream:
                 stream.write(json.dumps(record) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
-                        "scheduler": scheduler.state_dict(), "step": step},
-                       checkpoint.with_suffix(".part"))
-            checkpoint.with_suffix(".part").replace(checkpoint)
+            save_checkpoint(checkpoint, network, optimiser, scheduler, step)
 
     network.eval()
     best = max((validate_species(network, validation, model_cfg.sampling, cfg.bfloat16, t)

@@ -116,6 +116,45 @@ def calibrate_threshold(network: Any, samples: list, sampling: float, bfloat16: 
     return threshold, counts
 
 
+def resume(checkpoint: Path, network: Any, optimiser: Any, scheduler: Any, steps: int,
+           log: Log) -> int:
+    """Load a training checkpoint if there is one; return the step to go on from (0: none).
+
+    When the run now plans more (or fewer) steps than the checkpoint's, the one-cycle schedule
+    is re-laid over the new length and followed from the checkpoint's step.
+    """
+    import torch
+
+    if not checkpoint.exists():
+        return 0
+    state = torch.load(checkpoint, weights_only=True)
+    network.load_state_dict(state["network"])
+    optimiser.load_state_dict(state["optimiser"])
+    step = int(state["step"])
+    if state["scheduler"].get("total_steps") == steps:
+        scheduler.load_state_dict(state["scheduler"])
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "step before optimizer.step": intended here
+            for _ in range(min(step, steps)):
+                scheduler.step()
+        log(f"schedule re-laid over {steps} steps (the checkpoint planned "
+            f"{state['scheduler'].get('total_steps')})")
+    log(f"resumed from {checkpoint} at step {step}")
+    return step
+
+
+def save_checkpoint(checkpoint: Path, network: Any, optimiser: Any, scheduler: Any,
+                    step: int) -> None:
+    """Write a training checkpoint (to a temporary file, then renamed: never half-written)."""
+    import torch
+
+    torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step},
+               checkpoint.with_suffix(".part"))
+    checkpoint.with_suffix(".part").replace(checkpoint)
+
+
 def initialise_from(network: Any, weights: str | Path) -> str:
     """Copy the layers of a weights file into `network`; say what was new.
 
@@ -171,22 +210,9 @@ def train(run: TrainingRun, log: Log = print) -> Path:
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
                                                     total_steps=cfg.steps, pct_start=0.05)
-    step = 0
     checkpoint = output / "checkpoint.pt"
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        network.load_state_dict(state["network"])
-        optimiser.load_state_dict(state["optimiser"])
-        step = int(state["step"])
-        if state["scheduler"].get("total_steps") == cfg.steps:
-            scheduler.load_state_dict(state["scheduler"])
-        else:  # more (or fewer) steps than planned: follow the new schedule from here
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for _ in range(min(step, cfg.steps)):
-                    scheduler.step()
-        log(f"resumed from {checkpoint} at step {step}")
-    elif cfg.init_from:
+    step = resume(checkpoint, network, optimiser, scheduler, cfg.steps, log)
+    if not step and cfg.init_from:
         log(initialise_from(network, cfg.init_from))
     n_parameters = sum(p.numel() for p in network.parameters())
     log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(particles)} particles, "
@@ -224,10 +250,7 @@ def train(run: TrainingRun, log: Log = print) -> Path:
             with open(history, "a") as stream:
                 stream.write(json.dumps(record) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
-                        "scheduler": scheduler.state_dict(), "step": step},
-                       checkpoint.with_suffix(".part"))
-            checkpoint.with_suffix(".part").replace(checkpoint)
+            save_checkpoint(checkpoint, network, optimiser, scheduler, step)
 
     network.eval()
     calibration_samples = _validation_set(validation_maker, 4 * cfg.validation_images,
