@@ -39,10 +39,20 @@ def test_feature_named_like_a_coordinate_is_not_written_twice():
     assert table["frame"].tolist() == [0, 0, 2]
 
 
-@pytest.mark.parametrize("bad", [np.zeros((3, 4)), np.zeros(3)])
+@pytest.mark.parametrize("bad", [np.zeros((3, 5)), np.zeros(3)])
 def test_table_refuses_other_dimensionalities(bad):
     with pytest.raises(ValueError, match="must be"):
         atoms_table(bad)
+
+
+def test_focal_time_series_positions_keep_their_image_index(tmp_path):
+    coordinates = np.array([[0, 1, 10.0, 20.0], [3, 1, 11.5, 2.25]])
+    table = atoms_table(coordinates, pd.DataFrame({"species": ["Mo", "S1"]}), 0.1)
+    assert list(table.columns) == ["frame", "image", "y", "x", "y_angstrom", "x_angstrom",
+                                   "species"]
+    back = read_atoms_csv(write_atoms_csv(tmp_path / "a.csv", table))
+    np.testing.assert_allclose(back.coordinates, coordinates)
+    assert list(back.features.columns) == ["species"]
 
 
 def test_round_trip_keeps_positions_features_and_pixel_size(tmp_path):

@@ -48,3 +48,15 @@ def test_zone_axes_are_drawn_equally_often_when_balanced(balance):
     drawn = [zones[maker.draw_particle(rng)] for _ in range(3000)]
     share_100 = drawn.count("[100]") / len(drawn)
     assert share_100 == pytest.approx(1 / 3 if balance else 0.2, abs=0.03)
+
+
+def test_the_model_card_says_how_a_two_stage_model_is_reproduced():
+    from napari_tem_atoms.training.card import _receptive_field, _reproduce
+
+    assert _receptive_field({"depth": 3}) == 89
+    assert _receptive_field({"depth": 3, "context": 2}) == 89 + 2 * 12 * 8
+    one = "\n".join(_reproduce({"name": "au-hrtem", "training": {}}))
+    assert "configs/au-hrtem.toml" in one and "stage1" not in one
+    two = "\n".join(_reproduce({"name": "au-hrtem", "training": {"init_from": "a.safetensors"}}))
+    assert two.index("configs/au-hrtem-stage1.toml") < two.index("train configs/au-hrtem.toml")
+    assert "build/au-hrtem/finetune/au-hrtem.safetensors" in two

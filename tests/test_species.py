@@ -175,7 +175,7 @@ def test_species_widget_colours_each_species(qtbot, make_napari_viewer, untraine
 
 @pytest.mark.gui
 def test_species_widget_runs_a_time_series_and_cancels(qtbot, make_napari_viewer,
-                                                       untrained_species_model):
+                                                       untrained_species_model, tmp_path):
     from napari_tem_atoms.samples import synthetic_focal_series
 
     viewer = make_napari_viewer()
@@ -191,10 +191,23 @@ def test_species_widget_runs_a_time_series_and_cancels(qtbot, make_napari_viewer
     assert not widget.run_button.enabled
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     layer = viewer.layers["video species"]
-    assert layer.ndim == 3  # (time, y, x): the points follow the time slider
+    assert layer.ndim == 4  # (time, image, y, x), on the middle image of each series
     assert set(layer.data[:, 0]) == set(layer.features["frame"]) == {0, 1, 2, 3}
-    np.testing.assert_allclose(layer.scale, [1, 0.1, 0.1])
+    assert set(layer.data[:, 1]) == {1}
+    np.testing.assert_allclose(layer.scale, [1, 1, 0.1, 0.1])
     assert "in 4 series" in widget.status.value
+    # The points follow the time slider, on the middle image.
+    first = layer.data[layer.data[:, 0] == 2][0]
+    viewer.dims.current_step = (2, 1, 0, 0)
+    shown = np.asarray(layer._view_data)
+    assert len(shown) == int((layer.data[:, 0] == 2).sum())
+    assert np.any(np.all(np.isclose(shown, first[2:]), axis=1))
+    path = tmp_path / "species.csv"
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(path), selected=True, plugin="napari-tem-atoms")
+    table = pd.read_csv(path)
+    assert list(table.columns[:4]) == ["frame", "image", "y", "x"] and set(table.image) == {1}
+    assert "species" in table.columns
 
     long = np.repeat(video, 30, axis=0)  # 120 series: cancelled long before the end
     viewer.layers["video"].data = long

@@ -1,9 +1,10 @@
 """Atom tables as CSV: positions in pixels and Å, then every per-atom feature.
 
-Columns, in order: ``frame`` (stacks only), ``y``, ``x`` in input pixels (the centre of pixel
-``[r, c]`` is at ``(r, c)``, row is y, as in napari), ``y_angstrom``, ``x_angstrom`` (when the
-pixel size is known: pixel coordinate × pixel size, origin at the centre of pixel ``[0, 0]``),
-then the features (``species``, ``confidence``, ...).
+Columns, in order: ``frame`` (stacks only), ``image`` (time series of focal series only: the
+image of the series the positions belong to, 1 = the middle one), ``y``, ``x`` in input pixels
+(the centre of pixel ``[r, c]`` is at ``(r, c)``, row is y, as in napari), ``y_angstrom``,
+``x_angstrom`` (when the pixel size is known: pixel coordinate × pixel size, origin at the
+centre of pixel ``[0, 0]``), then the features (``species``, ``confidence``, ...).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ._atomic import atomic_write
 
 __all__ = ["AtomsTable", "atoms_table", "is_atoms_csv", "read_atoms_csv", "write_atoms_csv"]
 
-POSITION_COLUMNS = ("frame", "y", "x")
+POSITION_COLUMNS = ("frame", "image", "y", "x")
 ANGSTROM_COLUMNS = ("y_angstrom", "x_angstrom")
 
 
@@ -32,7 +33,8 @@ class AtomsTable:
     Attributes
     ----------
     coordinates : numpy.ndarray
-        (N, 2) ``(y, x)`` or (N, 3) ``(frame, y, x)`` positions in pixels.
+        (N, 2) ``(y, x)``, (N, 3) ``(frame, y, x)`` or (N, 4) ``(frame, image, y, x)``
+        positions in pixels.
     features : pandas.DataFrame
         Every other column (species, confidence, ...), one row per atom.
     pixel_size_angstrom : tuple of float or None
@@ -55,7 +57,8 @@ def atoms_table(
     Parameters
     ----------
     coordinates : array_like
-        (N, 2) ``(y, x)`` or (N, 3) ``(frame, y, x)`` positions in pixels.
+        (N, 2) ``(y, x)``, (N, 3) ``(frame, y, x)``, or (N, 4) ``(frame, image, y, x)`` (a
+        time series of focal series) positions in pixels.
     features : pandas.DataFrame, optional
         Per-atom columns, N rows. A feature named like a position column (e.g. ``frame``) is
         not written twice: the coordinate wins.
@@ -69,16 +72,18 @@ def atoms_table(
 
     """
     coordinates = np.asarray(coordinates, dtype=float)
-    if coordinates.ndim != 2 or coordinates.shape[1] not in (2, 3):
+    if coordinates.ndim != 2 or coordinates.shape[1] not in (2, 3, 4):
         shape = coordinates.shape
         raise ValueError(
-            f"atom positions must be (N, 2) as (y, x) or (N, 3) as (frame, y, x), not {shape}"
+            f"atom positions must be (N, 2) as (y, x), (N, 3) as (frame, y, x) or (N, 4) as "
+            f"(frame, image, y, x), not {shape}"
         )
     table = pd.DataFrame()
-    if coordinates.shape[1] == 3:
-        frames = coordinates[:, 0]
-        is_whole = np.all(np.isclose(frames, np.round(frames)))
-        table["frame"] = np.round(frames).astype(int) if is_whole else frames
+    leading = ("frame", "image")[: coordinates.shape[1] - 2]
+    for axis, name in enumerate(leading):
+        values = coordinates[:, axis]
+        is_whole = np.all(np.isclose(values, np.round(values)))
+        table[name] = np.round(values).astype(int) if is_whole else values
     table["y"] = coordinates[:, -2]
     table["x"] = coordinates[:, -1]
     if pixel_size_angstrom is not None:
@@ -149,7 +154,8 @@ def read_atoms_csv(path: str | os.PathLike) -> AtomsTable:
         raise TEMFileError(
             path, f"no {' and '.join(missing)} column: an atoms CSV has y and x in pixels"
         )
-    position_columns = [c for c in POSITION_COLUMNS if c in table.columns]
+    position_columns = [c for c in POSITION_COLUMNS if c in table.columns
+                        and (c != "image" or "frame" in table.columns)]
     try:
         coordinates = table[position_columns].to_numpy(dtype=float)
     except ValueError as exc:

@@ -14,12 +14,23 @@ ATOM_MARKER_ANGSTROM = 1.2
 ATOM_MARKER_PIXELS = 6.0
 
 
+#: Names of the leading axes of a stack, by number of leading axes (the slider labels).
+LEADING_AXES = {0: (), 1: ("frame",), 2: ("time", "image")}
+
+
+def axis_labels(ndim: int) -> tuple[str, ...]:
+    """Axis names of an `ndim`-D image or points layer: frames first, then y, x."""
+    leading = LEADING_AXES.get(ndim - 2, tuple(f"axis {i}" for i in range(ndim - 2)))
+    return (*leading, "y", "x")
+
+
 def _scale_and_units(ndim: int, pixel_size: tuple[float, float] | None) -> dict[str, Any]:
     leading = ndim - 2
+    labels = {"axis_labels": axis_labels(ndim)}
     if pixel_size is None:
-        return {"scale": (1.0,) * ndim, "units": ("pixel",) * ndim}
+        return {"scale": (1.0,) * ndim, "units": ("pixel",) * ndim, **labels}
     return {"scale": (1.0,) * leading + tuple(pixel_size),
-            "units": ("pixel",) * leading + ("angstrom", "angstrom")}
+            "units": ("pixel",) * leading + ("angstrom", "angstrom"), **labels}
 
 
 def _robust_contrast(data: Any) -> tuple[float, float] | None:

@@ -4,8 +4,10 @@ A thin layer over :func:`~napari_tem_atoms.analysis.species.iter_detect_species`
 three-frame stack, a (time, 3, rows, cols) time series of them, or three single-image layers) is
 optionally aligned, the network runs in a worker (progress bar, Cancel), and the columns come
 back as one Points layer with a ``species`` feature and a fixed colour per species, with the
-legend in the widget. For a time series the points carry the time index, so they follow the
-time slider.
+legend in the widget. For a time series the points are (time, image, y, x) with image = 1: they
+lie on the middle image of each series (whose frame their coordinates are in) and follow the
+time slider (napari lines layers up by their trailing axes, so (time, y, x) points would follow
+the image slider instead).
 """
 
 from __future__ import annotations
@@ -217,7 +219,9 @@ class SpeciesWidget(WorkerRunner, Container):
         pixel_size = pixel_size_of_layer(reference.scale, reference.units, reference.metadata)
         pixel_size = pixel_size or (float(self.sampling.value),) * 2
         time_series = reference.ndim == 4 and self.source.value == STACK
-        columns = ["frame", "y", "x"] if time_series else ["y", "x"]
+        if time_series:
+            atoms = atoms.assign(image=1)  # the middle image: the frame of the coordinates
+        columns = ["frame", "image", "y", "x"] if time_series else ["y", "x"]
         coordinates = atoms[columns].to_numpy(float).reshape(-1, len(columns))
         features = atoms[["frame", "species", "confidence"] if time_series
                          else ["species", "confidence"]].reset_index(drop=True)
@@ -228,8 +232,7 @@ class SpeciesWidget(WorkerRunner, Container):
             layer.data, layer.features, layer.face_color = coordinates, features, colours
         else:
             kwargs = points_layer_kwargs(len(columns), pixel_size)
-            # Time axis (if any) and the image axes; the series axis has no points.
-            axes = [0, 2, 3] if time_series else [-2, -1]
+            axes = [0, 1, 2, 3] if time_series else [-2, -1]
             # Discs of 0.7 Å: MoS2 columns are 1.84 Å apart, so the image stays visible.
             kwargs.update(scale=tuple(reference.scale[axes]),
                           units=tuple(reference.units[a] for a in axes),
@@ -237,6 +240,10 @@ class SpeciesWidget(WorkerRunner, Container):
                           border_width=0.1, features=features,
                           size=SPECIES_MARKER_ANGSTROM / pixel_size[1])
             layer = self._viewer.add_points(coordinates, name=name, **kwargs)
+        if time_series:  # show the middle image, where the points are
+            step = list(self._viewer.dims.current_step)
+            step[-3] = 1
+            self._viewer.dims.current_step = tuple(step)
         layer.metadata.update(source=reference.metadata.get("source"), model=self.model.value,
                               pixel_size_angstrom=pixel_size, species_colours=SPECIES_COLOURS)
         counts = features["species"].value_counts()

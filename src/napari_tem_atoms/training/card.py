@@ -50,7 +50,12 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         f"| Weights | `{metadata['name']}.safetensors`, SHA-256 `{sha256}` |",
         f"| Network | U-Net, {training['parameters']:,} parameters, "
         f"{metadata['architecture']['base_channels']} base channels, depth "
-        f"{metadata['architecture']['depth']}, fully convolutional |",
+        f"{metadata['architecture']['depth']}"
+        + (f", {context} dilated context blocks after the bottleneck (receptive field "
+           f"{_receptive_field(metadata['architecture'])} px = "
+           f"{_receptive_field(metadata['architecture']) * metadata['sampling']:.0f} Å)"
+           if (context := metadata['architecture'].get('context', 0)) else "")
+        + ", fully convolutional |",
         f"| Input | one image rescaled to {metadata['sampling']} Å/px, "
         f"{metadata['normalisation']} |",
         f"| Output | {', '.join(metadata['classes'])} probability map; columns are its peaks |",
@@ -59,7 +64,9 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         f"| Training | {training['steps']:,} steps × {training['batch_size']} patches of "
         f"{training['patch_size']}² px = {training['samples_seen']:,} images, never the same "
         f"twice; AdamW, one-cycle learning rate {training['learning_rate']:g}, seed "
-        f"{training['seed']} |",
+        f"{training['seed']}"
+        + (f"; started from `{training['init_from']}` (stage 1, see Reproduce)"
+           if training.get("init_from") else "") + " |",
         "",
         "## Training data",
         "",
@@ -67,7 +74,9 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         f"{_range(data['diameter_range_angstrom'], 0.1, 'nm')}; shapes "
         + ", ".join(f"{k} {v}" for k, v in data["shapes"].items())
         + "; zone axes " + ", ".join(f"{k} {v}" for k, v in data["zone_axes"].items())
-        + "; tilts ≤ 1°, any in-plane rotation.",
+        + "; tilts ≤ 1°, any in-plane rotation"
+        + ("; each zone axis drawn equally often in training." if training.get("balance_zones")
+           else "."),
         f"- Exit waves: abTEM multislice at {waves['energy'] / 1e3:g} kV, "
         f"{waves['simulation_sampling']} Å grid, {waves['slice_thickness']} Å slices, "
         f"{waves['frozen_phonons']} frozen-phonon configurations (RMS displacement "
@@ -129,21 +138,49 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         if plot:
             lines += [f"![F1 and RMSE against dose]({plot})", ""]
         lines += _targets(network, peer)
-    lines += [
-        "## Reproduce",
-        "",
-        "```bash",
-        'pip install -e ".[train]"',
-        "tem-atoms train configs/au-hrtem.toml          # exit waves (cached), then training",
-        "tem-atoms evaluate --config configs/au-hrtem.toml --model "
-        "build/au-hrtem/run/au-hrtem.safetensors \\",
-        "    --card docs/models/au-hrtem.md --plot docs/models/au-hrtem-scores.png",
-        "```",
-        "",
-    ]
+    lines += _reproduce(metadata)
     if extra:
         lines += [extra.rstrip(), ""]
     return "\n".join(lines)
+
+
+def _receptive_field(architecture: dict) -> int:
+    """Receptive field [px] of the U-Net (pooling offsets left out).
+
+    Two 3×3 convolutions per level down and up, two at the bottleneck, and two dilated ones
+    (dilations 2 and 4) per context block, all at the bottleneck's 2^depth px.
+    """
+    depth = architecture["depth"]
+    levels = sum(2 * 2 * 2**level for level in range(depth)) * 2  # encoder and decoder
+    bottleneck = 2 * 2 * 2**depth
+    context = architecture.get("context", 0) * 2 * (2 + 4) * 2**depth
+    return 1 + levels + bottleneck + context
+
+
+def _reproduce(metadata: dict) -> list[str]:
+    """The commands that make these weights, from the configuration files in the repo."""
+    name = metadata["name"]
+    init_from = metadata["training"].get("init_from")
+    output = "finetune" if init_from else "run"
+    lines = ["## Reproduce", "", "```bash", 'pip install -e ".[train]"']
+    if init_from:
+        lines.append(f"tem-atoms train configs/{name}-stage1.toml   # stage 1: exit waves "
+                     "(cached), then training")
+        lines.append(f"tem-atoms train configs/{name}.toml          # stage 2: from stage 1's "
+                     "weights")
+    else:
+        lines.append(f"tem-atoms train configs/{name}.toml          # exit waves (cached), "
+                     "then training")
+    lines += [f"tem-atoms evaluate --config configs/{name}.toml --model "
+              f"build/{name}/{output}/{name}.safetensors \\",
+              f"    --card docs/models/{name}.md --plot docs/models/{name}-scores.png", "```", ""]
+    if init_from:
+        lines += [f"Stage 1 is described, with how its weights were made exactly, at the top of "
+                  f"`configs/{name}-stage1.toml`; stage 2 adds the context blocks (they start as "
+                  "the identity, so stage 2 starts exactly where stage 1 ended) and trains the "
+                  "whole network on a new stream of images. A fresh run gives the same data, "
+                  "seeds and networks, not bit-identical weights (thread scheduling).", ""]
+    return lines
 
 
 def _targets(network: pd.DataFrame, peer: pd.DataFrame) -> list[str]:
