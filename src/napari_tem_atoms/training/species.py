@@ -391,7 +391,9 @@ def species_card(metadata: dict, sha256: str, scores: pd.DataFrame, images: int)
         "- Reproduce: `tem-atoms train configs/mos2-focal.toml` (and "
         "`configs/mos2-single.toml` for the ablation), then `tem-atoms evaluate --config "
         "configs/mos2-focal.toml --model mos2-focal --single <single>.safetensors "
-        "--card docs/models/mos2-focal.md`.", "",
+        "--card docs/models/mos2-focal.md`. How the shipped weights were made exactly (a run "
+        "lengthened from its checkpoint) is written at the top of `configs/mos2-focal.toml`.",
+        "",
         "## Training data", "",
         f"- {training['data']['train_flakes']} 2H-MoS2 monolayer flakes (hexagonal, radius "
         f"{span(mos2['flake_radius'], unit=' Å')}, any in-plane rotation), sulfur vacancies on "
