@@ -67,3 +67,21 @@ def test_single_images_are_refused_with_a_reason(make_napari_viewer):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     viewer.add_image(np.zeros((32, 32)), name="image")
     assert not widget.run_button.enabled and "stack" in widget.note.value
+
+
+def test_cancelling_a_drift_registration_changes_nothing_and_says_so(qtbot,
+                                                                     make_napari_viewer):
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    viewer = make_napari_viewer()
+    stack = synthetic_gold_stack(n_frames=4, shape=(192, 192), particle_radius=8.0, seed=1)
+    viewer.add_image(np.repeat(stack.images, 100, axis=0), name="video")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.kind.value = "drift (video)"
+    widget.run()
+    qtbot.waitUntil(lambda: widget._done_frames >= 2, timeout=60_000)
+    widget.cancel()
+    _wait(qtbot, widget)
+    assert widget.status.value == "Cancelled: nothing was changed."
+    assert "video aligned" not in viewer.layers and viewer.layers["video"].visible
+    assert widget.run_button.enabled

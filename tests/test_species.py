@@ -175,7 +175,8 @@ def test_species_widget_colours_each_species(qtbot, make_napari_viewer, untraine
 
 @pytest.mark.gui
 def test_species_widget_runs_a_time_series_and_cancels(qtbot, make_napari_viewer,
-                                                       untrained_species_model, tmp_path):
+                                                       untrained_species_model, tmp_path,
+                                                       monkeypatch):
     from napari_tem_atoms.samples import synthetic_focal_series
 
     viewer = make_napari_viewer()
@@ -220,6 +221,24 @@ def test_species_widget_runs_a_time_series_and_cancels(qtbot, make_napari_viewer
     done = int(widget.status.value.split()[2])
     assert 1 <= done < 120  # the series done before Cancel are shown, not lost
     assert set(viewer.layers["video species"].features["frame"]) == set(range(done))
+
+    # Defoci out of order: the positions are in the frame of the middle defocus, image 0 here.
+    from napari_tem_atoms.napari import _species_widget as module
+
+    fake = pd.DataFrame({"frame": [0, 3], "y": [10.0, 20.0], "x": [10.0, 20.0],
+                         "species": ["Mo", "S1"], "confidence": 0.9})
+
+    def fake_steps(*args, **kwargs):
+        return fake
+        yield  # a generator that returns at once
+
+    monkeypatch.setattr(module, "iter_detect_species", fake_steps)
+    viewer.layers["video"].data = video
+    widget.defoci.value = "0, -60, 60"
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert set(viewer.layers["video species"].data[:, 1]) == {0}, widget.status.value
+    assert viewer.dims.current_step[1] == 0
 
     viewer.add_image(np.zeros((4, 2, 96, 96)), name="two")
     widget.stack_layer.value = viewer.layers["two"]

@@ -114,6 +114,7 @@ def test_a_second_stage_starts_from_weights_and_adds_context_blocks(trained):
                             timeout=600)
     assert failed.returncode != 0
     assert "missing.safetensors" in failed.stderr and "Traceback" not in failed.stderr
+    assert "train the first stage first" in failed.stderr
 
 
 @pytest.mark.slow

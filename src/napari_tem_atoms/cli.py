@@ -273,14 +273,17 @@ def _train(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    try:
-        if _is_species_config(args.config):
-            from .training.species import load_species_config, train_species
+    from .training.species import load_species_config, train_species
 
-            train_species(load_species_config(args.config), log=log)
-        else:
-            train(load_config(args.config), log=log)
-    except (OSError, ValueError, TEMAtomsError) as exc:  # bad configuration, missing files
+    species = _is_species_config(args.config)
+    try:  # a configuration that cannot be read or has unknown keys
+        run = (load_species_config if species else load_config)(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return 1
+    try:  # what the configuration points at is missing or does not fit
+        (train_species if species else train)(run, log=log)
+    except TEMAtomsError as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -125,8 +125,8 @@ def _as_series(series: Any, sampling: float | None) -> tuple[np.ndarray, float |
     # Arrays that know their shape (NumPy, Dask, Zarr) are read one series at a time.
     array = series if hasattr(series, "shape") and hasattr(series, "ndim") else np.asarray(
         series, dtype=np.float32)
-    if array.ndim == 3:
-        array = array[None]
+    if array.ndim == 3:  # one series: small, read it now
+        array = np.asarray(array, dtype=np.float32)[None]
     if array.ndim != 4:
         raise TEMAtomsError(f"a focal series is (3, rows, columns), or (time, 3, rows, "
                             f"columns) for a time series; got shape {array.shape}")

@@ -1,7 +1,7 @@
 """Atom tables as CSV: positions in pixels and Å, then every per-atom feature.
 
 Columns, in order: ``frame`` (stacks only), ``image`` (time series of focal series only: the
-image of the series the positions belong to, 1 = the middle one), ``y``, ``x`` in input pixels
+image of the series the positions belong to: the middle defocus), ``y``, ``x`` in input pixels
 (the centre of pixel ``[r, c]`` is at ``(r, c)``, row is y, as in napari), ``y_angstrom``,
 ``x_angstrom`` (when the pixel size is known: pixel coordinate × pixel size, origin at the
 centre of pixel ``[0, 0]``), then the features (``species``, ``confidence``, ...).

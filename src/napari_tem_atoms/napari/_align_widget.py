@@ -117,6 +117,7 @@ class AlignWidget(WorkerRunner, Container):
             yield from tagged_steps(steps)
 
         self._done_frames = 0
+        self.shifts = None
         self._original = layer
         self._start_worker(work, int(data.shape[0]), "Aligning", "Aligning...")
 
@@ -133,7 +134,7 @@ class AlignWidget(WorkerRunner, Container):
             self._show(value)
 
     def _after_run(self) -> None:
-        if self.status.value == "Cancelling...":
+        if self.cancelled and self.shifts is None:
             self.status.value = "Cancelled: nothing was changed."
         self._on_stack_changed()
 

@@ -125,7 +125,8 @@ class DetectWidget(Container):
         if layer.ndim == 2:
             return [0]
         if self.frames.value == CURRENT_FRAME:
-            return [int(self._viewer.dims.current_step[0])]
+            # The stack's frame axis is the third from last: napari lines up trailing axes.
+            return [int(self._viewer.dims.current_step[-3])]
         return list(range(int(layer.data.shape[0])))
 
     def run(self) -> None:
@@ -200,6 +201,7 @@ class DetectWidget(Container):
         elif kind == "error":
             show_error(f"Detect atoms: {item[1]}")
             self.status.value = item[1]
+            self._run_info["error"] = item[1]
         else:
             for index, atoms, heatmap in item[1]:
                 self._results[index] = (atoms.assign(frame=index), heatmap)
@@ -231,7 +233,10 @@ class DetectWidget(Container):
         elapsed = time.perf_counter() - self._run_info["start"]
         atoms = self._points_table()
         done, total = len(self._results), self._run_info["n_frames"]
-        stopped = "" if done == total else f" (cancelled after {done} of {total})"
+        error = self._run_info.get("error")
+        stopped = "" if done == total else (
+            f" (stopped at an error after {done} of {total}: {error})" if error
+            else f" (cancelled after {done} of {total})")
         self.status.value = (f"{len(atoms)} atoms in {done} frame(s){stopped}, "
                              f"{elapsed:.1f} s on {self._run_info.get('device', '?')}")
         show_info(f"Detect atoms: {self.status.value}")

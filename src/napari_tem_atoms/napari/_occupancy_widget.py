@@ -160,7 +160,7 @@ class OccupancyWidget(WorkerRunner, Container):
 
     def _after_run(self) -> None:
         self._validate()
-        if self.result is None and self.status.value.startswith(tuple(STAGE_NAMES.values())):
+        if self.cancelled and self.result is None:
             self.status.value = "Cancelled."
 
     # --- results --------------------------------------------------------------------------
@@ -233,7 +233,8 @@ class OccupancyWidget(WorkerRunner, Container):
 
     def _on_frame(self, event: Any = None) -> None:
         if self.plot is not None and self._viewer.dims.ndim >= 3:
-            self.plot.set_frame(int(self._viewer.dims.current_step[0]))
+            # The video's frame axis is the third from last (napari lines up trailing axes).
+            self.plot.set_frame(int(self._viewer.dims.current_step[-3]))
 
     def _site_at(self, world: Any) -> int | None:
         layer = getattr(self, "_sites_layer", None)

@@ -4,10 +4,10 @@ A thin layer over :func:`~napari_tem_atoms.analysis.species.iter_detect_species`
 three-frame stack, a (time, 3, rows, cols) time series of them, or three single-image layers) is
 optionally aligned, the network runs in a worker (progress bar, Cancel), and the columns come
 back as one Points layer with a ``species`` feature and a fixed colour per species, with the
-legend in the widget. For a time series the points are (time, image, y, x) with image = 1: they
-lie on the middle image of each series (whose frame their coordinates are in) and follow the
-time slider (napari lines layers up by their trailing axes, so (time, y, x) points would follow
-the image slider instead).
+legend in the widget. For a time series the points are (time, image, y, x): they lie on the
+middle-defocus image of each series (whose frame their coordinates are in; image 1 unless the
+defoci say otherwise) and follow the time slider (napari lines layers up by their trailing
+axes, so (time, y, x) points would follow the image slider instead).
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ class SpeciesWidget(WorkerRunner, Container):
                      self.model, self.sampling, self.defoci, self.align, self.note,
                      self.run_button, self.cancel_button, self.status, self.legend])
         self._partial: list[Any] = []
+        self._done = False
+        self._time_series = False
+        self._middle_image = 1
         self._n_series = 0
         self.atoms: Any = None
         self._reference: Any = None
@@ -171,16 +174,28 @@ class SpeciesWidget(WorkerRunner, Container):
         defoci, align = self._parsed_defoci(), bool(self.align.value)
 
         n_series = int(series.shape[0]) if np.ndim(series) == 4 else 1
+        self._time_series = np.ndim(series) == 4
+        # The positions are in the frame of the middle defocus; with defoci given, which
+        # image of the layer that is follows from their order.
+        self._middle_image = int(np.argsort(defoci)[1]) if defoci else 1
 
         def work():  # one step per focal series: Cancel stops between them
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                for kind, value in tagged_steps(
-                        iter_detect_species(series, model, sampling, defoci, align)):
-                    notes = [str(w.message) for w in caught] if kind == "done" else []
-                    yield (kind, value, notes)
+            steps = tagged_steps(iter_detect_species(series, model, sampling, defoci, align))
+            while True:
+                # The notes come with the result (attrs); the same notes as Python warnings
+                # are swallowed here, one step at a time (never across a yield, which a
+                # cancelled worker may never return to).
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        kind, value = next(steps)
+                    except StopIteration:
+                        return
+                notes = list(value.attrs.get("notes", [])) if kind == "done" else []
+                yield (kind, value, notes)
 
         self._partial = []
+        self._done = False
         self._n_series = n_series
         self._start_worker(work, n_series, "Finding species",
                            "Aligning and finding species..." if align
@@ -194,20 +209,26 @@ class SpeciesWidget(WorkerRunner, Container):
             return
         if kind == "error":
             show_error(f"Species: {value}")
+            self._show_partial()  # the series done before the bad one are kept
             self.status.value = value
             return
         for note in notes:
             show_warning(f"Species: {note}")
+        self._done = True
         self.atoms = value
         self._show(value)
 
-    def _after_run(self) -> None:
-        if self.status.value == "Cancelling...":
-            if self._partial:  # show the series done before Cancel: never lose work
-                import pandas as pd
+    def _show_partial(self) -> None:
+        if self._partial:
+            import pandas as pd
 
-                self.atoms = pd.concat(self._partial, ignore_index=True)
-                self._show(self.atoms)
+            self.atoms = pd.concat(self._partial, ignore_index=True)
+            self._show(self.atoms)
+
+    def _after_run(self) -> None:
+        if self.cancelled and not self._done:
+            if self._partial:  # show the series done before Cancel: never lose work
+                self._show_partial()
                 self.status.value = (f"Cancelled after {len(self._partial)} of "
                                      f"{self._n_series} series: {self.status.value}")
             else:
@@ -218,9 +239,9 @@ class SpeciesWidget(WorkerRunner, Container):
         reference = self._reference
         pixel_size = pixel_size_of_layer(reference.scale, reference.units, reference.metadata)
         pixel_size = pixel_size or (float(self.sampling.value),) * 2
-        time_series = reference.ndim == 4 and self.source.value == STACK
-        if time_series:
-            atoms = atoms.assign(image=1)  # the middle image: the frame of the coordinates
+        time_series = self._time_series
+        if time_series:  # on the middle-defocus image: the frame of the coordinates
+            atoms = atoms.assign(image=self._middle_image)
         columns = ["frame", "image", "y", "x"] if time_series else ["y", "x"]
         coordinates = atoms[columns].to_numpy(float).reshape(-1, len(columns))
         features = atoms[["frame", "species", "confidence"] if time_series
@@ -240,9 +261,9 @@ class SpeciesWidget(WorkerRunner, Container):
                           border_width=0.1, features=features,
                           size=SPECIES_MARKER_ANGSTROM / pixel_size[1])
             layer = self._viewer.add_points(coordinates, name=name, **kwargs)
-        if time_series:  # show the middle image, where the points are
+        if time_series:  # show the middle-defocus image, where the points are
             step = list(self._viewer.dims.current_step)
-            step[-3] = 1
+            step[-3] = self._middle_image
             self._viewer.dims.current_step = tuple(step)
         layer.metadata.update(source=reference.metadata.get("source"), model=self.model.value,
                               pixel_size_angstrom=pixel_size, species_colours=SPECIES_COLOURS)

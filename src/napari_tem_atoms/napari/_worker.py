@@ -38,6 +38,9 @@ class WorkerRunner:
 
     worker: Any = None
     _progress: Any = None
+    #: Set by Cancel, reset by the next run: a step that was under way when Cancel was clicked
+    #: still arrives (and may update the status) before the worker stops.
+    cancelled: bool = False
     run_button: Any
     cancel_button: Any
     status: Any
@@ -51,6 +54,7 @@ class WorkerRunner:
                       status: str) -> None:
         from napari.qt.threading import create_worker
 
+        self.cancelled = False
         self._progress = progress(total=total, desc=description)
         self.worker = create_worker(work)
         self.worker.yielded.connect(self._on_yielded)
@@ -69,6 +73,7 @@ class WorkerRunner:
         """Stop after the step in progress (the Cancel button)."""
         if self.worker is not None:
             self.worker.quit()
+            self.cancelled = True
             self.status.value = "Cancelling..."
 
     def _on_worker_finished(self) -> None:

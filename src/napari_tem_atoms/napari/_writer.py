@@ -17,7 +17,8 @@ def write_points_csv(path: str, data: Any, meta: dict) -> list[str]:
     path : str
         Destination ``.csv`` file; written to a temporary file and renamed when complete.
     data : array_like
-        The layer's (N, 2) or (N, 3) point coordinates, in data (pixel) coordinates.
+        The layer's (N, 2) ``(y, x)``, (N, 3) ``(frame, y, x)`` or (N, 4)
+        ``(frame, image, y, x)`` point coordinates, in data (pixel) coordinates.
     meta : dict
         The layer's state (``scale``, ``units``, ``features``, ``metadata``...).
 

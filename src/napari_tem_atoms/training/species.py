@@ -107,6 +107,9 @@ def load_species_config(path: str | Path) -> SpeciesRun:
     data = _update(run.data, raw.pop("data", {}), "data")
     model = _update(run.model, raw.pop("model", {}), "model")
     train = _update(run.train, raw.pop("train", {}), "train")
+    if train.init_from:
+        raise ValueError("[train] init_from is for column detectors; species models train "
+                         "from scratch")
     mos2 = _update(run.mos2, raw.pop("mos2", {}), "mos2")
     output = raw.pop("output", run.output)
     if raw:

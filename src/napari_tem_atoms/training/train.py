@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.detect import MIN_COLUMN_DISTANCE, find_peaks
+from ..errors import TEMAtomsError
 from ..simulation.exit_waves import build_exit_wave_cache, load_exit_waves
 from .card import model_card
 from .config import TrainingRun
@@ -128,9 +129,16 @@ def resume(checkpoint: Path, network: Any, optimiser: Any, scheduler: Any, steps
     if not checkpoint.exists():
         return 0
     state = torch.load(checkpoint, weights_only=True)
-    network.load_state_dict(state["network"])
-    optimiser.load_state_dict(state["optimiser"])
+    try:
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+    except (RuntimeError, ValueError) as exc:
+        raise TEMAtomsError(f"{checkpoint} was written by another network than this "
+                            f"configuration's: move it away to start afresh ({exc})") from None
     step = int(state["step"])
+    if step > steps:
+        raise TEMAtomsError(f"{checkpoint} is at step {step}, beyond the {steps} steps "
+                            "configured: raise steps, or move the checkpoint away")
     if state["scheduler"].get("total_steps") == steps:
         scheduler.load_state_dict(state["scheduler"])
     else:
@@ -164,11 +172,16 @@ def initialise_from(network: Any, weights: str | Path) -> str:
     from safetensors.torch import load_file
 
     if not Path(weights).is_file():
-        raise FileNotFoundError(f"init_from: no weights file {weights}")
+        raise TEMAtomsError(f"init_from: no weights file {weights} (train the first stage "
+                            "first)")
     state = load_file(str(weights), device="cpu")
-    missing, unexpected = network.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = network.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a layer of another shape: another architecture
+        raise TEMAtomsError(f"init_from {weights}: not the same network ({exc})") from None
     if unexpected:
-        raise ValueError(f"{weights}: layers the network does not have: {', '.join(unexpected)}")
+        raise TEMAtomsError(f"init_from {weights}: layers the network does not have: "
+                            f"{', '.join(unexpected)}")
     return (f"initialised from {weights} ({len(state)} tensors); new: "
             f"{len(missing)} tensors" + (f" ({missing[0].split('.')[0]} …)" if missing else ""))
 
