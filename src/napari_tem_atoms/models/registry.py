@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="9ff6c2da76dce008fe76cd0a261ad5f63c0e15635be17e3e2dc4ddcb48000b76",
+        sha256="0e9bade80568563c36de58d1179ebceb142835b593086d06567444e8f64d87c2",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",
