@@ -65,7 +65,7 @@ REGISTRY: dict[str, ModelEntry] = {
         description="Mo, S2 and S1 (sulfur vacancy) columns of MoS2 from a three-image focal "
                     "series (80 kV)",
         filename="mos2-focal.safetensors",
-        sha256="7923bf37429216909dcb027cd4100def9398c9e753815a1e7b2a7d6a967be3b3",
+        sha256="4589a25e5b7178ec11946a944fe161d9cbe5e9b393c1dc7515074d07423aec94",
     ),
 }
 
