@@ -154,7 +154,7 @@ def species_screenshot() -> Path:
                        for d in (-60.0, 0.0, 60.0)])
     viewer = _viewer()
     viewer.add_image(series, name="MoS2 focal series", scale=(1, 0.1, 0.1),
-                     units=("pixel", "angstrom", "angstrom"))
+                     units=("pixel", "angstrom", "angstrom"), axis_labels=("image", "y", "x"))
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Species (focal series)")
     widget.defoci.value = "-60, 0, 60"
     widget.run()

@@ -56,6 +56,7 @@ def test_open_folder_of_frames_as_one_stack(make_napari_viewer, made_files, mess
     [layer] = viewer.open(made_files["frames"], plugin=PLUGIN)
     assert layer.data.shape == (4, 40, 50)
     np.testing.assert_allclose(layer.scale, [1.0, 0.2, 0.2])
+    assert viewer.dims.axis_labels == ("frame", "y", "x")  # the slider says "frame"
 
 
 def test_reciprocal_calibration_is_reported_and_not_used(make_napari_viewer, hyperspy_files,
@@ -143,6 +144,7 @@ def test_sample_data_opens_calibrated(make_napari_viewer):
     np.testing.assert_allclose(image.scale, [1.0, 0.12, 0.12])
     assert truth.visible is False
     assert len(truth.data) > 100
+    assert image.axis_labels == truth.axis_labels == ("frame", "y", "x")
 
 
 def test_calibration_widget_sets_a_pixel_size(make_napari_viewer, made_files, messages):

@@ -157,6 +157,7 @@ class AlignWidget(WorkerRunner, Container):
             self._viewer.layers.remove(self._aligned)
         self._aligned = self._viewer.add_image(
             aligned, name=name, scale=layer.scale, units=layer.units, translate=translate,
+            axis_labels=layer.axis_labels,
             colormap=layer.colormap.name, contrast_limits=layer.contrast_limits,
             metadata={**layer.metadata, "aligned_from": layer.name,
                       "shifts_px": shifts.tolist(), "reference_frame": int(self.reference.value)})

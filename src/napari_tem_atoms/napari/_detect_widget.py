@@ -294,6 +294,7 @@ class DetectWidget(Container):
             self._viewer.layers[name].data = data
         else:
             self._viewer.add_image(data, name=name, scale=scale, units=image.units,
+                                   axis_labels=image.axis_labels[-data.ndim:],
                                    colormap="magma", blending="additive", opacity=0.6,
                                    contrast_limits=(0, 1))
 

@@ -33,7 +33,7 @@ from ..analysis.detect import iter_detect_atoms
 from ..errors import TEMAtomsError
 from ..live import FolderWatcher, FrameQueue, LiveStatistics
 from ..models import REGISTRY, load_cached_model, model_metadata
-from ._layers import pixel_size_of_layer, show_atoms
+from ._layers import axis_labels, pixel_size_of_layer, show_atoms
 
 if TYPE_CHECKING:
     import napari
@@ -244,6 +244,7 @@ class LiveWidget(Container):
             self._image_layer = self._viewer.add_image(
                 self._stack.data, name=name, scale=scale,
                 units=("pixel", "angstrom", "angstrom"), colormap="gray",
+                axis_labels=axis_labels(3),
                 metadata={"source": str(self.folder.value), "pixel_size_angstrom":
                           (sampling, sampling), "calibration": "real"})
         else:

@@ -179,6 +179,7 @@ class OccupancyWidget(WorkerRunner, Container):
                 viewer.layers[name].data = corrected
             else:
                 viewer.add_image(corrected, name=name, scale=video.scale, units=video.units,
+                                 axis_labels=video.axis_labels,
                                  colormap="gray", contrast_limits=video.contrast_limits)
             video.visible = False
 
@@ -189,6 +190,7 @@ class OccupancyWidget(WorkerRunner, Container):
             viewer.layers[name].data = heat
         else:
             heat_layer = viewer.add_image(heat, name=name, scale=scale2, units=units2,
+                                          axis_labels=video.axis_labels[-2:],
                                           colormap="viridis", contrast_limits=(0.0, 1.0),
                                           opacity=0.65, blending="translucent")
             heat_layer.colorbar.visible = True
@@ -203,6 +205,7 @@ class OccupancyWidget(WorkerRunner, Container):
             points.refresh_colors()
         else:
             points = viewer.add_points(coordinates, name=name, features=sites, scale=scale2,
+                                       axis_labels=video.axis_labels[-2:],
                                        units=units2, size=marker, face_color="occupancy",
                                        face_colormap="viridis",
                                        face_contrast_limits=(0.0, 1.0), border_width=0.1,

@@ -17,7 +17,7 @@ def synthetic_gold_stack() -> list[tuple[Any, dict[str, Any], str]]:
     name = "Synthetic Au stack"
     image = (stack.images, {
         "name": name, "scale": (1.0, *pixel_size), "units": ("pixel", "angstrom", "angstrom"),
-        "colormap": "gray",
+        "axis_labels": ("frame", "y", "x"), "colormap": "gray",
         "metadata": {"pixel_size_angstrom": pixel_size, "calibration": "real",
                      "dose_per_frame": stack.dose, "source": "synthetic (napari-tem-atoms)"},
     }, "image")
@@ -44,6 +44,7 @@ def synthetic_focal_series() -> list[tuple[Any, dict[str, Any], str]]:
     return [(series, {
         "name": "Synthetic Au focal series", "scale": (1.0, 0.1, 0.1),
         "units": ("pixel", "angstrom", "angstrom"), "colormap": "gray",
+        "axis_labels": ("image", "y", "x"),  # the images of a focal series, not time
         "metadata": {"pixel_size_angstrom": (0.1, 0.1), "calibration": "real",
                      "defocus_angstrom": FOCAL_SERIES_DEFOCI,
                      "true_shifts_px": FOCAL_SERIES_SHIFTS,
