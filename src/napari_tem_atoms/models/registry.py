@@ -65,7 +65,7 @@ REGISTRY: dict[str, ModelEntry] = {
         description="Mo, S2 and S1 (sulfur vacancy) columns of MoS2 from a three-image focal "
                     "series (80 kV)",
         filename="mos2-focal.safetensors",
-        sha256="4589a25e5b7178ec11946a944fe161d9cbe5e9b393c1dc7515074d07423aec94",
+        sha256="246f186f7d5e7902cf0f4073a8a9394387515569ab50cc9aa56111def4b9dfd7",
     ),
 }
 
