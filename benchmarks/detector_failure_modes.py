@@ -10,7 +10,6 @@ column thickness, and where the false positives lie (on the particle or off it).
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -21,7 +20,7 @@ from napari_tem_atoms.analysis.detect import iter_detect_atoms
 from napari_tem_atoms.models import load_model
 from napari_tem_atoms.simulation.exit_waves import load_exit_waves
 from napari_tem_atoms.training import load_config
-from napari_tem_atoms.training.data import SampleMaker
+from napari_tem_atoms.training.data import SampleMaker, particle_info
 from napari_tem_atoms.training.metrics import match_columns
 
 
@@ -76,7 +75,7 @@ def main() -> None:
             particle_index = index % len(particles)
             sample = maker.make(rng, settings, particle_index=particle_index)
             particle = particles[particle_index]
-            info = json.loads(str(particle["info"]))
+            info = particle_info(particle)
             columns = np.array(particle["columns"], dtype=float)
             columns[:, :2] /= sample.recorded_sampling
             steps = iter_detect_atoms(sample.recorded, loaded, sampling=sample.recorded_sampling,

@@ -23,13 +23,13 @@ from magicgui.widgets import (
     RadioButtons,
     create_widget,
 )
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from ..analysis.detect import atoms_from_heatmap, iter_detect_atoms
 from ..errors import TEMAtomsError
 from ..models import REGISTRY, load_cached_model, model_metadata
 from ._layers import pixel_size_of_layer, show_atoms
+from ._worker import WorkerRunner
 
 if TYPE_CHECKING:
     import napari
@@ -39,7 +39,7 @@ ALL_FRAMES, CURRENT_FRAME = "all frames", "current frame"
 YIELD_INTERVAL = 0.25
 
 
-class DetectWidget(Container):
+class DetectWidget(WorkerRunner, Container):
     """Find atomic columns in an image layer and show them as a Points layer.
 
     Parameters
@@ -71,10 +71,8 @@ class DetectWidget(Container):
                      self.sampling_note, self.threshold, self.frames, self.show_map,
                      self.run_button, self.cancel_button, self.status])
 
-        self.worker: Any = None
         self._results: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
         self._run_info: dict[str, Any] = {}
-        self._progress: Any = None
 
         self.image_layer.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
@@ -131,8 +129,6 @@ class DetectWidget(Container):
 
     def run(self) -> None:
         """Start detection in a worker thread (the Run button)."""
-        from napari.qt.threading import create_worker
-
         layer = self.image_layer.value
         self._validate()
         if not self.run_button.enabled:
@@ -178,20 +174,8 @@ class DetectWidget(Container):
 
         # The progress bar is driven by hand, at the refresh rate below: napari's per-yield
         # progress updates cost a fifth of the run on a software-rendered display.
-        self._progress = progress(total=len(indices), desc="Detecting atoms")
-        self.worker = create_worker(work)
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = f"Detecting atoms in {len(indices)} frame(s)..."
-        self.worker.start()
-
-    def cancel(self) -> None:
-        """Stop after the frame in progress (the Cancel button); keep what was found."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "Cancelling..."
+        self._start_worker(work, len(indices), "Detecting atoms",
+                           f"Detecting atoms in {len(indices)} frame(s)...")
 
     def _on_yielded(self, item: tuple) -> None:
         kind = item[0]
@@ -215,17 +199,15 @@ class DetectWidget(Container):
                 info["status_shown"] = now
                 done = len(self._results)
                 self.status.value = f"{done}/{info['n_frames']} frame(s) analysed..."
-                self._progress.update(done - self._progress.n)
+                self._advance(done)
             wait = max(2.0, 20.0 * info.get("redraw_seconds", 0.0))
             if now - info.get("points_shown", info["start"]) > wait:
                 self._update_layers()
                 info["points_shown"] = time.perf_counter()
                 info["redraw_seconds"] = info["points_shown"] - now
 
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.cancel_button.enabled = False
-        self._progress.close()
+    def _after_run(self) -> None:
+        """Show what was found (all of it, or what came before Cancel or an error)."""
         self._validate()
         if not self._results:
             return

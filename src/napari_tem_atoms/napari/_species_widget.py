@@ -130,7 +130,7 @@ class SpeciesWidget(WorkerRunner, Container):
         problem = ""
         if any(layer is None for layer in layers):
             problem = "Open the focal series first."
-        elif self.source.value == STACK and _series_axis(layers[0]) is None:
+        elif self.source.value == STACK and not _holds_focal_series(layers[0]):
             problem = (f"The stack must hold 3 images, (3, rows, cols), or a time series of "
                        f"them, (time, 3, rows, cols); it has shape "
                        f"{tuple(layers[0].data.shape)}. Or choose three layers.")
@@ -274,14 +274,10 @@ class SpeciesWidget(WorkerRunner, Container):
         show_info(f"Species: {self.status.value}")
 
 
-def _series_axis(layer: Any) -> int | None:
-    """Axis of the three focal images in a stack layer, or None when it holds no series."""
+def _holds_focal_series(layer: Any) -> bool:
+    """True for a (3, rows, cols) focal series or a (time, 3, rows, cols) series of them."""
     shape = layer.data.shape
-    if layer.ndim == 3 and shape[0] == 3:
-        return 0
-    if layer.ndim == 4 and shape[1] == 3:
-        return 1
-    return None
+    return (layer.ndim == 3 and shape[0] == 3) or (layer.ndim == 4 and shape[1] == 3)
 
 
 def _is_species(name: str) -> bool:

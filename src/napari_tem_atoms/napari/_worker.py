@@ -45,11 +45,6 @@ class WorkerRunner:
     cancel_button: Any
     status: Any
 
-    @property
-    def busy(self) -> bool:
-        """True while a run is in progress."""
-        return self.worker is not None
-
     def _start_worker(self, work: Callable[[], Generator], total: int, description: str,
                       status: str) -> None:
         from napari.qt.threading import create_worker

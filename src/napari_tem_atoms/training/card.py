@@ -37,6 +37,8 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         More Markdown (speed benchmarks, notes) appended at the end.
     """
     training = metadata["training"]
+    context = metadata["architecture"].get("context", 0)
+    field_px = _receptive_field(metadata["architecture"])
     envelope = training["envelope"]
     waves = training["exit_waves"]
     data = training["data"]
@@ -52,9 +54,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         f"{metadata['architecture']['base_channels']} base channels, depth "
         f"{metadata['architecture']['depth']}"
         + (f", {context} dilated context blocks after the bottleneck (receptive field "
-           f"{_receptive_field(metadata['architecture'])} px = "
-           f"{_receptive_field(metadata['architecture']) * metadata['sampling']:.0f} Å)"
-           if (context := metadata['architecture'].get('context', 0)) else "")
+           f"{field_px} px = {field_px * metadata['sampling']:.0f} Å)" if context else "")
         + ", fully convolutional |",
         f"| Input | one image rescaled to {metadata['sampling']} Å/px, "
         f"{metadata['normalisation']} |",

@@ -7,6 +7,7 @@ same kind of input; no two samples are the same image.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,9 +115,7 @@ class SampleMaker:
         self.support_probability = support_probability
         self.zone_groups: list[np.ndarray] = []
         if balance_zones:
-            import json
-
-            zones = np.array([json.loads(str(p["info"]))["zone_axis"] for p in particles])
+            zones = np.array([particle_info(p)["zone_axis"] for p in particles])
             self.zone_groups = [np.flatnonzero(zones == zone) for zone in np.unique(zones)]
 
     def _waves(self, rng: np.random.Generator, particle: dict) -> np.ndarray:
@@ -196,11 +195,14 @@ def random_patch(rng: np.random.Generator, size: int, images: np.ndarray, target
     return out[0], out[1], out[2]
 
 
+def particle_info(particle: dict) -> dict[str, Any]:
+    """The structure of a cached particle (shape, zone axis, diameter...), stored as JSON."""
+    return json.loads(str(particle["info"]))
+
+
 def describe_dataset(particles: list[dict]) -> dict[str, Any]:
     """Summary numbers of a set of cached particles (for the model card)."""
-    import json
-
-    infos = [json.loads(str(p["info"])) for p in particles]
+    infos = [particle_info(p) for p in particles]
     return {
         "particles": len(infos),
         "atoms_total": int(sum(i["n_atoms"] for i in infos)),
