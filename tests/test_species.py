@@ -213,7 +213,7 @@ def test_species_widget_runs_a_time_series_and_cancels(qtbot, make_napari_viewer
     long = np.repeat(video, 30, axis=0)  # 120 series: cancelled long before the end
     viewer.layers["video"].data = long
     widget.run()
-    qtbot.waitUntil(lambda: widget._progress is not None and widget._progress.n >= 1,
+    qtbot.waitUntil(lambda: widget.progress_bar.value >= 1,
                     timeout=60_000)
     widget.cancel()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)

@@ -26,7 +26,7 @@ from napari.utils.notifications import show_error, show_info
 from ..analysis.align import align_focal_series, apply_shifts, common_area, iter_estimate_drift
 from ..errors import TEMAtomsError
 from ._layers import pixel_size_of_layer
-from ._worker import WorkerRunner, tagged_steps
+from ._worker import WorkerRunner, make_progress_bar, tagged_steps
 
 if TYPE_CHECKING:
     import napari
@@ -60,13 +60,14 @@ class AlignWidget(WorkerRunner, Container):
         self.note = Label(value="")
         self.run_button = PushButton(text="Align")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress_bar = make_progress_bar()
         self.undo_button = PushButton(text="Undo", enabled=False)
         self.status = Label(value="")
         self.table = Table(value=_EMPTY_TABLE)
         self.table.read_only = True
         self.extend([self.stack_layer, self.kind, self.reference, self.max_shift, self.crop,
-                     self.note, self.run_button, self.cancel_button, self.undo_button,
-                     self.status, self.table])
+                     self.note, self.run_button, self.cancel_button, self.progress_bar,
+                     self.undo_button, self.status, self.table])
         self.shifts: np.ndarray | None = None
         self._aligned: Any = None
         self._original: Any = None

@@ -30,7 +30,7 @@ from ..analysis.video import iter_video_occupancy
 from ..io import write_atoms_csv
 from ..models import REGISTRY
 from ._layers import pixel_size_of_layer
-from ._worker import WorkerRunner, tagged_steps
+from ._worker import WorkerRunner, make_progress_bar, tagged_steps
 
 if TYPE_CHECKING:
     import napari
@@ -67,14 +67,15 @@ class OccupancyWidget(WorkerRunner, Container):
         self.note = Label(value="")
         self.run_button = PushButton(text="Measure occupancy")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress_bar = make_progress_bar()
         self.status = Label(value="")
         self.output = FileEdit(label="Sites CSV", mode="w", filter="*.csv")
         self.with_matrix = CheckBox(text="also the per-frame occupancy matrix", value=False)
         self.save_button = PushButton(text="Save sites", enabled=False)
         self.extend([self.video_layer, self.atoms_layer, self.model, self.sampling,
                      self.max_shift, self.site_radius, self.note, self.run_button,
-                     self.cancel_button, self.status, self.output, self.with_matrix,
-                     self.save_button])
+                     self.cancel_button, self.progress_bar, self.status, self.output,
+                     self.with_matrix, self.save_button])
 
         self.result: SiteOccupancy | None = None
         self.plot: Any = None
@@ -153,8 +154,7 @@ class OccupancyWidget(WorkerRunner, Container):
         elif kind == "done":
             self.result = value
             self._show_result()
-        elif self._progress is not None and self.result is None:
-            # Status first: the progress update may process the next yields re-entrantly.
+        elif self.worker is not None and self.result is None:
             self.status.value = f"{STAGE_NAMES[value.stage]}: {value.done}/{value.total}"
             self._advance(self._offsets[value.stage] + value.done)
 

@@ -32,7 +32,7 @@ from ..analysis.species import iter_detect_species
 from ..errors import TEMAtomsError
 from ..models import REGISTRY, model_metadata
 from ._layers import pixel_size_of_layer, points_layer_kwargs
-from ._worker import WorkerRunner, tagged_steps
+from ._worker import WorkerRunner, make_progress_bar, tagged_steps
 
 if TYPE_CHECKING:
     import napari
@@ -81,11 +81,13 @@ class SpeciesWidget(WorkerRunner, Container):
         self.note = Label(value="")
         self.run_button = PushButton(text="Find species")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress_bar = make_progress_bar()
         self.status = Label(value="")
         self.legend = Label(value=_legend())
         self.extend([self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3,
                      self.model, self.sampling, self.defoci, self.align, self.note,
-                     self.run_button, self.cancel_button, self.status, self.legend])
+                     self.run_button, self.cancel_button, self.progress_bar, self.status,
+                     self.legend])
         self._partial: list[Any] = []
         self._done = False
         self._time_series = False
