@@ -115,6 +115,16 @@ def test_cli_species_writes_a_species_column(tmp_path, untrained_species_model, 
     table = pd.read_csv(output)
     assert {"y", "x", "y_angstrom", "species", "confidence"} <= set(table.columns)
     assert "columns (" in capsys.readouterr().err
+    # A time series of focal series: the positions lie on each series' middle-defocus image,
+    # the file's image 2 for these defoci (as the Species widget writes it).
+    video = tmp_path / "series.npy"
+    np.save(video, np.stack([synthetic_focal_series(shape=(96, 96))] * 2))
+    assert main(["species", str(video), "--model", untrained_species_model, "--sampling", "0.1",
+                 "--defoci", "80,-80,0", "--max-shift", "4", "-o", str(output)]) == 0
+    table = pd.read_csv(output)
+    assert list(table.columns[:4]) == ["frame", "image", "y", "x"]
+    assert set(table.image) == {2} and set(table.frame) <= {0, 1}
+    capsys.readouterr()
     assert main(["species", str(path), "--model", untrained_species_model, "--sampling", "0.1",
                  "--defoci", "a,b,c", "-o", str(output)]) == 1
     assert "--defoci" in capsys.readouterr().err

@@ -135,6 +135,7 @@ def _detect(args: argparse.Namespace) -> int:
 def _species(args: argparse.Namespace) -> int:
     import warnings
 
+    import numpy as np
     import pandas as pd
     from tqdm import tqdm
 
@@ -171,7 +172,12 @@ def _species(args: argparse.Namespace) -> int:
         return 1
     for warning in caught:
         print(f"warning: {args.series}: {warning.message}", file=sys.stderr)
-    columns = ["frame", "y", "x"] if series.data.ndim == 4 else ["y", "x"]
+    columns = ["y", "x"]
+    if series.data.ndim == 4:
+        # As the Species widget writes them: the positions lie on the middle-defocus image of
+        # each series (which image of the file that is follows from the defoci's order).
+        atoms = atoms.assign(image=int(np.argsort(defoci)[1]) if defoci else 1)
+        columns = ["frame", "image", "y", "x"]
     table = atoms_table(atoms[columns].to_numpy(float), atoms[["species", "confidence"]],
                         sampling)
     write_atoms_csv(args.output, table)
