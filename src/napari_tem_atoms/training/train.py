@@ -122,13 +122,17 @@ def resume(checkpoint: Path, network: Any, optimiser: Any, scheduler: Any, steps
     """Load a training checkpoint if there is one; return the step to go on from (0: none).
 
     When the run now plans more (or fewer) steps than the checkpoint's, the one-cycle schedule
-    is re-laid over the new length and followed from the checkpoint's step.
+    is re-laid over the new length, with the learning rate configured now, and followed from
+    the checkpoint's step.
     """
     import torch
 
     if not checkpoint.exists():
         return 0
     state = torch.load(checkpoint, weights_only=True)
+    # The optimiser's state carries the old schedule's rates: keep the new ones to re-lay it.
+    planned = [{key: group[key] for key in ("initial_lr", "max_lr", "min_lr") if key in group}
+               for group in optimiser.param_groups]
     try:
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
@@ -142,6 +146,8 @@ def resume(checkpoint: Path, network: Any, optimiser: Any, scheduler: Any, steps
     if state["scheduler"].get("total_steps") == steps:
         scheduler.load_state_dict(state["scheduler"])
     else:
+        for group, rates in zip(optimiser.param_groups, planned, strict=True):
+            group.update(rates)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "step before optimizer.step": intended here
             for _ in range(min(step, steps)):
