@@ -32,7 +32,7 @@ from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
 from .config import TrainConfig, _update
 from .data import column_targets, random_patch
 from .metrics import MatchCounts, match_columns
-from .train import _batches, network_maps, resume, save_checkpoint
+from .train import _batches, network_maps, optimise, resume
 
 __all__ = ["FocalEnvelope", "FocalSeriesMaker", "SpeciesRun", "evaluate_species",
            "load_species_config", "score_species", "train_species"]
@@ -261,43 +261,19 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
     log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(flakes)} flakes, "
         f"{model_cfg.inputs} input image(s), {cfg.steps} steps of {cfg.batch_size}×"
         f"{cfg.patch_size}²")
-    history = output / "training_log.jsonl"
     batches = _batches(maker, cfg.batch_size, cfg.patch_size, cfg.seed, step, cfg.workers)
-    start, losses = time.time(), []
-    network.train()
-    while step < cfg.steps:
-        images, targets, masks = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bfloat16):
-            logits = network(images)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets,
-                                                  weight=masks.expand_as(targets),
-                                                  pos_weight=positive_weights)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        step += 1
-        losses.append(loss.item())
-        record: dict[str, Any] = {}
-        if step % 25 == 0 or step == cfg.steps:
-            rate = (time.time() - start) / len(losses)
-            record = {"step": step, "loss": float(np.mean(losses[-25:])),
-                      "seconds_per_step": rate}
-            log(f"step {step}/{cfg.steps}  loss {record['loss']:.4f}  {rate:.2f} s/step  "
-                f"ETA {(cfg.steps - step) * rate / 60:.0f} min")
-        if step % cfg.validate_every == 0 or step == cfg.steps:
-            scores = validate_species(network, validation, model_cfg.sampling, cfg.bfloat16)
-            record.update(step=step, validation_f1=scores["all"].f1,
-                          validation_s1_recall=scores["S1"].recall)
-            log(f"  validation: species F1 {scores['all'].f1:.3f}  " + "  ".join(
-                f"{k} F1 {scores[k].f1:.2f}" for k in SPECIES))
-        if record:
-            with open(history, "a") as stream:
-                stream.write(json.dumps(record) + "\n")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(checkpoint, network, optimiser, scheduler, step)
 
-    network.eval()
+    def validate_now() -> tuple[dict[str, float], str]:
+        scores = validate_species(network, validation, model_cfg.sampling, cfg.bfloat16)
+        return ({"validation_f1": scores["all"].f1,
+                 "validation_s1_recall": scores["S1"].recall},
+                f"species F1 {scores['all'].f1:.3f}  "
+                + "  ".join(f"{k} F1 {scores[k].f1:.2f}" for k in SPECIES))
+
+    optimise(network, optimiser, scheduler, batches, step=step, cfg=cfg,
+             loss_of=lambda logits, targets, masks: F.binary_cross_entropy_with_logits(
+                 logits, targets, weight=masks.expand_as(targets), pos_weight=positive_weights),
+             validate_now=validate_now, output=output, log=log)
     best = max((validate_species(network, validation, model_cfg.sampling, cfg.bfloat16, t)
                  ["all"].f1, round(float(t), 2)) for t in np.arange(0.2, 0.81, 0.1))
     log(f"default threshold {best[1]}: validation species F1 {best[0]:.3f}")

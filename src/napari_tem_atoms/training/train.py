@@ -169,6 +169,63 @@ def save_checkpoint(checkpoint: Path, network: Any, optimiser: Any, scheduler: A
     checkpoint.with_suffix(".part").replace(checkpoint)
 
 
+def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *, step: int,
+             cfg: Any, loss_of: Callable[[Any, Any, Any], Any],
+             validate_now: Callable[[], tuple[dict[str, float], str]], output: Path,
+             log: Log) -> None:
+    """The optimisation loop both tasks share: from `step` to ``cfg.steps``.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``steps``, ``bfloat16`` (autocast), ``validate_every`` and ``checkpoint_every`` (both
+        also at the last step).
+    loss_of : callable
+        ``loss_of(logits, targets, masks)`` for one batch of ``batches`` (float32 logits).
+    validate_now : callable
+        Scores the network on the validation set: the fields for the training log and a line
+        for the console.
+    output : pathlib.Path
+        Folder of ``checkpoint.pt`` and ``training_log.jsonl``.
+
+    Every 25 steps the loss, speed and learning rate go to the console and to `history` (one
+    JSON record per line); a checkpoint lets an interrupted or lengthened run go on.
+    """
+    import torch
+
+    steps, checkpoint, history = cfg.steps, output / "checkpoint.pt", output / "training_log.jsonl"
+    network.train()
+    start, losses = time.time(), []
+    while step < steps:
+        images, targets, masks = next(batches)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bfloat16):
+            logits = network(images)
+        loss = loss_of(logits.float(), targets, masks)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        step += 1
+        losses.append(loss.item())
+        record: dict[str, Any] = {}
+        if step % 25 == 0 or step == steps:
+            rate = (time.time() - start) / len(losses)
+            record = {"step": step, "loss": float(np.mean(losses[-25:])),
+                      "seconds_per_step": rate, "lr": scheduler.get_last_lr()[0]}
+            log(f"step {step}/{steps}  loss {record['loss']:.4f}  {rate:.2f} s/step  "
+                f"ETA {(steps - step) * rate / 60:.0f} min")
+        if step % cfg.validate_every == 0 or step == steps:
+            fields, line = validate_now()
+            record.update(step=step, **fields)
+            log(f"  validation: {line}")
+        if record:
+            with open(history, "a") as stream:
+                stream.write(json.dumps(record) + "\n")
+        if step % cfg.checkpoint_every == 0 or step == steps:
+            save_checkpoint(checkpoint, network, optimiser, scheduler, step)
+    network.eval()
+
+
 def initialise_from(network: Any, weights: str | Path) -> str:
     """Copy the layers of a weights file into `network`; say what was new.
 
@@ -237,41 +294,18 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(particles)} particles, "
         f"{len(carbons)} carbon slabs, {cfg.steps} steps of {cfg.batch_size}×{cfg.patch_size}²")
 
-    history = output / "training_log.jsonl"
-    network.train()
-    start, losses = time.time(), []
     batches = _batches(maker, cfg.batch_size, cfg.patch_size, cfg.seed, step, cfg.workers)
-    while step < cfg.steps:
-        images, targets, masks = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bfloat16):
-            logits = network(images)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets, weight=masks)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        step += 1
-        losses.append(loss.item())
-        record: dict[str, Any] = {}
-        if step % 25 == 0 or step == cfg.steps:
-            rate = (time.time() - start) / len(losses)
-            record = {"step": step, "loss": float(np.mean(losses[-25:])),
-                      "seconds_per_step": rate, "lr": scheduler.get_last_lr()[0]}
-            log(f"step {step}/{cfg.steps}  loss {record['loss']:.4f}  {rate:.2f} s/step  "
-                f"ETA {(cfg.steps - step) * rate / 60:.0f} min")
-        if step % cfg.validate_every == 0 or step == cfg.steps:
-            counts = validate(network, validation_samples, model_cfg.sampling, cfg.bfloat16)
-            record.update(step=step, validation_f1=counts.f1,
-                          validation_rmse_pm=counts.rmse_pm)
-            log(f"  validation: F1 {counts.f1:.3f}  precision {counts.precision:.3f}  "
-                f"recall {counts.recall:.3f}  RMSE {counts.rmse_pm:.1f} pm")
-        if record:
-            with open(history, "a") as stream:
-                stream.write(json.dumps(record) + "\n")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(checkpoint, network, optimiser, scheduler, step)
 
-    network.eval()
+    def validate_now() -> tuple[dict[str, float], str]:
+        counts = validate(network, validation_samples, model_cfg.sampling, cfg.bfloat16)
+        return ({"validation_f1": counts.f1, "validation_rmse_pm": counts.rmse_pm},
+                f"F1 {counts.f1:.3f}  precision {counts.precision:.3f}  "
+                f"recall {counts.recall:.3f}  RMSE {counts.rmse_pm:.1f} pm")
+
+    optimise(network, optimiser, scheduler, batches, step=step, cfg=cfg,
+             loss_of=lambda logits, targets, masks: F.binary_cross_entropy_with_logits(
+                 logits, targets, weight=masks),
+             validate_now=validate_now, output=output, log=log)
     calibration_samples = _validation_set(validation_maker, 4 * cfg.validation_images,
                                           cfg.seed + 1)
     threshold, calibrated = calibrate_threshold(network, calibration_samples,
@@ -303,7 +337,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     digest = save_model(weights, network, metadata)
     (output / f"{model_cfg.name}.json").write_text(
         json.dumps({**metadata, "sha256": digest}, indent=2))
-    records = [json.loads(line) for line in history.read_text().splitlines()]
+    records = [json.loads(line) for line in
+               (output / "training_log.jsonl").read_text().splitlines()]
     last_validation = next((r for r in reversed(records) if "validation_f1" in r), None)
     (output / f"{model_cfg.name}.md").write_text(
         model_card(metadata, digest, validation=last_validation))
