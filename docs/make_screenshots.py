@@ -101,7 +101,7 @@ def occupancy_screenshot() -> Path:
     viewer = _viewer()
     stack = synthetic_gold_stack(n_frames=40, seed=3)
     viewer.add_image(stack.images, name="video", scale=(1, stack.sampling, stack.sampling),
-                     units=("pixel", "angstrom", "angstrom"))
+                     units=("pixel", "angstrom", "angstrom"), axis_labels=("frame", "y", "x"))
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Occupancy")
     widget.run()
     _wait(lambda: widget.worker is None and widget.result is not None)

@@ -28,6 +28,7 @@ def test_focal_series_is_aligned_cropped_and_undone(qtbot, make_napari_viewer):
     widget.max_shift.value = 6
     widget.run()
     _wait(qtbot, widget)
+    assert widget.progress_bar.value == widget.progress_bar.max == 3  # full at the end
     np.testing.assert_allclose(widget.shifts, true, atol=0.2)
     aligned = viewer.layers["series aligned"]
     assert not layer.visible and aligned.visible

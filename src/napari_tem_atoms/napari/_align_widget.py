@@ -131,7 +131,8 @@ class AlignWidget(WorkerRunner, Container):
             self._done_frames += 1
             self.status.value = f"Aligning: {self._done_frames}/{value.n_frames} frames"
             self._advance(self._done_frames)
-        else:
+        else:  # a focal series is aligned in one step: the bar fills at the end
+            self._advance(self.progress_bar.max)
             self._show(value)
 
     def _after_run(self) -> None:
