@@ -96,6 +96,29 @@ def test_rescaling_keeps_pixel_centres(factor):
     np.testing.assert_allclose(peaks[0] * factor, [40.3, 77.6], atol=0.1)
 
 
+@pytest.mark.parametrize(("shape", "factor"), [
+    ((512, 512), 2.0), ((300, 410), 1.54), ((97, 100), 18.0), ((64, 80), 0.67), ((700, 33), 0.8),
+])
+def test_rescaling_equals_the_spline_transform_of_the_filtered_image(shape, factor):
+    # The definition (anti-aliasing Gaussian, cubic B-splines, nearest edges) that the sparse
+    # matrices compute faster: same numbers to float32 rounding, edges included.
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    image = ndimage.gaussian_filter(rng.normal(size=shape), 1.5) * 100 + 1000
+    image[:, :3] += 500  # a step at the edge
+    image = image.astype(np.float32)
+    rescaled, used = rescale_to_sampling(image, 0.1, 0.1 * factor)
+    expected = image
+    if used > 1:
+        expected = ndimage.gaussian_filter(image, (used - 1) / 2, mode="nearest")
+    out_shape = tuple(int(np.floor((n - 1) / used)) + 1 for n in shape)
+    expected = ndimage.affine_transform(expected, [used, used], output_shape=out_shape,
+                                        order=3, mode="nearest")
+    assert rescaled.dtype == np.float32 and rescaled.shape == out_shape
+    np.testing.assert_allclose(rescaled, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+
+
 def test_peaks_are_refined_to_sub_pixel():
     heat = _blobs((40, 40), [(12.3, 20.8)], 2.0)
     positions, heights = find_peaks(heat, 0.5, 3)
