@@ -131,12 +131,15 @@ def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = 512, overla
     channels = image.shape[0] if image.ndim == 3 else 1
     image = image.reshape(channels, rows, cols)
     step = max(multiple, tile_size - 2 * overlap)
+    # A side that fits in one tile is not cut (two overlapping tiles cost a third more).
+    step_r = rows if rows <= tile_size else step
+    step_c = cols if cols <= tile_size else step
     out = np.zeros((network.head.out_channels, rows, cols), dtype=np.float32)
-    for top in range(0, rows, step):
-        for left in range(0, cols, step):
+    for top in range(0, rows, step_r):
+        for left in range(0, cols, step_c):
             # The tile with its margin, clipped to the image, then padded to a valid size.
             r0, c0 = max(0, top - overlap), max(0, left - overlap)
-            r1, c1 = min(rows, top + step + overlap), min(cols, left + step + overlap)
+            r1, c1 = min(rows, top + step_r + overlap), min(cols, left + step_c + overlap)
             tile = image[:, r0:r1, c0:c1]
             pad_r = (-tile.shape[1]) % multiple
             pad_c = (-tile.shape[2]) % multiple
@@ -151,7 +154,7 @@ def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = 512, overla
             ):
                 logits = network(batch)
             probability = torch.sigmoid(logits.float())[0].cpu().numpy()
-            keep_r1, keep_c1 = min(rows, top + step), min(cols, left + step)
+            keep_r1, keep_c1 = min(rows, top + step_r), min(cols, left + step_c)
             out[:, top:keep_r1, left:keep_c1] = probability[
                 :, top - r0: keep_r1 - r0, left - c0: keep_c1 - c0]
     return out
