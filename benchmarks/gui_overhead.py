@@ -91,8 +91,10 @@ def time_widget(repeats: int) -> dict:
 
 def _in_process(kind: str, repeats: int) -> dict:
     command = [sys.executable, __file__, "--only", kind, "--repeats", str(repeats)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"the {kind} run failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(repeats: int = 5, rounds: int = 2) -> None:

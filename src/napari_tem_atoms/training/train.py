@@ -145,6 +145,11 @@ def resume(checkpoint: Path, network: Any, optimiser: Any, scheduler: Any, steps
                             "configured: raise steps, or move the checkpoint away")
     if state["scheduler"].get("total_steps") == steps:
         scheduler.load_state_dict(state["scheduler"])
+        saved = optimiser.param_groups[0].get("max_lr")
+        wanted = planned[0].get("max_lr") if planned else None
+        if saved is not None and wanted is not None and abs(saved - wanted) > 1e-12 * wanted:
+            log(f"note: the checkpoint's schedule (learning rate {saved:g}) goes on; the "
+                f"configured {wanted:g} applies when steps changes or in a new run")
     else:
         for group, rates in zip(optimiser.param_groups, planned, strict=True):
             group.update(rates)
@@ -188,8 +193,9 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
     output : pathlib.Path
         Folder of ``checkpoint.pt`` and ``training_log.jsonl``.
 
-    Every 25 steps the loss, speed and learning rate go to the console and to `history` (one
-    JSON record per line); a checkpoint lets an interrupted or lengthened run go on.
+    Every 25 steps the loss, speed and learning rate go to the console and to
+    ``training_log.jsonl`` (one JSON record per line); a checkpoint lets an interrupted or
+    lengthened run go on.
     """
     import torch
 
