@@ -57,6 +57,12 @@ def test_same_length_continues_the_saved_schedule(tmp_path):
     network, optimiser, scheduler = _run(1e-3, steps=8)
     assert resume(checkpoint, network, optimiser, scheduler, 8, print) == 3
     assert optimiser.param_groups[0]["lr"] == pytest.approx(saved_lr)
+    # A new learning rate with the same length: the saved schedule goes on, and it says so.
+    messages = []
+    network, optimiser, scheduler = _run(5e-3, steps=8)
+    assert resume(checkpoint, network, optimiser, scheduler, 8, messages.append) == 3
+    assert optimiser.param_groups[0]["lr"] == pytest.approx(saved_lr)
+    assert any("(learning rate 0.001) goes on" in m for m in messages), messages
 
 
 def test_a_checkpoint_beyond_the_configured_steps_is_refused(tmp_path):
