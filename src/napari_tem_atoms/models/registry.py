@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="0e9bade80568563c36de58d1179ebceb142835b593086d06567444e8f64d87c2",
+        sha256="aebcc80b714d0e953644265ae7f54c2bd2c51cd8e1cba937a761b34a10590d0c",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",
