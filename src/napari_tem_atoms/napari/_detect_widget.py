@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 ALL_FRAMES, CURRENT_FRAME = "all frames", "current frame"
 #: Shortest time between two hand-overs of finished frames from the worker [s].
 YIELD_INTERVAL = 0.25
+#: Shortest time between two refreshes of the status line and progress bar [s]: any widget
+#: refresh re-composites the whole window, a cost on a display without a GPU.
+STATUS_INTERVAL = 1.0
+#: Runs at least this long [s] end with a napari notification as well as the status line.
+NOTIFY_AFTER = 10.0
 
 
 class DetectWidget(WorkerRunner, Container):
@@ -188,14 +193,16 @@ class DetectWidget(WorkerRunner, Container):
             self._run_info["error"] = item[1]
         else:
             for index, atoms, heatmap in item[1]:
-                self._results[index] = (atoms.assign(frame=index), heatmap)
+                if atoms["frame"].ne(index).any():  # a single frame of a stack comes as 0
+                    atoms = atoms.assign(frame=index)
+                self._results[index] = (atoms, heatmap)
             # Redrawing after every frame would cost as much as the network on a
             # software-rendered display: the status refreshes twice a second, the points as the
             # run goes but at most 5 % of the time (each redraw waits 20 times as long as the
             # last one took, and at least two seconds), and both once more at the end.
             info = self._run_info
             now = time.perf_counter()
-            if now - info.get("status_shown", 0.0) > 0.5:
+            if now - info.get("status_shown", 0.0) > STATUS_INTERVAL:
                 info["status_shown"] = now
                 done = len(self._results)
                 self.status.value = f"{done}/{info['n_frames']} frame(s) analysed..."
@@ -213,16 +220,17 @@ class DetectWidget(WorkerRunner, Container):
             return
         self._update_layers()
         elapsed = time.perf_counter() - self._run_info["start"]
-        atoms = self._points_table()
+        n_atoms = sum(len(table) for table, _ in self._results.values())
         done, total = len(self._results), self._run_info["n_frames"]
         self._advance(done)
         error = self._run_info.get("error")
         stopped = "" if done == total else (
             f" (stopped at an error after {done} of {total}: {error})" if error
             else f" (cancelled after {done} of {total})")
-        self.status.value = (f"{len(atoms)} atoms in {done} frame(s){stopped}, "
+        self.status.value = (f"{n_atoms} atoms in {done} frame(s){stopped}, "
                              f"{elapsed:.1f} s on {self._run_info.get('device', '?')}")
-        show_info(f"Detect atoms: {self.status.value}")
+        if elapsed >= NOTIFY_AFTER:  # the user may have turned to something else meanwhile
+            show_info(f"Detect atoms: {self.status.value}")
 
     # --- results --------------------------------------------------------------------------
 
