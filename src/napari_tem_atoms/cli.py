@@ -135,11 +135,10 @@ def _detect(args: argparse.Namespace) -> int:
 def _species(args: argparse.Namespace) -> int:
     import warnings
 
-    import numpy as np
     import pandas as pd
     from tqdm import tqdm
 
-    from .analysis.species import iter_detect_species
+    from .analysis.species import iter_detect_species, middle_defocus_image
     from .io import atoms_table, read_image, write_atoms_csv
 
     defoci = None
@@ -176,7 +175,7 @@ def _species(args: argparse.Namespace) -> int:
     if series.data.ndim == 4:
         # As the Species widget writes them: the positions lie on the middle-defocus image of
         # each series (which image of the file that is follows from the defoci's order).
-        atoms = atoms.assign(image=int(np.argsort(defoci)[1]) if defoci else 1)
+        atoms = atoms.assign(image=middle_defocus_image(defoci))
         columns = ["frame", "image", "y", "x"]
     table = atoms_table(atoms[columns].to_numpy(float), atoms[["species", "confidence"]],
                         sampling)

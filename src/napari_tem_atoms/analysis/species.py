@@ -27,7 +27,7 @@ from .detect import (
     rescale_to_sampling,
 )
 
-__all__ = ["detect_species", "iter_detect_species", "order_focal_series",
+__all__ = ["detect_species", "iter_detect_species", "middle_defocus_image", "order_focal_series",
            "species_from_heatmaps"]
 
 #: Smallest distance between two columns in MoS2's projection (Mo-S: 1.84 Å) [Å].
@@ -68,6 +68,15 @@ def species_from_heatmaps(maps: np.ndarray, threshold: float, sampling: float
     cols = np.clip(np.round(positions[:, 1]).astype(int), 0, maps.shape[2] - 1)
     classes = np.argmax(maps[:, rows, cols], axis=0)
     return positions, classes, heights
+
+
+def middle_defocus_image(defoci: Sequence[float] | None) -> int:
+    """Index, in the given order, of the image whose frame the positions are in.
+
+    That is the middle defocus: image 1 when no defoci are given (the series is then in
+    increasing defocus).
+    """
+    return 1 if not defoci else int(np.argsort(defoci)[1])
 
 
 def order_focal_series(series: np.ndarray, defoci: Sequence[float] | None

@@ -178,7 +178,7 @@ class DetectWidget(WorkerRunner, Container):
             if batch:
                 yield ("frames", batch)
 
-        # The progress bar moves with the status, twice a second (see _on_yielded).
+        # The progress bar moves with the status, at most every STATUS_INTERVAL.
         self._start_worker(work, len(indices), "Detecting atoms",
                            f"Detecting atoms in {len(indices)} frame(s)...")
 
@@ -197,9 +197,9 @@ class DetectWidget(WorkerRunner, Container):
                     atoms = atoms.assign(frame=index)
                 self._results[index] = (atoms, heatmap)
             # Redrawing after every frame would cost as much as the network on a
-            # software-rendered display: the status refreshes twice a second, the points as the
-            # run goes but at most 5 % of the time (each redraw waits 20 times as long as the
-            # last one took, and at least two seconds), and both once more at the end.
+            # software-rendered display: the status refreshes every STATUS_INTERVAL, the points
+            # as the run goes but at most 5 % of the time (each redraw waits 20 times as long
+            # as the last one took, and at least two seconds), and both once more at the end.
             info = self._run_info
             now = time.perf_counter()
             if now - info.get("status_shown", 0.0) > STATUS_INTERVAL:

@@ -28,7 +28,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ..analysis.species import iter_detect_species
+from ..analysis.species import iter_detect_species, middle_defocus_image
 from ..errors import TEMAtomsError
 from ..models import REGISTRY, model_metadata
 from ._layers import pixel_size_of_layer, points_layer_kwargs
@@ -179,7 +179,7 @@ class SpeciesWidget(WorkerRunner, Container):
         self._time_series = np.ndim(series) == 4
         # The positions are in the frame of the middle defocus; with defoci given, which
         # image of the layer that is follows from their order.
-        self._middle_image = int(np.argsort(defoci)[1]) if defoci else 1
+        self._middle_image = middle_defocus_image(defoci)
 
         def work():  # one step per focal series: Cancel stops between them
             steps = tagged_steps(iter_detect_species(series, model, sampling, defoci, align))

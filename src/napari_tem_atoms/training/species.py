@@ -32,7 +32,7 @@ from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
 from .config import TrainConfig, _update
 from .data import column_targets, random_patch
 from .metrics import MatchCounts, match_columns
-from .train import _batches, network_maps, optimise, resume
+from .train import CHECKPOINT_FILE, _batches, network_maps, optimise, resume
 
 __all__ = ["FocalEnvelope", "FocalSeriesMaker", "SpeciesRun", "evaluate_species",
            "load_species_config", "score_species", "train_species"]
@@ -255,7 +255,7 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
                                                     total_steps=cfg.steps, pct_start=0.05)
-    checkpoint = output / "checkpoint.pt"
+    checkpoint = output / CHECKPOINT_FILE
     step = resume(checkpoint, network, optimiser, scheduler, cfg.steps, log)
     n_parameters = sum(p.numel() for p in network.parameters())
     log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(flakes)} flakes, "

@@ -29,6 +29,10 @@ __all__ = ["ensure_exit_waves", "train"]
 Log = Callable[[str], None]
 
 
+#: Files of a training run's output folder: the checkpoint to resume from, the log per step.
+CHECKPOINT_FILE, LOG_FILE = "checkpoint.pt", "training_log.jsonl"
+
+
 def ensure_exit_waves(run: TrainingRun, log: Log = print) -> None:
     """Compute the exit waves the run needs, unless they are already cached."""
     data = run.data
@@ -199,7 +203,7 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
     """
     import torch
 
-    steps, checkpoint, history = cfg.steps, output / "checkpoint.pt", output / "training_log.jsonl"
+    steps, checkpoint, history = cfg.steps, output / CHECKPOINT_FILE, output / LOG_FILE
     network.train()
     start, losses = time.time(), []
     while step < steps:
@@ -292,7 +296,7 @@ def train(run: TrainingRun, log: Log = print) -> Path:
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
                                                     total_steps=cfg.steps, pct_start=0.05)
-    checkpoint = output / "checkpoint.pt"
+    checkpoint = output / CHECKPOINT_FILE
     step = resume(checkpoint, network, optimiser, scheduler, cfg.steps, log)
     if not step and cfg.init_from:
         log(initialise_from(network, cfg.init_from))
@@ -343,8 +347,7 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     digest = save_model(weights, network, metadata)
     (output / f"{model_cfg.name}.json").write_text(
         json.dumps({**metadata, "sha256": digest}, indent=2))
-    records = [json.loads(line) for line in
-               (output / "training_log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (output / LOG_FILE).read_text().splitlines()]
     last_validation = next((r for r in reversed(records) if "validation_f1" in r), None)
     (output / f"{model_cfg.name}.md").write_text(
         model_card(metadata, digest, validation=last_validation))
