@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20181000)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--table", default=None, help="write the per-image rows as CSV")
+    parser.add_argument("--paired", action="store_true",
+                        help="the same particles and microscopes at every dose (each image "
+                             "drawn from its own seed): only the shot noise differs")
     args = parser.parse_args()
 
     run = load_config(args.config)
@@ -71,6 +74,8 @@ def main() -> None:
     for dose in args.dose:
         rng = np.random.default_rng([args.seed, int(dose)])
         for index in range(args.images):
+            if args.paired:
+                rng = np.random.default_rng([args.seed, index])
             settings = replace(run.envelope.draw(rng), dose=float(dose))
             particle_index = index % len(particles)
             sample = maker.make(rng, settings, particle_index=particle_index)
@@ -105,6 +110,9 @@ def main() -> None:
 
     print(f"pooled over {len(table)} images:")
     print(pooled(table).round(3).to_string())
+    if len(args.dose) > 1:
+        paired = " (the same images at every dose)" if args.paired else ""
+        print(f"\nby dose{paired}:\n" + table.groupby("dose").apply(pooled).round(3).to_string())
     bins = {
         "defocus": [-200, -120, -40, 40, 120, 200],
         "cs_um": [-30, -15, -5, 5, 15, 30],

@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 
 from napari_tem_atoms.analysis.align import (
+    _window,
     align_focal_series,
     apply_shifts,
     common_area,
@@ -107,6 +108,32 @@ def test_mismatched_shapes_and_impossible_bounds_are_refused():
         estimate_shift(rng.normal(size=(32, 32)), rng.normal(size=(32, 32)), max_shift=40)
     with pytest.raises(TEMAtomsError, match="no area common"):
         common_area((10, 10), np.array([[0, 0], [12, 0]]))
+
+
+def test_windows_hann_and_tukey_and_the_automatic_choice():
+    tukey = _window("tukey", 101, 81)
+    assert tukey[0].max() == 0.0 and tukey[:, 0].max() == 0.0
+    np.testing.assert_array_equal(tukey[26:76, 21:61], 1.0)  # flat over the inner half
+    hann = _window("hann", 101, 81)
+    assert hann[50, 40] == 1.0 and hann[26, 40] < 0.55
+    # A particle in noisy vacuum: the Hann window keeps the empty border out, and the automatic
+    # choice is the Hann result; a lattice filling the field aligns under both windows.
+    rows, cols = np.mgrid[0:192, 0:192]
+    lattice = np.cos(2 * np.pi * rows / 9.0) + np.cos(2 * np.pi * (rows + 1.73 * cols) / 18.0)
+    particle = lattice * np.exp(-((rows - 96.0) ** 2 + (cols - 96.0) ** 2) / (2 * 25.0**2))
+    true = np.array([1.3, -0.7])
+    rng = np.random.default_rng(3)
+    for scene, noise, chosen in ((particle, 3.0, ("hann",)), (lattice, 6.0, ("hann", "tukey"))):
+        reference = 20 + 2 * scene + rng.normal(0, noise, scene.shape)
+        moving = 20 - 2 * np.real(_fourier_shift(scene, true)) + rng.normal(0, noise, scene.shape)
+        found = {window: estimate_shift(reference, moving, 3, contrast_invariant=True,
+                                        window=window) for window in ("auto", "hann", "tukey")}
+        assert any(np.array_equal(found["auto"], found[window]) for window in chosen)
+        np.testing.assert_allclose(found["auto"], true, atol=0.35)
+    with pytest.raises(TEMAtomsError, match="window must be one of"):
+        estimate_shift(reference, moving, 3, window="gauss")
+    with pytest.raises(TEMAtomsError, match="drift window"):
+        estimate_drift(np.stack([reference, moving]), max_shift=3, window="auto")
 
 
 def test_default_bound_keeps_a_flickering_particle_video_on_its_lattice():

@@ -1,10 +1,9 @@
 """Register images of one area: focal series (contrast changes between defoci) and drift.
 
-The images are compared through their smoothed gradient magnitude, which is the same whether the
-columns are bright or dark, so a focal series whose contrast reverses between defoci still aligns;
-the comparison is a phase correlation (a whitened cross-power spectrum, low-passed to keep shot
-noise out) under a Hann window; the peak is refined to sub-pixel precision with an upsampled
-matrix DFT around it.
+Two images are compared through their cross-power spectrum, partly whitened and low-passed to
+keep shot noise out, under an apodising window; for a focal series the spectrum is squared first,
+so that the contrast reversals between defoci (sign flips of whole rings of the spectrum) do not
+matter. The peak is refined to sub-pixel precision with an upsampled matrix DFT around it.
 
 A crystal repeats itself, so a correlation also peaks at every lattice translation of the true
 shift. The peak is therefore only searched within ``max_shift`` pixels of an expected shift (zero
@@ -27,6 +26,7 @@ from ..errors import TEMAtomsError
 from ._steps import run_steps
 
 __all__ = [
+    "WINDOWS",
     "AlignmentStep",
     "align_focal_series",
     "apply_shifts",
@@ -40,6 +40,14 @@ __all__ = [
 DEFAULT_MAX_SHIFT_FRACTION = 0.125
 #: Default spectral low-pass of the correlation [cycles/px] (measured best at 300-3000 e/Å²).
 DEFAULT_CUTOFF = 0.1
+
+
+#: Apodising windows: "hann" weighs the centre of the field (best for a particle or flake
+#: surrounded by vacuum or support), "tukey" is flat over the inner half (best when the crystal
+#: fills the field), "auto" registers with both and keeps the more significant correlation.
+WINDOWS = ("auto", "hann", "tukey")
+#: Fraction of each side over which the Tukey window tapers.
+TUKEY_TAPER = 0.5
 
 
 #: Default search bound when the pixel size is known [Å]: below half the lattice period of
@@ -71,13 +79,13 @@ class _Registration:
     """
 
     def __init__(self, reference: np.ndarray, smoothing: float, cutoff: float,
-                 contrast_invariant: bool) -> None:
+                 contrast_invariant: bool, window: str = "hann") -> None:
         self.shape = reference.shape
         self.smoothing = smoothing
         self.contrast_invariant = contrast_invariant
         rows, cols = self.shape
-        # Hann window: the image borders would otherwise correlate as a strong cross at zero shift.
-        self.window = np.outer(np.hanning(rows), np.hanning(cols)).astype(np.float32)
+        # The image borders would otherwise correlate as a strong cross at zero shift.
+        self.window = _window(window, rows, cols)
         ky = np.fft.fftfreq(rows)[:, None]
         kx = np.fft.fftfreq(cols)[None, :]
         self.low_pass = np.exp(-0.5 * (ky**2 + kx**2) / cutoff**2)
@@ -100,6 +108,7 @@ class _Registration:
 
     def shift(self, moving: np.ndarray, expected: np.ndarray, max_shift: float,
               upsample: int) -> tuple[np.ndarray, float]:
+        """The shift [px] and its significance (peak height over the correlation's std)."""
         cross = np.fft.fft2(self.prepare(moving)) * np.conj(self.reference_fft)
         magnitude = np.abs(cross) + 1e-12 * float(np.abs(cross).max())
         factor = 1.0
@@ -126,8 +135,25 @@ class _Registration:
         coarse = np.array([dy[peak[0]], dx[peak[1]]], dtype=float)
         refined, height = _refine_peak(cross, coarse, upsample)
         if np.hypot(*(refined - centre)) > factor * max_shift + 1.0:  # walked off: keep coarse
-            refined = coarse
-        return refined / factor, height
+            refined, height = coarse, float(correlation[peak])
+        return refined / factor, height / max(float(correlation.std()), 1e-30)
+
+
+def _window(name: str, rows: int, cols: int) -> np.ndarray:
+    if name == "hann":
+        along_y, along_x = np.hanning(rows), np.hanning(cols)
+    elif name == "tukey":
+        along_y, along_x = _tukey(rows), _tukey(cols)
+    else:
+        raise TEMAtomsError(f"window must be one of {', '.join(WINDOWS)}, not {name!r}")
+    return np.outer(along_y, along_x).astype(np.float32)
+
+
+def _tukey(length: int) -> np.ndarray:
+    """Flat in the middle, a half-cosine taper over `TUKEY_TAPER` / 2 of the length at each end."""
+    position = np.linspace(0.0, 1.0, length)
+    edge = np.minimum(position, 1.0 - position) / (TUKEY_TAPER / 2)
+    return np.where(edge >= 1.0, 1.0, 0.5 * (1 - np.cos(np.pi * np.clip(edge, 0.0, 1.0))))
 
 
 def _refine_peak(cross: np.ndarray, coarse: np.ndarray, upsample: int
@@ -147,8 +173,8 @@ def _refine_peak(cross: np.ndarray, coarse: np.ndarray, upsample: int
 
 def estimate_shift(reference: np.ndarray, moving: np.ndarray, max_shift: float | None = None,
                    expected: Sequence[float] = (0.0, 0.0), contrast_invariant: bool = False,
-                   cutoff: float = DEFAULT_CUTOFF, smoothing: float = 0.0, upsample: int = 20
-                   ) -> np.ndarray:
+                   cutoff: float = DEFAULT_CUTOFF, smoothing: float = 0.0, upsample: int = 20,
+                   window: str = "auto") -> np.ndarray:
     """Find the translation of `moving` relative to `reference`, with sub-pixel precision.
 
     Parameters
@@ -169,6 +195,10 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, max_shift: float |
         Extra Gaussian σ applied to both images first [px].
     upsample : int, optional
         Sub-pixel refinement: the correlation peak is located to 1/`upsample` px.
+    window : {"auto", "hann", "tukey"}, optional
+        Apodising window: ``"hann"`` for an object surrounded by vacuum or support, ``"tukey"``
+        when the crystal fills the field, ``"auto"`` (default) tries both and keeps the more
+        significant correlation (twice the work).
 
     Returns
     -------
@@ -190,10 +220,20 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, max_shift: float |
         raise TEMAtomsError(f"images to align must be 2-D, not {reference.ndim}-D")
     if max_shift is None:
         max_shift = default_max_shift(reference.shape)
-    registration = _Registration(reference, smoothing, cutoff, contrast_invariant)
-    shift, _ = registration.shift(moving, np.asarray(expected, dtype=float), float(max_shift),
-                                  upsample)
-    return shift
+    best_shift, best_significance = np.zeros(2), -np.inf
+    for name in _windows_to_try(window):
+        registration = _Registration(reference, smoothing, cutoff, contrast_invariant, name)
+        shift, significance = registration.shift(moving, np.asarray(expected, dtype=float),
+                                                 float(max_shift), upsample)
+        if significance > best_significance:
+            best_shift, best_significance = shift, significance
+    return best_shift
+
+
+def _windows_to_try(window: str) -> tuple[str, ...]:
+    if window not in WINDOWS:
+        raise TEMAtomsError(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+    return ("hann", "tukey") if window == "auto" else (window,)
 
 
 def _check_stack(images: np.ndarray, minimum: int, what: str) -> np.ndarray:
@@ -208,12 +248,15 @@ def _check_stack(images: np.ndarray, minimum: int, what: str) -> np.ndarray:
 
 def align_focal_series(images: np.ndarray, reference: int | None = None,
                        max_shift: float | None = None, cutoff: float = DEFAULT_CUTOFF,
-                       upsample: int = 20, sampling: float | None = None) -> np.ndarray:
+                       upsample: int = 20, sampling: float | None = None,
+                       window: str = "auto") -> np.ndarray:
     """Register every image of a focal series to one of them, whatever their contrast.
 
     Every pair of images is registered with the contrast-invariant correlation and the shifts
     are the least-squares solution of all pairs (each image is compared with each other, so one
-    low-contrast image, e.g. near Gaussian focus, does not spoil the rest).
+    low-contrast image, e.g. near Gaussian focus, does not spoil the rest). With
+    ``window="auto"`` this is done under both windows and the set of pairs with the larger
+    summed significance is kept.
 
     Parameters
     ----------
@@ -229,6 +272,8 @@ def align_focal_series(images: np.ndarray, reference: int | None = None,
         As in :func:`estimate_shift`.
     sampling : float, optional
         Pixel size [Å/px], for the default `max_shift`.
+    window : {"auto", "hann", "tukey"}, optional
+        As in :func:`estimate_shift`.
 
     Returns
     -------
@@ -246,20 +291,25 @@ def align_focal_series(images: np.ndarray, reference: int | None = None,
     reference %= n_images
     if max_shift is None:
         max_shift = default_max_shift(images.shape, sampling)
-    rows, targets = [], []
-    for first in range(n_images):
-        registration = _Registration(images[first], 0.0, cutoff, contrast_invariant=True)
-        for second in range(first + 1, n_images):
-            shift, _ = registration.shift(images[second], np.zeros(2), float(max_shift),
-                                          upsample)
-            row = np.zeros(n_images)
-            row[second], row[first] = 1.0, -1.0
-            rows.append(row)
-            targets.append(shift)
-    anchor = np.zeros(n_images)
-    anchor[reference] = 1.0
-    solution, *_ = np.linalg.lstsq(np.array([*rows, anchor]),
-                                   np.array([*targets, np.zeros(2)]), rcond=None)
+    pairs = [(first, second) for first in range(n_images)
+             for second in range(first + 1, n_images)]
+    targets, best_significance = [], -np.inf
+    for name in _windows_to_try(window):
+        shifts, significance = [], 0.0
+        for first in range(n_images):
+            registration = _Registration(images[first], 0.0, cutoff, True, name)
+            for second in range(first + 1, n_images):
+                shift, pair_significance = registration.shift(images[second], np.zeros(2),
+                                                              float(max_shift), upsample)
+                shifts.append(shift)
+                significance += pair_significance
+        if significance > best_significance:
+            targets, best_significance = shifts, significance
+    rows = np.zeros((len(pairs) + 1, n_images))
+    for index, (first, second) in enumerate(pairs):
+        rows[index, second], rows[index, first] = 1.0, -1.0
+    rows[-1, reference] = 1.0  # anchors the reference at zero
+    solution, *_ = np.linalg.lstsq(rows, np.array([*targets, np.zeros(2)]), rcond=None)
     return solution - solution[reference]
 
 
@@ -275,7 +325,7 @@ class AlignmentStep:
 def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0,
                         max_shift: float | None = None, mode: str = "reference",
                         contrast_invariant: bool = False, cutoff: float = DEFAULT_CUTOFF,
-                        upsample: int = 20, sampling: float | None = None
+                        upsample: int = 20, sampling: float | None = None, window: str = "hann"
                         ) -> Generator[AlignmentStep, None, np.ndarray]:
     """Drift of every frame of a video, one frame at a time (the generator form for the GUI).
 
@@ -287,6 +337,8 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
         raise TEMAtomsError(f"drift needs at least 2 frames, got {n_frames}")
     if mode not in ("reference", "previous"):
         raise TEMAtomsError(f"drift mode must be 'reference' or 'previous', not {mode!r}")
+    if window not in ("hann", "tukey"):
+        raise TEMAtomsError(f"drift window must be 'hann' or 'tukey', not {window!r}")
     reference %= n_frames
     first = np.asarray(frames[reference])
     if first.ndim != 2:
@@ -297,13 +349,13 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
     shifts = np.zeros((n_frames, 2))
     # Walk outwards from the reference so that each search starts from its neighbour's drift.
     order = [*range(reference + 1, n_frames), *range(reference - 1, -1, -1)]
-    registration = _Registration(first, 0.0, cutoff, contrast_invariant)
+    registration = _Registration(first, 0.0, cutoff, contrast_invariant, window)
     yield AlignmentStep(reference, n_frames, shifts[reference].copy())
     for frame in order:
         neighbour = frame - 1 if frame > reference else frame + 1
         if mode == "previous":
             step_registration = _Registration(np.asarray(frames[neighbour]), 0.0, cutoff,
-                                              contrast_invariant)
+                                              contrast_invariant, window)
             step, _ = step_registration.shift(np.asarray(frames[frame]), np.zeros(2),
                                               float(max_shift), upsample)
             shifts[frame] = shifts[neighbour] + step
@@ -317,7 +369,8 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
 def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0,
                    max_shift: float | None = None, mode: str = "reference",
                    contrast_invariant: bool = False, cutoff: float = DEFAULT_CUTOFF,
-                   upsample: int = 20, sampling: float | None = None) -> np.ndarray:
+                   upsample: int = 20, sampling: float | None = None, window: str = "hann"
+                   ) -> np.ndarray:
     """Drift of every frame of a video relative to a reference frame.
 
     Parameters
@@ -340,6 +393,9 @@ def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0
         As in :func:`estimate_shift`.
     sampling : float, optional
         Pixel size [Å/px], for the default `max_shift`.
+    window : {"hann", "tukey"}, optional
+        Apodising window (see :func:`estimate_shift`): ``"tukey"`` when the crystal fills the
+        frame. One window per video, so every frame is registered the same way.
 
     Returns
     -------
@@ -347,7 +403,7 @@ def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0
         (T, 2) drift ``(dy, dx)`` [px] of each frame; zero for the reference.
     """
     return run_steps(iter_estimate_drift(frames, reference, max_shift, mode, contrast_invariant,
-                                         cutoff, upsample, sampling))
+                                         cutoff, upsample, sampling, window))
 
 
 def apply_shifts(images: np.ndarray, shifts: np.ndarray, order: int = 3) -> np.ndarray:
