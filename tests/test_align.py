@@ -132,8 +132,11 @@ def test_windows_hann_and_tukey_and_the_automatic_choice():
         np.testing.assert_allclose(found["auto"], true, atol=0.35)
     with pytest.raises(TEMAtomsError, match="window must be one of"):
         estimate_shift(reference, moving, 3, window="gauss")
-    with pytest.raises(TEMAtomsError, match="drift window"):
-        estimate_drift(np.stack([reference, moving]), max_shift=3, window="auto")
+    drift = estimate_drift(np.stack([reference, moving]), max_shift=3, window="auto",
+                           contrast_invariant=True)
+    np.testing.assert_allclose(drift[1], true, atol=0.35)
+    with pytest.raises(TEMAtomsError, match="window must be one of"):
+        estimate_drift(np.stack([reference, moving]), max_shift=3, window="flat")
 
 
 def test_default_bound_keeps_a_flickering_particle_video_on_its_lattice():

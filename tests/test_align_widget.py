@@ -63,6 +63,29 @@ def test_drifting_video_is_registered_frame_by_frame(qtbot, make_napari_viewer):
     assert viewer.layers["video aligned"].data.shape == stack.images.shape
 
 
+def test_the_chosen_window_reaches_the_registration(qtbot, make_napari_viewer, monkeypatch):
+    import napari_tem_atoms.napari._align_widget as align_widget
+
+    chosen = []
+    original = align_widget.align_focal_series
+
+    def recording(*args, **kwargs):
+        chosen.append(kwargs["window"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(align_widget, "align_focal_series", recording)
+    viewer = make_napari_viewer()
+    viewer.add_image(focal_series(np.zeros((3, 2))), name="series")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget.window.value == "auto"
+    widget.window.value = "tukey"
+    widget.max_shift.value = 6
+    widget.run()
+    _wait(qtbot, widget)
+    assert chosen == ["tukey"]
+    np.testing.assert_allclose(widget.shifts, 0.0, atol=0.2)
+
+
 def test_single_images_are_refused_with_a_reason(make_napari_viewer):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)

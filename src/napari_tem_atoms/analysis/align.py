@@ -337,8 +337,7 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
         raise TEMAtomsError(f"drift needs at least 2 frames, got {n_frames}")
     if mode not in ("reference", "previous"):
         raise TEMAtomsError(f"drift mode must be 'reference' or 'previous', not {mode!r}")
-    if window not in ("hann", "tukey"):
-        raise TEMAtomsError(f"drift window must be 'hann' or 'tukey', not {window!r}")
+    candidates = _windows_to_try(window)
     reference %= n_frames
     first = np.asarray(frames[reference])
     if first.ndim != 2:
@@ -349,6 +348,18 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
     shifts = np.zeros((n_frames, 2))
     # Walk outwards from the reference so that each search starts from its neighbour's drift.
     order = [*range(reference + 1, n_frames), *range(reference - 1, -1, -1)]
+    if len(candidates) > 1 and order:
+        # "auto": chosen once per video, on the reference and its neighbour, so that every frame
+        # is registered the same way.
+        significance = {}
+        for name in candidates:
+            _, significance[name] = _Registration(first, 0.0, cutoff, contrast_invariant,
+                                                  name).shift(np.asarray(frames[order[0]]),
+                                                              np.zeros(2), float(max_shift),
+                                                              upsample)
+        window = max(significance, key=significance.get)
+    else:
+        window = candidates[0]
     registration = _Registration(first, 0.0, cutoff, contrast_invariant, window)
     yield AlignmentStep(reference, n_frames, shifts[reference].copy())
     for frame in order:
@@ -393,9 +404,10 @@ def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0
         As in :func:`estimate_shift`.
     sampling : float, optional
         Pixel size [Å/px], for the default `max_shift`.
-    window : {"hann", "tukey"}, optional
+    window : {"hann", "auto", "tukey"}, optional
         Apodising window (see :func:`estimate_shift`): ``"tukey"`` when the crystal fills the
-        frame. One window per video, so every frame is registered the same way.
+        frame; ``"auto"`` chooses once, on the reference and its neighbour. One window per
+        video, so every frame is registered the same way.
 
     Returns
     -------

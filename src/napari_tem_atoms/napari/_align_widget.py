@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
+    ComboBox,
     Container,
     FloatSpinBox,
     Label,
@@ -23,7 +24,13 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info
 
-from ..analysis.align import align_focal_series, apply_shifts, common_area, iter_estimate_drift
+from ..analysis.align import (
+    WINDOWS,
+    align_focal_series,
+    apply_shifts,
+    common_area,
+    iter_estimate_drift,
+)
 from ..errors import TEMAtomsError
 from ._layers import pixel_size_of_layer
 from ._worker import WorkerRunner, make_progress_bar, tagged_steps
@@ -56,6 +63,10 @@ class AlignWidget(WorkerRunner, Container):
         self.max_shift = FloatSpinBox(label="Max shift (px)", min=0.0, max=10000.0, value=0.0,
                                       tooltip="0: 0.9 Å (below half a lattice period), "
                                       "or 1/8 of the frame when the pixel size is unknown.")
+        self.window = ComboBox(label="Window", choices=list(WINDOWS), value="auto",
+                               tooltip="hann: a particle or flake in vacuum; tukey: crystal "
+                               "filling the frame; auto: the more significant of the two "
+                               "(for a video, chosen once on the first pair of frames)")
         self.crop = CheckBox(text="Crop to the area every frame covers", value=True)
         self.note = Label(value="")
         self.run_button = PushButton(text="Align")
@@ -65,7 +76,8 @@ class AlignWidget(WorkerRunner, Container):
         self.status = Label(value="")
         self.table = Table(value=_EMPTY_TABLE)
         self.table.read_only = True
-        self.extend([self.stack_layer, self.kind, self.reference, self.max_shift, self.crop,
+        self.extend([self.stack_layer, self.kind, self.reference, self.max_shift, self.window,
+                     self.crop,
                      self.note, self.run_button, self.cancel_button, self.progress_bar,
                      self.undo_button, self.status, self.table])
         self.shifts: np.ndarray | None = None
@@ -106,15 +118,16 @@ class AlignWidget(WorkerRunner, Container):
         sampling = size[1] if size else None
         max_shift = float(self.max_shift.value) or None
         focal = self.kind.value == FOCAL_SERIES
+        window = str(self.window.value)
 
         def focal_steps():  # one step: all pairs of a focal series at once
             return align_focal_series(np.asarray(data), reference, max_shift,
-                                      sampling=sampling)
+                                      sampling=sampling, window=window)
             yield
 
         def work():
             steps = focal_steps() if focal else iter_estimate_drift(
-                data, reference, max_shift, sampling=sampling)
+                data, reference, max_shift, sampling=sampling, window=window)
             yield from tagged_steps(steps)
 
         self._done_frames = 0
