@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20181000)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--table", default=None, help="write the per-image rows as CSV")
+    parser.add_argument("--average-mirrors", action="store_true",
+                        help="average the maps of each image and its mirror images")
     parser.add_argument("--paired", action="store_true",
                         help="the same particles and microscopes at every dose (each image "
                              "drawn from its own seed): only the shot noise differs")
@@ -84,7 +86,8 @@ def main() -> None:
             columns = np.array(particle["columns"], dtype=float)
             columns[:, :2] /= sample.recorded_sampling
             steps = iter_detect_atoms(sample.recorded, loaded, sampling=sample.recorded_sampling,
-                                      threshold=args.threshold)
+                                      threshold=args.threshold,
+                                      average_mirrors=args.average_mirrors)
             detected = np.concatenate([s.atoms[["y", "x"]].to_numpy() for s in steps])
             counts = match_columns(detected, columns, sample.recorded_sampling)
             rows.append({

@@ -78,6 +78,17 @@ def test_tiling_does_not_change_the_result(lattice):
                                atol=1e-4)
 
 
+def test_mirror_averaging_maps_every_mirror_back_onto_the_image(lattice):
+    # The stand-in network is pointwise: each mirrored map, flipped back, is the plain map, so
+    # the average finds the same columns; a map not flipped back would move them.
+    image, _, sampling = lattice
+    plain = detect_atoms(image, model=_fake_model(), sampling=sampling)
+    averaged = detect_atoms(image, model=_fake_model(), sampling=sampling, average_mirrors=True)
+    np.testing.assert_allclose(averaged[["y", "x"]].to_numpy(), plain[["y", "x"]].to_numpy(),
+                               atol=1e-4)
+    assert averaged.attrs["average_mirrors"] and not plain.attrs["average_mirrors"]
+
+
 def test_stacks_are_detected_frame_by_frame(lattice):
     image, _truth, sampling = lattice
     stack = np.stack([image, np.roll(image, 7, axis=1)])

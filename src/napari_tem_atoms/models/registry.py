@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="aebcc80b714d0e953644265ae7f54c2bd2c51cd8e1cba937a761b34a10590d0c",
+        sha256="ab3c7050414a9be89827df274c0585cc6568daf225b932726d018d20028a054f",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",

@@ -178,8 +178,10 @@ def _reproduce(metadata: dict) -> list[str]:
         lines += [f"Stage 1 is described, with how its weights were made exactly, at the top of "
                   f"`configs/{name}-stage1.toml`; stage 2 adds the context blocks (they start as "
                   "the identity, so stage 2 starts exactly where stage 1 ended) and trains the "
-                  "whole network on a new stream of images. A fresh run gives the same data, "
-                  "seeds and networks, not bit-identical weights (thread scheduling).", ""]
+                  "whole network on a new stream of images. How the shipped stage-2 weights "
+                  "were made exactly (runs lengthened from their checkpoints) is at the top of "
+                  f"`configs/{name}.toml`. A fresh run gives the same data, seeds and networks, "
+                  "not bit-identical weights (thread scheduling).", ""]
     return lines
 
 
