@@ -108,7 +108,7 @@ class _Registration:
 
     def shift(self, moving: np.ndarray, expected: np.ndarray, max_shift: float,
               upsample: int) -> tuple[np.ndarray, float]:
-        """The shift [px] and its significance (peak height over the correlation's std)."""
+        """The shift [px] and its significance (peak over the spread at small lags)."""
         cross = np.fft.fft2(self.prepare(moving)) * np.conj(self.reference_fft)
         magnitude = np.abs(cross) + 1e-12 * float(np.abs(cross).max())
         factor = 1.0
@@ -136,7 +136,12 @@ class _Registration:
         refined, height = _refine_peak(cross, coarse, upsample)
         if np.hypot(*(refined - centre)) > factor * max_shift + 1.0:  # walked off: keep coarse
             refined, height = coarse, float(correlation[peak])
-        return refined / factor, height / max(float(correlation.std()), 1e-30)
+        # Significance against the correlation's spread at small lags only: far from the
+        # centre a Hann-windowed map fades faster than a Tukey-windowed one, and a whole-map
+        # spread would favour the Hann window even on pure noise.
+        lag = np.hypot(dy[:, None], dx[None, :])
+        spread = float(correlation[lag <= max(min(rows, cols) / 8, factor * max_shift + 2)].std())
+        return refined / factor, height / max(spread, 1e-30)
 
 
 def _window(name: str, rows: int, cols: int) -> np.ndarray:
