@@ -86,6 +86,10 @@ class _Registration:
         rows, cols = self.shape
         # The image borders would otherwise correlate as a strong cross at zero shift.
         self.window = _window(window, rows, cols)
+        # Signed shift of every correlation pixel, and its length.
+        self.lag_y = (np.arange(rows) + rows // 2) % rows - rows // 2
+        self.lag_x = (np.arange(cols) + cols // 2) % cols - cols // 2
+        self.lag = np.hypot(self.lag_y[:, None], self.lag_x[None, :])
         ky = np.fft.fftfreq(rows)[:, None]
         kx = np.fft.fftfreq(cols)[None, :]
         self.low_pass = np.exp(-0.5 * (ky**2 + kx**2) / cutoff**2)
@@ -120,10 +124,9 @@ class _Registration:
         cross *= self.low_pass
         correlation = np.fft.ifft2(cross).real
         rows, cols = self.shape
-        # Signed shift of every correlation pixel; only those within the bound may win.
-        dy = (np.arange(rows) + rows // 2) % rows - rows // 2
-        dx = (np.arange(cols) + cols // 2) % cols - cols // 2
+        dy, dx = self.lag_y, self.lag_x
         centre = factor * expected
+        # Only correlation pixels within the bound may win.
         distance = np.hypot(dy[:, None] - centre[0], dx[None, :] - centre[1])
         allowed = distance <= factor * max_shift + 0.5
         if not allowed.any() or factor * (np.abs(expected).max() + max_shift) >= min(rows,
@@ -139,19 +142,15 @@ class _Registration:
         # Significance against the correlation's spread at small lags only: far from the
         # centre a Hann-windowed map fades faster than a Tukey-windowed one, and a whole-map
         # spread would favour the Hann window even on pure noise.
-        lag = np.hypot(dy[:, None], dx[None, :])
-        spread = float(correlation[lag <= max(min(rows, cols) / 8, factor * max_shift + 2)].std())
+        small = self.lag <= max(min(rows, cols) / 8, factor * max_shift + 2)
+        spread = float(correlation[small].std())
         return refined / factor, height / max(spread, 1e-30)
 
 
 def _window(name: str, rows: int, cols: int) -> np.ndarray:
-    if name == "hann":
-        along_y, along_x = np.hanning(rows), np.hanning(cols)
-    elif name == "tukey":
-        along_y, along_x = _tukey(rows), _tukey(cols)
-    else:
-        raise TEMAtomsError(f"window must be one of {', '.join(WINDOWS)}, not {name!r}")
-    return np.outer(along_y, along_x).astype(np.float32)
+    """The 2-D "hann" or "tukey" window (names checked by :func:`_windows_to_try`)."""
+    along = np.hanning if name == "hann" else _tukey
+    return np.outer(along(rows), along(cols)).astype(np.float32)
 
 
 def _tukey(length: int) -> np.ndarray:
@@ -225,20 +224,30 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, max_shift: float |
         raise TEMAtomsError(f"images to align must be 2-D, not {reference.ndim}-D")
     if max_shift is None:
         max_shift = default_max_shift(reference.shape)
-    best_shift, best_significance = np.zeros(2), -np.inf
-    for name in _windows_to_try(window):
-        registration = _Registration(reference, smoothing, cutoff, contrast_invariant, name)
-        shift, significance = registration.shift(moving, np.asarray(expected, dtype=float),
-                                                 float(max_shift), upsample)
-        if significance > best_significance:
-            best_shift, best_significance = shift, significance
-    return best_shift
+    shift, _ = _register_pair(reference, moving, np.asarray(expected, dtype=float),
+                              float(max_shift), upsample, smoothing, cutoff, contrast_invariant,
+                              _windows_to_try(window))
+    return shift
 
 
 def _windows_to_try(window: str) -> tuple[str, ...]:
     if window not in WINDOWS:
         raise TEMAtomsError(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
     return ("hann", "tukey") if window == "auto" else (window,)
+
+
+def _register_pair(reference: np.ndarray, moving: np.ndarray, expected: np.ndarray,
+                   max_shift: float, upsample: int, smoothing: float, cutoff: float,
+                   contrast_invariant: bool, windows: tuple[str, ...]
+                   ) -> tuple[np.ndarray, str]:
+    """The shift under whichever of `windows` gives the most significant peak, and that window."""
+    best: tuple[float, np.ndarray, str] | None = None
+    for name in windows:
+        registration = _Registration(reference, smoothing, cutoff, contrast_invariant, name)
+        shift, significance = registration.shift(moving, expected, max_shift, upsample)
+        if best is None or significance > best[0]:
+            best = (significance, shift, name)
+    return best[1], best[2]
 
 
 def _check_stack(images: np.ndarray, minimum: int, what: str) -> np.ndarray:
@@ -353,18 +362,13 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
     shifts = np.zeros((n_frames, 2))
     # Walk outwards from the reference so that each search starts from its neighbour's drift.
     order = [*range(reference + 1, n_frames), *range(reference - 1, -1, -1)]
-    if len(candidates) > 1 and order:
-        # "auto": chosen once per video, on the reference and its neighbour, so that every frame
-        # is registered the same way.
-        significance = {}
-        for name in candidates:
-            _, significance[name] = _Registration(first, 0.0, cutoff, contrast_invariant,
-                                                  name).shift(np.asarray(frames[order[0]]),
-                                                              np.zeros(2), float(max_shift),
-                                                              upsample)
-        window = max(significance, key=significance.get)
-    else:
-        window = candidates[0]
+    window = candidates[0]
+    if len(candidates) > 1:
+        # "auto": chosen once per video, on the reference and its neighbour, so that every
+        # frame is registered the same way.
+        _, window = _register_pair(first, np.asarray(frames[order[0]]), np.zeros(2),
+                                   float(max_shift), upsample, 0.0, cutoff, contrast_invariant,
+                                   candidates)
     registration = _Registration(first, 0.0, cutoff, contrast_invariant, window)
     yield AlignmentStep(reference, n_frames, shifts[reference].copy())
     for frame in order:
