@@ -234,3 +234,18 @@ def test_drag_and_drop_of_a_bad_file_shows_a_message(make_napari_viewer, bad_fil
     assert len(viewer.layers) == 0
     [error] = messages["error"]
     assert "notes.dm4: not a readable DM4 file" in error
+
+
+def test_docked_widgets_leave_room_for_the_image(make_napari_viewer):
+    # `tem-atoms view` docks every widget as tabs: the widest sets the dock area's width, and an
+    # unwrapped message (the Species widget's "pick a three-frame stack" note) once made it
+    # wider than the window, squeezing the image to nothing.
+    from napari_tem_atoms.cli import PLUGIN_NAME, _dock_plugin_widgets
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN_NAME, "synthetic_gold_stack")
+    _dock_plugin_widgets(viewer)
+    widths = {dock.name: dock.minimumSizeHint().width()
+              for dock in viewer.window._dock_widgets.values()}
+    assert len(widths) == 6
+    assert max(widths.values()) < 600, widths

@@ -76,6 +76,9 @@ class DetectWidget(WorkerRunner, Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress_bar = make_progress_bar()
         self.status = Label(value="")
+        for label in (self.model_description, self.sampling_note, self.status):
+            # Long messages wrap: unwrapped, they widened the whole dock area over the image.
+            label.native.setWordWrap(True)
         self.extend([self.image_layer, self.model, self.model_description, self.sampling,
                      self.sampling_note, self.threshold, self.frames, self.mirrors,
                      self.show_map,

@@ -84,6 +84,9 @@ class SpeciesWidget(WorkerRunner, Container):
         self.progress_bar = make_progress_bar()
         self.status = Label(value="")
         self.legend = Label(value=_legend())
+        for label in (self.note, self.status):
+            # Long messages wrap: unwrapped, they widened the whole dock area over the image.
+            label.native.setWordWrap(True)
         self.extend([self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3,
                      self.model, self.sampling, self.defoci, self.align, self.note,
                      self.run_button, self.cancel_button, self.progress_bar, self.status,
