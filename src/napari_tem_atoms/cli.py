@@ -504,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
                           default=[10, 30, 100, 300, 1000, 3000, 10000], metavar="E_PER_A2")
     evaluate.add_argument("--single", metavar="MODEL",
                           help="species models: the single-image ablation to score alongside")
-    evaluate.add_argument("--images", type=int, default=48, help="images per dose")
+    evaluate.add_argument("--images", type=int, default=96,
+                          help="images (species models: series) per dose")
     evaluate.add_argument("--table", type=Path, help="write the scores as CSV")
     evaluate.add_argument("--plot", type=Path, help="write F1 and RMSE against dose as PNG")
     evaluate.add_argument("--scores", type=Path, metavar="CSV",

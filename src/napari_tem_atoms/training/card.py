@@ -118,11 +118,12 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
             "## Scores on held-out simulations",
             "",
             "Scoring: Hungarian matching within 0.5 Å; columns of ≥ 3 atoms must be found; "
-            "detections of 1–2-atom columns are neither rewarded nor penalised. Each dose: "
-            f"{int(scores.attrs.get('images_per_dose', 0)) or 'N'} images of validation particles,"
-            " microscopes drawn from the envelope at that dose. The classical peer (Gaussian "
-            "filter + local maxima, σ and threshold tuned per dose on separate images, told "
-            "the column polarity by the truth) is scored on the same images.",
+            "detections of 1–2-atom columns are neither rewarded nor penalised. Each dose: the "
+            f"same {int(scores.attrs.get('images_per_dose', 0)) or 'N'} images of validation "
+            "particles (microscopes drawn from the envelope once per image; only the dose and "
+            "its shot noise change between rows). The classical peer (Gaussian filter + local "
+            "maxima, σ and threshold tuned per dose on separate images, told the column "
+            "polarity by the truth) is scored on the same images.",
             "",
             "| Dose [e/Å²] | Network F1 | Precision | Recall | RMSE [pm] | Peer F1 "
             "| Peer RMSE [pm] |",
