@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy import fft as sp_fft
 
 __all__ = ["MicroscopeEnvelope", "MicroscopeSettings", "form_image", "fourier_resample",
            "shift_waves", "wavelength"]
@@ -163,7 +164,8 @@ def transfer_function(shape: tuple[int, int], sampling: float, settings: Microsc
     aperture : float
         Spatial frequency cut-off [1/Å] (the band limit of the stored exit waves).
     """
-    ky, kx = _frequencies(shape, sampling)
+    # Single precision: χ reaches ~100 rad at the aperture, known to ~1e-5 rad; twice as fast.
+    ky, kx = (k.astype(np.float32) for k in _frequencies(shape, sampling))
     k2 = kx**2 + ky**2
     lam = wavelength(settings.energy)
     alpha2 = lam**2 * k2
@@ -195,14 +197,15 @@ def fourier_resample(image: np.ndarray, sampling: float, new_sampling: float
     rows, cols = image.shape
     new_rows = max(2, round(rows * sampling / new_sampling))
     new_cols = max(2, round(cols * sampling / new_sampling))
-    spectrum = np.fft.fftshift(np.fft.fft2(image))
-    out = np.zeros((new_rows, new_cols), dtype=complex)
+    # scipy's FFT keeps single precision (numpy's would double the work for no visible gain).
+    spectrum = np.fft.fftshift(sp_fft.fft2(np.asarray(image, dtype=np.float32)))
+    out = np.zeros((new_rows, new_cols), dtype=np.complex64)
     r, c = min(rows, new_rows), min(cols, new_cols)
     # Keep the zero frequency in place: fftshift puts it at index n // 2 for any size n.
     src_r, dst_r = rows // 2 - r // 2, new_rows // 2 - r // 2
     src_c, dst_c = cols // 2 - c // 2, new_cols // 2 - c // 2
     out[dst_r:dst_r + r, dst_c:dst_c + c] = spectrum[src_r:src_r + r, src_c:src_c + c]
-    resampled = np.fft.ifft2(np.fft.ifftshift(out)).real * (new_rows * new_cols) / (rows * cols)
+    resampled = sp_fft.ifft2(np.fft.ifftshift(out)).real * (new_rows * new_cols) / (rows * cols)
     return resampled, rows * sampling / new_rows
 
 
@@ -242,9 +245,10 @@ def form_image(waves: np.ndarray, wave_sampling: float, settings: MicroscopeSett
         Its exact pixel size [Å/px].
     """
     ctf = transfer_function(waves.shape[-2:], wave_sampling, settings, aperture)
-    intensity = np.zeros(waves.shape[-2:])
-    for wave in waves:
-        intensity += np.abs(np.fft.ifft2(np.fft.fft2(wave) * ctf)) ** 2
+    intensity = np.zeros(waves.shape[-2:], dtype=np.float32)
+    for wave in waves:  # single-precision FFTs: twice as fast, far below the shot noise
+        imaged = sp_fft.ifft2(sp_fft.fft2(np.asarray(wave, dtype=np.complex64)) * ctf)
+        intensity += imaged.real**2 + imaged.imag**2
     intensity /= len(waves)
 
     image, sampling = fourier_resample(intensity, wave_sampling, settings.sampling)
@@ -254,7 +258,7 @@ def form_image(waves: np.ndarray, wave_sampling: float, settings: MicroscopeSett
     mtf = settings.mtf_floor + (1 - settings.mtf_floor) / (
         1 + (q / settings.mtf_half) ** settings.mtf_power)
     blur = np.exp(-2 * np.pi**2 * settings.blur**2 * (kx**2 + ky**2))
-    image = np.fft.ifft2(np.fft.fft2(image) * mtf * blur).real
+    image = sp_fft.ifft2(sp_fft.fft2(image) * (mtf * blur).astype(np.float32)).real
     image = np.clip(image, 0, None) ** settings.gamma
     image /= max(float(image.mean()), 1e-12)
     electrons_per_pixel = settings.dose * sampling**2
