@@ -19,8 +19,14 @@ outer image's error drawn from those Gaussians.
 `--tile N` repeats each flake N × N times (a field of view N times wider, as when the flakes
 fill a camera frame): the information grows with the area of crystal in the field.
 
+`--species MODEL` also asks what the residual costs the species network: each series is put
+into the middle image's frame once with the estimated shifts and once with the true ones (the
+same noisy images), and `detect_species` (alignment off) scores both against the truth
+(species-aware F1, S1 recall; matching within 0.5 Å). Left unaligned (up to `--shift` px off),
+the series is scored too.
+
 Usage: python benchmarks/alignment_mos2.py [--series 48] [--doses 100,300,1000,3000,10000]
-       [--tile 1]
+       [--tile 1] [--species mos2-focal]
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tem_atoms.analysis.align import align_focal_series
+from napari_tem_atoms.analysis.align import align_focal_series, apply_shifts
+from napari_tem_atoms.analysis.species import detect_species
 from napari_tem_atoms.simulation.microscope import form_image, shift_waves
-from napari_tem_atoms.simulation.mos2 import load_mos2
-from napari_tem_atoms.training.species import ensure_mos2, load_species_config
+from napari_tem_atoms.simulation.mos2 import SPECIES, load_mos2
+from napari_tem_atoms.training.metrics import MatchCounts
+from napari_tem_atoms.training.species import ensure_mos2, load_species_config, score_species
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mos2-focal.toml"
 
@@ -58,11 +66,35 @@ def shift_information(expected: np.ndarray) -> np.ndarray:
                      for k in (ky, kx)])
 
 
+def tile_flake(flake: dict, tiles: int) -> dict:
+    """The flake repeated `tiles` × `tiles` times, its columns too."""
+    if tiles == 1:
+        return flake
+    field = np.array(flake["waves"].shape[-2:]) * float(flake["sampling"])  # Å
+    offsets = [np.array([i, j]) * field for i in range(tiles) for j in range(tiles)]
+    columns = np.concatenate([flake["columns"] + np.append(offset, 0) for offset in offsets])
+    return {**flake, "waves": np.tile(flake["waves"], (1, tiles, tiles)), "columns": columns}
+
+
+def species_scores(images: np.ndarray, shifts: np.ndarray | None, columns_px: np.ndarray,
+                   sampling: float, model: str) -> dict[str, MatchCounts]:
+    """Species-aware counts of `model` on the series put back by `shifts` (None: as it is)."""
+    if shifts is not None:
+        images = apply_shifts(images, shifts)
+        for image in images:  # outside an image after the shift: its mean (as detect_species)
+            image[~np.isfinite(image)] = np.nanmean(image)
+    atoms = detect_species(images, model, sampling=sampling, align=False)
+    classes = np.array([SPECIES.index(name) for name in atoms.species], dtype=int)
+    return score_species(atoms[["y", "x"]].to_numpy(), classes, columns_px, sampling)
+
+
 def one_series(flake: dict, envelope, dose: float, largest_shift: float,
-               rng: np.random.Generator
-               ) -> tuple[np.ndarray, float, tuple[np.ndarray, float]]:
-    """Errors [px] of the two outer images, the pixel size, and the Cramér–Rao σ per axis [px]
-    of the outer images' (2, 2) and of the middle image's (2,) shot noise."""
+               rng: np.random.Generator, model: str | None = None
+               ) -> tuple[np.ndarray, float, tuple[np.ndarray, float], float, dict]:
+    """Errors [px] of the two outer images, the pixel size, the Cramér–Rao σ per axis [px]
+    of the outer images' (2, 2) and of the middle image's (2,) shot noise, the registration's
+    time [s], and (with a species `model`) its counts on the series aligned as estimated,
+    aligned by the true shifts, and not aligned."""
     settings = replace(envelope.microscope.draw(rng), dose=dose)
     centre = float(rng.uniform(*envelope.central_defocus))
     step = float(rng.uniform(*envelope.focal_step))
@@ -79,12 +111,21 @@ def one_series(flake: dict, envelope, dose: float, largest_shift: float,
         expected, _ = form_image(waves, wave_sampling, replace(settings, defocus=defocus),
                                  _NoShotNoise())
         information.append(shift_information(expected))
+    start = time.perf_counter()
     found = align_focal_series(np.stack(images), reference=1, sampling=sampling)
+    seconds = time.perf_counter() - start
     errors = np.linalg.norm(found - true, axis=1)[[0, 2]]
     # σ per axis [px] of the two outer images' own noise and of the middle image's.
     bound = (np.sqrt(1 / np.array([information[0], information[2]])),
              np.sqrt(1 / information[1]))
-    return errors, sampling, bound
+    scores = {}
+    if model is not None:
+        columns = np.array(flake["columns"], dtype=float)
+        columns[:, :2] /= sampling  # Å -> pixels of the middle (unshifted) image
+        stack = np.stack(images)
+        scores = {name: species_scores(stack, shifts, columns, sampling, model)
+                  for name, shifts in (("estimated", found), ("true", true), ("none", None))}
+    return errors, sampling, bound, seconds, scores
 
 
 def main() -> None:
@@ -97,13 +138,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tile", type=int, default=1,
                         help="repeat every flake N × N times (a wider field of view)")
+    parser.add_argument("--species", metavar="MODEL", default=None,
+                        help="also score this species model on the series aligned as "
+                             "estimated, aligned by the true shifts, and not aligned")
     args = parser.parse_args()
     run = load_species_config(args.config)
     ensure_mos2(run)
     flakes = load_mos2(run.data.folder, "validation")
-    if args.tile > 1:
-        flakes = [{**flake, "waves": np.tile(flake["waves"], (1, args.tile, args.tile))}
-                  for flake in flakes]
+    flakes = [tile_flake(flake, args.tile) for flake in flakes]
     field = flakes[0]["waves"].shape[-1] * float(flakes[0]["sampling"])
     print(f"{len(flakes)} held-out flakes ({field:.0f} Å fields), {args.series} series per dose, "
           f"true shifts up to ±{args.shift:g} px per axis, pixel size "
@@ -119,11 +161,15 @@ def main() -> None:
     for dose in (float(d) for d in args.doses.split(",")):
         rng = np.random.default_rng([args.seed, int(dose)])
         worse, every, physical, bounds, seconds = [], [], [], [], 0.0
+        species = {name: {k: MatchCounts() for k in (*SPECIES, "all")}
+                   for name in ("estimated", "true", "none")}
         for index in range(args.series):
-            start = time.perf_counter()
-            errors, sampling, bound = one_series(flakes[index % len(flakes)], run.envelope,
-                                                 dose, args.shift, rng)
-            seconds += time.perf_counter() - start
+            errors, sampling, bound, took, scores = one_series(
+                flakes[index % len(flakes)], run.envelope, dose, args.shift, rng, args.species)
+            seconds += took
+            for name, counts in scores.items():
+                for k, value in counts.items():
+                    species[name][k] += value
             worse.append(errors.max())
             every.extend(errors)
             physical.append(errors.max() * sampling * 100)
@@ -135,6 +181,12 @@ def main() -> None:
               f"{np.percentile(worse, 95):.3f} | {np.median(physical):.1f} | "
               f"{np.mean(worse <= 0.2):.0%} | {np.median(every):.3f} | "
               f"{np.median(bounds):.3f} | {seconds / args.series:.2f} |", flush=True)
+        if args.species:
+            print(f"  species ({args.species}) at {dose:g} e/Å²: " + "; ".join(
+                f"{name}: F1 {totals['all'].f1:.3f}, S1 recall {totals['S1'].recall:.3f}"
+                for name, totals in (("aligned as estimated", species["estimated"]),
+                                     ("aligned by the true shifts", species["true"]),
+                                     ("not aligned", species["none"]))), flush=True)
 
 if __name__ == "__main__":
     main()
