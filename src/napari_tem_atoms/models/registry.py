@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="ab3c7050414a9be89827df274c0585cc6568daf225b932726d018d20028a054f",
+        sha256="d18c286546cbfdab026fb666fa0a08cf137f51d537d58d3982043e222e204492",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",
