@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tem_atoms.analysis.align import align_focal_series, apply_shifts
-from napari_tem_atoms.analysis.species import detect_species
+from napari_tem_atoms.analysis.align import align_focal_series
+from napari_tem_atoms.analysis.species import detect_species, into_reference_frame
 from napari_tem_atoms.simulation.microscope import form_image, shift_waves
 from napari_tem_atoms.simulation.mos2 import SPECIES, load_mos2
 from napari_tem_atoms.training.metrics import MatchCounts
@@ -80,9 +80,7 @@ def species_scores(images: np.ndarray, shifts: np.ndarray | None, columns_px: np
                    sampling: float, model: str) -> dict[str, MatchCounts]:
     """Species-aware counts of `model` on the series put back by `shifts` (None: as it is)."""
     if shifts is not None:
-        images = apply_shifts(images, shifts)
-        for image in images:  # outside an image after the shift: its mean (as detect_species)
-            image[~np.isfinite(image)] = np.nanmean(image)
+        images = into_reference_frame(images, shifts)
     atoms = detect_species(images, model, sampling=sampling, align=False)
     classes = np.array([SPECIES.index(name) for name in atoms.species], dtype=int)
     return score_species(atoms[["y", "x"]].to_numpy(), classes, columns_px, sampling)

@@ -45,8 +45,7 @@ def test_the_peer_tuning_shortcut_finds_what_the_peer_detects():
         image += rng.uniform(0.5, 2.0) * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 8.0)
     image += rng.normal(0, 0.2, image.shape)
     lowest = ClassicalPeer(0.4, PEER_THRESHOLDS[0])
-    peaks = lowest.detect(image, 0.1, 1.0)
-    values = lowest.values(image, 0.1, 1.0, peaks)
+    peaks, values = lowest.maxima(image, 0.1, 1.0)
     for threshold in (0.5, 1.0, 2.0, 3.0):
         direct = ClassicalPeer(0.4, threshold).detect(image, 0.1, 1.0)
         shortcut = peaks[values > threshold]

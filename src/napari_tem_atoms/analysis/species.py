@@ -144,6 +144,17 @@ def _as_series(series: Any, sampling: float | None) -> tuple[np.ndarray, float |
     return array, sampling
 
 
+def into_reference_frame(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Undo the `shifts` of a focal series (as :func:`apply_shifts`).
+
+    Where a pixel came from outside its image it gets that image's mean, not invented structure.
+    """
+    images = apply_shifts(images, shifts)
+    for image in images:
+        image[~np.isfinite(image)] = np.nanmean(image)
+    return images
+
+
 def iter_detect_species(
     series: Any,
     model: Any = "mos2-focal",
@@ -177,9 +188,7 @@ def iter_detect_species(
         if align:
             shifts = align_focal_series(images, reference=1, max_shift=max_shift,
                                         sampling=sampling)
-            images = apply_shifts(images, shifts)
-            for image in images:  # outside an image after the shift: its mean, not invented
-                image[~np.isfinite(image)] = np.nanmean(image)
+            images = into_reference_frame(images, shifts)
         prepared = []
         for image in images:
             rescaled, factor = rescale_to_sampling(image, sampling, loaded.sampling)

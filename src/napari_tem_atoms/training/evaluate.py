@@ -40,24 +40,29 @@ class ClassicalPeer:
     sigma: float
     threshold: float
 
-    def _smooth(self, image: np.ndarray, sampling: float, polarity: float) -> np.ndarray:
-        smooth = ndimage.gaussian_filter(image.astype(np.float32), self.sigma / sampling)
-        return polarity * (smooth - smooth.mean()) / max(float(smooth.std()), 1e-12)
+    def maxima(self, image: np.ndarray, sampling: float, polarity: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Column positions and the peak heights the threshold is compared with.
 
-    def values(self, image: np.ndarray, sampling: float, polarity: float,
-               peaks: np.ndarray) -> np.ndarray:
-        """The smoothed, normalised image at integer `peaks` (what the threshold is against)."""
-        smooth = self._smooth(image, sampling, polarity)
-        return smooth[peaks[:, 0].astype(int), peaks[:, 1].astype(int)]
+        Returns
+        -------
+        peaks : numpy.ndarray
+            (N, 2) column positions (y, x) [px].
+        values : numpy.ndarray
+            (N,) the smoothed, normalised image at those positions.
+        """
+        from skimage.feature import peak_local_max
+
+        smooth = ndimage.gaussian_filter(image.astype(np.float32), self.sigma / sampling)
+        smooth = polarity * (smooth - smooth.mean()) / max(float(smooth.std()), 1e-12)
+        distance = max(1, int(MIN_COLUMN_DISTANCE / sampling))
+        peaks = peak_local_max(smooth, min_distance=distance, threshold_abs=self.threshold,
+                               exclude_border=False)
+        return peaks.astype(float), smooth[peaks[:, 0], peaks[:, 1]]
 
     def detect(self, image: np.ndarray, sampling: float, polarity: float) -> np.ndarray:
         """(N, 2) column positions (y, x) [px]."""
-        from skimage.feature import peak_local_max
-
-        smooth = self._smooth(image, sampling, polarity)
-        distance = max(1, int(MIN_COLUMN_DISTANCE / sampling))
-        return peak_local_max(smooth, min_distance=distance, threshold_abs=self.threshold,
-                              exclude_border=False).astype(float)
+        return self.maxima(image, sampling, polarity)[0]
 
 
 def _polarity(image: np.ndarray, columns_px: np.ndarray) -> float:
@@ -94,12 +99,8 @@ def _tune_peer(images: list) -> ClassicalPeer:
         # The maxima above a threshold are those above the lowest one with a high enough value
         # (a maximum is only ever suppressed by a stronger one), so find them once per sigma.
         lowest = ClassicalPeer(sigma, PEER_THRESHOLDS[0])
-        found = []
-        for image, sampling, columns in images:
-            polarity = _polarity(image, columns)
-            peaks = lowest.detect(image, sampling, polarity)
-            found.append((peaks, lowest.values(image, sampling, polarity, peaks), sampling,
-                          columns))
+        found = [(*lowest.maxima(image, sampling, _polarity(image, columns)), sampling, columns)
+                 for image, sampling, columns in images]
         for threshold in PEER_THRESHOLDS:
             counts = MatchCounts()
             for peaks, values, sampling, columns in found:
