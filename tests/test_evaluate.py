@@ -1,11 +1,15 @@
-"""The held-out evaluation: paired draws across doses, and the classical peer's tuning."""
+"""Evaluation and training draws: paired doses, the peer's tuning, the hard regime."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
-from napari_tem_atoms.simulation.microscope import MicroscopeEnvelope
-from napari_tem_atoms.training.data import SampleMaker
+import numpy as np
+import pytest
+
+from napari_tem_atoms.simulation.microscope import MicroscopeEnvelope, expected_image, form_image
+from napari_tem_atoms.training import load_config
+from napari_tem_atoms.training.data import HardRegime, SampleMaker
 from napari_tem_atoms.training.evaluate import PEER_THRESHOLDS, ClassicalPeer, _images
 
 
@@ -51,3 +55,63 @@ def test_the_peer_tuning_shortcut_finds_what_the_peer_detects():
         shortcut = peaks[values > threshold]
         assert len(direct) > 0
         assert sorted(map(tuple, direct)) == sorted(map(tuple, shortcut))
+
+
+def _zone_particles() -> list[dict]:
+    particles = []
+    for zone in ("[100]", "[110]", "[110]", "five-fold"):
+        particle = _lattice_particle(64 if zone == "[100]" else 80)  # told apart by size
+        particle["info"] = np.array(json.dumps({"zone_axis": zone}))
+        particles.append(particle)
+    return particles
+
+
+def test_the_hard_regime_draws_its_zone_axis_and_defocus_as_often_as_asked():
+    particles = _zone_particles()
+    regime = HardRegime("[100]", (-90.0, 40.0), fraction=0.5)
+    maker = SampleMaker(particles, [], 0.2, hard_regime=regime)
+    rng = np.random.default_rng(0)
+    draws = [maker.make(rng) for _ in range(400)]
+    along_100 = np.array([len(s.columns) == len(particles[0]["columns"]) for s in draws])
+    in_range = np.array([-90 <= s.settings.defocus <= 40 for s in draws])
+    # Half the draws come from the regime, half from the envelope, where a quarter of the
+    # particles are [100] and 130 Å of the 400 Å defocus range falls in the regime's.
+    assert along_100.mean() == pytest.approx(0.5 + 0.5 / 4, abs=0.06)
+    assert in_range.mean() == pytest.approx(0.5 + 0.5 * 130 / 400, abs=0.06)
+    assert in_range[along_100].mean() > 0.75
+    # Given a particle and a microscope (evaluation), the regime is never used.
+    settings = MicroscopeEnvelope().draw(np.random.default_rng(1))
+    given = maker.make(np.random.default_rng(2), settings, particle_index=1)
+    assert given.settings == settings
+
+
+def test_without_a_hard_regime_the_training_stream_is_unchanged():
+    particles = _zone_particles()
+    plain = SampleMaker(particles, [], 0.2)
+    off = SampleMaker(particles, [], 0.2, hard_regime=HardRegime(fraction=0.0))
+    first = plain.make(np.random.default_rng(5))
+    second = off.make(np.random.default_rng(5))
+    assert first.settings == second.settings
+    assert np.array_equal(first.recorded, second.recorded)
+
+
+def test_the_hard_regime_is_read_from_the_training_configuration(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('[data]\nhard_fraction = 0.25\nhard_defocus = [-80.0, 30.0]\n')
+    regime = load_config(config).data.hard_regime
+    assert regime == HardRegime("[100]", (-80.0, 30.0), 0.25)
+    with pytest.raises(ValueError, match="no particle along"):
+        SampleMaker(_zone_particles(), [], 0.2, hard_regime=HardRegime("[111]", fraction=0.1))
+
+
+def test_a_noisy_image_is_shot_noise_around_the_expected_image():
+    particle = _lattice_particle()
+    settings = MicroscopeEnvelope().draw(np.random.default_rng(4))
+    expected, sampling = expected_image(particle["waves"], particle["sampling"], settings)
+    assert expected.mean() == pytest.approx(1.0, rel=1e-5)
+    counts, same_sampling = form_image(particle["waves"], particle["sampling"], settings,
+                                       np.random.default_rng(9))
+    assert same_sampling == sampling
+    electrons = settings.dose * sampling**2
+    redrawn = np.random.default_rng(9).poisson(expected * electrons)
+    assert np.array_equal(counts, redrawn.astype(np.float32))

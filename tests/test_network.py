@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +61,20 @@ def test_the_model_card_says_how_a_two_stage_model_is_reproduced():
     two = "\n".join(_reproduce({"name": "au-hrtem", "training": {"init_from": "a.safetensors"}}))
     assert two.index("configs/au-hrtem-stage1.toml") < two.index("train configs/au-hrtem.toml")
     assert "build/au-hrtem/finetune/au-hrtem.safetensors" in two
+
+
+def test_the_card_follows_a_chain_of_training_stages(tmp_path):
+    from napari_tem_atoms.training.card import _reproduce, training_stages
+
+    (tmp_path / "m-stage1.toml").write_text('output = "out/one"\n')
+    (tmp_path / "m-stage2.toml").write_text(
+        'output = "out/two"\n[train]\ninit_from = "out/one/m.safetensors"\n')
+    (tmp_path / "m.toml").write_text(
+        'output = "out/three"\n[train]\ninit_from = "out/two/m.safetensors"\n')
+    (tmp_path / "other.toml").write_text('[data]\ntrain_flakes = 3\n')  # another kind of run
+    stages = training_stages(tmp_path / "m.toml")
+    assert [(Path(c).name, o) for c, o in stages] == [
+        ("m-stage1.toml", "one"), ("m-stage2.toml", "two"), ("m.toml", "three")]
+    text = "\n".join(_reproduce({"name": "m", "training": {"init_from": "m.safetensors"}},
+                                stages))
+    assert "stage 3: from stage 2's weights" in text and "build/m/three/m.safetensors" in text

@@ -358,7 +358,7 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
 
     from .io._atomic import atomic_write
     from .models import model_path
-    from .training.card import metadata_of, model_card
+    from .training.card import metadata_of, model_card, training_stages
     from .training.speed import measure_speed
 
     weights, digest = model_path(args.model)
@@ -374,8 +374,9 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
               for r in speed.itertuples()]
     scores.attrs["images_per_dose"] = args.images
     plot = os.path.relpath(args.plot, args.card.parent) if args.plot else None
+    stages = training_stages(args.config) if args.config else None
     card = model_card(metadata_of(weights), digest, scores=scores, plot=plot,
-                      extra="\n".join(extra))
+                      extra="\n".join(extra), stages=stages)
     with atomic_write(args.card, "w", encoding="utf-8") as stream:
         stream.write(card)
     print(f"model card written to {args.card}")

@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="d18c286546cbfdab026fb666fa0a08cf137f51d537d58d3982043e222e204492",
+        sha256="fa7337a0fa0fc088f572c9cf9f9ab7c5db696cd3f025de2fe7f1d4d2d11bfcaf",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import fft as sp_fft
 
-__all__ = ["MicroscopeEnvelope", "MicroscopeSettings", "form_image", "fourier_resample",
-           "shift_waves", "wavelength"]
+__all__ = ["MicroscopeEnvelope", "MicroscopeSettings", "expected_image", "form_image",
+           "fourier_resample", "shift_waves", "wavelength"]
 
 
 def wavelength(energy: float) -> float:
@@ -219,6 +219,40 @@ def shift_waves(waves: np.ndarray, shift: np.ndarray, sampling: float = 1.0) -> 
     return np.fft.ifft2(np.fft.fft2(waves) * ramp).astype(np.complex64)
 
 
+def expected_image(waves: np.ndarray, wave_sampling: float, settings: MicroscopeSettings,
+                   aperture: float = 2.0) -> tuple[np.ndarray, float]:
+    """The noise-free HRTEM image of exit waves: what the shot noise is drawn around.
+
+    Parameters are those of :func:`form_image` (the dose is not used).
+
+    Returns
+    -------
+    image : numpy.ndarray
+        float32 intensity at the recorded sampling, normalised to a mean of 1 (times the dose
+        and the pixel area, the expected electrons per pixel).
+    sampling : float
+        Its exact pixel size [Å/px].
+    """
+    ctf = transfer_function(waves.shape[-2:], wave_sampling, settings, aperture)
+    intensity = np.zeros(waves.shape[-2:], dtype=np.float32)
+    for wave in waves:  # single-precision FFTs: twice as fast, far below the shot noise
+        imaged = sp_fft.ifft2(sp_fft.fft2(np.asarray(wave, dtype=np.complex64)) * ctf)
+        intensity += imaged.real**2 + imaged.imag**2
+    intensity /= len(waves)
+
+    image, sampling = fourier_resample(intensity, wave_sampling, settings.sampling)
+    # Detector MTF and blur act on the recorded image.
+    ky, kx = _frequencies(image.shape, sampling)
+    q = np.sqrt(kx**2 + ky**2) * 2 * sampling  # in units of the Nyquist frequency
+    mtf = settings.mtf_floor + (1 - settings.mtf_floor) / (
+        1 + (q / settings.mtf_half) ** settings.mtf_power)
+    blur = np.exp(-2 * np.pi**2 * settings.blur**2 * (kx**2 + ky**2))
+    image = sp_fft.ifft2(sp_fft.fft2(image) * (mtf * blur).astype(np.float32)).real
+    image = np.clip(image, 0, None) ** settings.gamma
+    image /= max(float(image.mean()), 1e-12)
+    return image, sampling
+
+
 def form_image(waves: np.ndarray, wave_sampling: float, settings: MicroscopeSettings,
                rng: np.random.Generator, aperture: float = 2.0) -> tuple[np.ndarray, float]:
     """Form a noisy HRTEM image from exit waves (one per frozen-phonon configuration).
@@ -244,23 +278,7 @@ def form_image(waves: np.ndarray, wave_sampling: float, settings: MicroscopeSett
     sampling : float
         Its exact pixel size [Å/px].
     """
-    ctf = transfer_function(waves.shape[-2:], wave_sampling, settings, aperture)
-    intensity = np.zeros(waves.shape[-2:], dtype=np.float32)
-    for wave in waves:  # single-precision FFTs: twice as fast, far below the shot noise
-        imaged = sp_fft.ifft2(sp_fft.fft2(np.asarray(wave, dtype=np.complex64)) * ctf)
-        intensity += imaged.real**2 + imaged.imag**2
-    intensity /= len(waves)
-
-    image, sampling = fourier_resample(intensity, wave_sampling, settings.sampling)
-    # Detector MTF and blur act on the recorded image.
-    ky, kx = _frequencies(image.shape, sampling)
-    q = np.sqrt(kx**2 + ky**2) * 2 * sampling  # in units of the Nyquist frequency
-    mtf = settings.mtf_floor + (1 - settings.mtf_floor) / (
-        1 + (q / settings.mtf_half) ** settings.mtf_power)
-    blur = np.exp(-2 * np.pi**2 * settings.blur**2 * (kx**2 + ky**2))
-    image = sp_fft.ifft2(sp_fft.fft2(image) * (mtf * blur).astype(np.float32)).real
-    image = np.clip(image, 0, None) ** settings.gamma
-    image /= max(float(image.mean()), 1e-12)
+    image, sampling = expected_image(waves, wave_sampling, settings, aperture)
     electrons_per_pixel = settings.dose * sampling**2
     counts = rng.poisson(image * electrons_per_pixel).astype(np.float32)
     return counts, sampling

@@ -18,7 +18,7 @@ def _range(values: Any, scale: float = 1.0, unit: str = "") -> str:
 
 def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
                plot: str | None = None, validation: dict | None = None,
-               extra: str = "") -> str:
+               extra: str = "", stages: list[tuple[str, str]] | None = None) -> str:
     """Render the model card of a trained model.
 
     Parameters
@@ -35,6 +35,9 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         The last validation record of training (F1, RMSE).
     extra : str, optional
         More Markdown (speed benchmarks, notes) appended at the end.
+    stages : list of (str, str), optional
+        (configuration file, output folder) of every training stage, first to last, when the
+        weights were made by a chain of runs (see :func:`training_stages`).
     """
     training = metadata["training"]
     context = metadata["architecture"].get("context", 0)
@@ -65,7 +68,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         f"{training['patch_size']}² px = {training['samples_seen']:,} images, never the same "
         f"twice; AdamW, one-cycle learning rate {training['learning_rate']:g}, seed "
         f"{training['seed']}"
-        + (f"; started from `{training['init_from']}` (stage 1, see Reproduce)"
+        + (f"; started from `{training['init_from']}` (the previous stage, see Reproduce)"
            if training.get("init_from") else "") + " |",
         "",
         "## Training data",
@@ -87,6 +90,14 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         "particle's exit wave).",
         f"- Data seed {data['data_seed']}; validation and evaluation particles come from a "
         "separate random stream and are never trained on.",
+    ]
+    if training.get("hard_regime"):
+        hard = training["hard_regime"]
+        lines.append(f"- Hard regime: {hard['fraction']:.0%} of the training images show a "
+                     f"{hard['zone_axis']} particle at defocus "
+                     f"{_range(hard['defocus'], unit='Å')} (the rest of the microscope from the "
+                     "envelope below); the evaluation draws from the envelope only.")
+    lines += [
         "",
         "## Microscope envelope (drawn anew for every image)",
         "",
@@ -139,7 +150,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         if plot:
             lines += [f"![F1 and RMSE against dose]({plot})", ""]
         lines += _targets(network, peer)
-    lines += _reproduce(metadata)
+    lines += _reproduce(metadata, stages)
     if extra:
         lines += [extra.rstrip(), ""]
     return "\n".join(lines)
@@ -158,32 +169,55 @@ def _receptive_field(architecture: dict) -> int:
     return 1 + levels + bottleneck + context
 
 
-def _reproduce(metadata: dict) -> list[str]:
+def _reproduce(metadata: dict, stages: list[tuple[str, str]] | None = None) -> list[str]:
     """The commands that make these weights, from the configuration files in the repo."""
     name = metadata["name"]
     init_from = metadata["training"].get("init_from")
-    output = "finetune" if init_from else "run"
+    if not stages:  # one run, or the two-stage layout of the configs folder
+        stages = ([(f"configs/{name}-stage1.toml", "run")] if init_from else [])
+        stages.append((f"configs/{name}.toml", "finetune" if init_from else "run"))
     lines = ["## Reproduce", "", "```bash", 'pip install -e ".[train]"']
-    if init_from:
-        lines.append(f"tem-atoms train configs/{name}-stage1.toml   # stage 1: exit waves "
-                     "(cached), then training")
-        lines.append(f"tem-atoms train configs/{name}.toml          # stage 2: from stage 1's "
-                     "weights")
-    else:
-        lines.append(f"tem-atoms train configs/{name}.toml          # exit waves (cached), "
-                     "then training")
-    lines += [f"tem-atoms evaluate --config configs/{name}.toml --model "
-              f"build/{name}/{output}/{name}.safetensors \\",
+    width = max(len(config) for config, _ in stages)
+    for number, (config, _) in enumerate(stages, start=1):
+        what = ("exit waves (cached), then training" if number == 1
+                else f"from stage {number - 1}'s weights")
+        label = f"stage {number}: {what}" if len(stages) > 1 else what
+        lines.append(f"tem-atoms train {config:<{width}}   # {label}")
+    final_config, final_output = stages[-1]
+    lines += [f"tem-atoms evaluate --config {final_config} --model "
+              f"build/{name}/{final_output}/{name}.safetensors \\",
               f"    --card docs/models/{name}.md --plot docs/models/{name}-scores.png", "```", ""]
-    if init_from:
-        lines += [f"Stage 1 is described, with how its weights were made exactly, at the top of "
-                  f"`configs/{name}-stage1.toml`; stage 2 adds the context blocks (they start as "
-                  "the identity, so stage 2 starts exactly where stage 1 ended) and trains the "
-                  "whole network on a new stream of images. How the shipped stage-2 weights "
-                  "were made exactly (runs lengthened from their checkpoints) is at the top of "
-                  f"`configs/{name}.toml`. A fresh run gives the same data, seeds and networks, "
-                  "not bit-identical weights (thread scheduling).", ""]
+    if len(stages) > 1:
+        lines += ["Each configuration file says at its top what its stage changes and how its "
+                  "weights were made exactly (runs lengthened from their checkpoints). A fresh "
+                  "run gives the same data, seeds and networks, not bit-identical weights "
+                  "(thread scheduling).", ""]
     return lines
+
+
+def training_stages(config: str | Path) -> list[tuple[str, str]]:
+    """The chain of runs behind `config`: (configuration, output folder name), first to last.
+
+    A stage that starts from weights (``init_from``) follows the configuration, in the same
+    folder, whose output holds those weights.
+    """
+    from .config import load_config
+
+    config = Path(config)
+    runs = {}
+    for path in sorted(config.parent.glob("*.toml")):
+        try:
+            runs[path] = load_config(path)
+        except ValueError:  # another kind of run (a species model's configuration)
+            continue
+    chain, current = [], config
+    while current is not None and len(chain) <= len(runs):
+        run = runs.get(current) or load_config(current)
+        chain.insert(0, (current.as_posix(), Path(run.output).name))
+        source = Path(run.train.init_from).parent if run.train.init_from else None
+        current = next((path for path, other in runs.items()
+                        if source is not None and Path(other.output) == source), None)
+    return chain
 
 
 def _targets(network: pd.DataFrame, peer: pd.DataFrame) -> list[str]:

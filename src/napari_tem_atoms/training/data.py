@@ -8,7 +8,7 @@ same kind of input; no two samples are the same image.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ import numpy as np
 from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..simulation.microscope import MicroscopeEnvelope, MicroscopeSettings, form_image
 
-__all__ = ["Sample", "SampleMaker", "column_targets"]
+__all__ = ["HardRegime", "Sample", "SampleMaker", "column_targets"]
 
 #: Width (standard deviation) of a column in the target map [Å].
 TARGET_SIGMA = 0.4
@@ -24,6 +24,26 @@ TARGET_SIGMA = 0.4
 MIN_COLUMN_ATOMS = 3
 #: Radius of the ignored disk around columns of 1-2 atoms [Å].
 IGNORE_RADIUS = 0.8
+
+
+@dataclass(frozen=True)
+class HardRegime:
+    """Imaging conditions a network gets wrong, drawn more often in training.
+
+    Attributes
+    ----------
+    zone_axis : str
+        Zone axis of the particles drawn (as in the cache's particle info, e.g. ``"[100]"``).
+    defocus : (float, float)
+        Defocus range [Å] (abTEM sign) drawn uniformly for them; the rest of the microscope
+        comes from the envelope.
+    fraction : float
+        Share of the training images drawn from this regime (0 turns it off).
+    """
+
+    zone_axis: str = "[100]"
+    defocus: tuple[float, float] = (-90.0, 40.0)
+    fraction: float = 0.0
 
 
 @dataclass
@@ -101,11 +121,15 @@ class SampleMaker:
     balance_zones : bool
         Draw a zone axis uniformly, then a particle of that zone axis, so that a zone axis with
         few particles is seen as often as the others.
+    hard_regime : HardRegime, optional
+        A zone axis and defocus range drawn more often than the envelope alone would (for
+        training only: evaluation draws from the envelope).
     """
 
     def __init__(self, particles: list[dict], carbons: list[dict], model_sampling: float,
                  envelope: MicroscopeEnvelope | None = None,
-                 support_probability: float = 0.5, balance_zones: bool = False) -> None:
+                 support_probability: float = 0.5, balance_zones: bool = False,
+                 hard_regime: HardRegime | None = None) -> None:
         if not particles:
             raise ValueError("no particle exit waves: build the exit-wave cache first")
         self.particles = particles
@@ -117,6 +141,13 @@ class SampleMaker:
         if balance_zones:
             zones = np.array([particle_info(p)["zone_axis"] for p in particles])
             self.zone_groups = [np.flatnonzero(zones == zone) for zone in np.unique(zones)]
+        self.hard_regime = hard_regime if hard_regime and hard_regime.fraction > 0 else None
+        self.hard_particles = np.array([], dtype=int)
+        if self.hard_regime:
+            zones = np.array([particle_info(p)["zone_axis"] for p in particles])
+            self.hard_particles = np.flatnonzero(zones == self.hard_regime.zone_axis)
+            if not len(self.hard_particles):
+                raise ValueError(f"hard regime: no particle along {self.hard_regime.zone_axis}")
 
     def _waves(self, rng: np.random.Generator, particle: dict) -> np.ndarray:
         waves = particle["waves"]
@@ -143,6 +174,13 @@ class SampleMaker:
     def make(self, rng: np.random.Generator, settings: MicroscopeSettings | None = None,
              particle_index: int | None = None) -> Sample:
         """Make one sample (a whole field of view, not yet cropped)."""
+        # Only a training draw (no particle or microscope given) may come from the hard regime;
+        # without one, the random stream is the same as before the regime existed.
+        if (self.hard_regime and particle_index is None and settings is None
+                and rng.random() < self.hard_regime.fraction):
+            particle_index = int(self.hard_particles[rng.integers(len(self.hard_particles))])
+            settings = replace(self.envelope.draw(rng),
+                               defocus=float(rng.uniform(*self.hard_regime.defocus)))
         index = self.draw_particle(rng) if particle_index is None else particle_index
         particle = self.particles[index]
         settings = settings or self.envelope.draw(rng)

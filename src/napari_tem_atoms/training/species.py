@@ -302,11 +302,24 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
     return weights
 
 
-def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: int = 24,
+def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: int = 96,
                      single: Any = None) -> pd.DataFrame:
     """Score a species model (and optionally a single-image ablation) per dose.
 
     Uses the validation flakes of `run` (never trained on) with fresh microscopes (seeded).
+
+    Parameters
+    ----------
+    run : SpeciesRun
+        The species training configuration (its validation flakes, envelope and seed).
+    model : str
+        Registered model name or ``.safetensors`` path of the focal-series model.
+    doses : list of float
+        Electron doses [e/Å²].
+    images : int
+        Focal series scored per dose (the default of ``tem-atoms evaluate --images``).
+    single : str, optional
+        A single-image model scored on the same series (their middle image), for comparison.
 
     Returns
     -------
