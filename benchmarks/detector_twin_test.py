@@ -29,7 +29,6 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from scipy import fft as sp_fft
 from scipy import ndimage, optimize
 from scipy.spatial import cKDTree
 
@@ -38,6 +37,7 @@ from napari_tem_atoms.simulation.microscope import (
     MicroscopeEnvelope,
     MicroscopeSettings,
     expected_image,
+    shift_waves,
 )
 from napari_tem_atoms.training import load_config
 from napari_tem_atoms.training.data import SampleMaker, particle_info
@@ -69,14 +69,6 @@ def particle_interior(columns: np.ndarray, shape: tuple[int, int], sampling: flo
     near = (distance < 1.5).reshape(shape)
     body = ndimage.binary_fill_holes(ndimage.binary_closing(near, iterations=int(2 / sampling)))
     return ndimage.binary_erosion(body, iterations=int(depth / sampling))
-
-
-def shifted(image: np.ndarray, sampling: float, shift: np.ndarray) -> np.ndarray:
-    """`image` moved by `shift` [Å] (periodic Fourier shift)."""
-    ky = np.fft.fftfreq(image.shape[0], sampling)[:, None]
-    kx = np.fft.fftfreq(image.shape[1], sampling)[None, :]
-    ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
-    return sp_fft.ifft2(sp_fft.fft2(image) * ramp).real
 
 
 def hellinger(first: np.ndarray, second: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -157,7 +149,7 @@ def main() -> None:
             started = time.perf_counter()
             # An image of the particle moved by `shift` is the image of the unmoved particle
             # moved by `shift`: compare the unmoved particle's images with the truth moved back.
-            target = shifted(truth, sampling, -shift)
+            target = shift_waves(truth, -shift, sampling).real
             twin = fit_twin(waves, wave_sampling, settings, run.envelope, target)
             image = expected_image(waves, wave_sampling, twin)[0]
             # Residuals in units of the true image's contrast there (the particle's is stronger).

@@ -27,14 +27,14 @@ class DataConfig:
     support_probability: float = 0.5
     balance_zones: bool = False  # draw each zone axis equally often, whatever the particle counts
     # A share of training images from a regime the network gets wrong (HardRegime); 0: none.
-    hard_zone_axis: str = "[100]"
-    hard_defocus: tuple[float, float] = (-90.0, 40.0)
-    hard_fraction: float = 0.0
+    hard_zone_axis: str = HardRegime.zone_axis
+    hard_defocus: tuple[float, float] = HardRegime.defocus
+    hard_fraction: float = HardRegime.fraction
 
     @property
     def hard_regime(self) -> HardRegime:
         """The hard regime of the training draws."""
-        return HardRegime(self.hard_zone_axis, tuple(self.hard_defocus), self.hard_fraction)
+        return HardRegime(self.hard_zone_axis, self.hard_defocus, self.hard_fraction)
 
 
 @dataclass(frozen=True)

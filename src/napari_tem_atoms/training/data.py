@@ -138,13 +138,13 @@ class SampleMaker:
         self.envelope = envelope or MicroscopeEnvelope()
         self.support_probability = support_probability
         self.zone_groups: list[np.ndarray] = []
-        if balance_zones:
-            zones = np.array([particle_info(p)["zone_axis"] for p in particles])
-            self.zone_groups = [np.flatnonzero(zones == zone) for zone in np.unique(zones)]
         self.hard_regime = hard_regime if hard_regime and hard_regime.fraction > 0 else None
         self.hard_particles = np.array([], dtype=int)
-        if self.hard_regime:
+        if balance_zones or self.hard_regime:
             zones = np.array([particle_info(p)["zone_axis"] for p in particles])
+        if balance_zones:
+            self.zone_groups = [np.flatnonzero(zones == zone) for zone in np.unique(zones)]
+        if self.hard_regime:
             self.hard_particles = np.flatnonzero(zones == self.hard_regime.zone_axis)
             if not len(self.hard_particles):
                 raise ValueError(f"hard regime: no particle along {self.hard_regime.zone_axis}")
