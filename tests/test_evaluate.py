@@ -69,7 +69,7 @@ def _zone_particles() -> list[dict]:
 def test_the_hard_regime_draws_its_zone_axis_and_defocus_as_often_as_asked():
     particles = _zone_particles()
     regime = HardRegime("[100]", (-90.0, 40.0), fraction=0.5)
-    maker = SampleMaker(particles, [], 0.2, hard_regime=regime)
+    maker = SampleMaker(particles, [], 0.2, hard_regimes=[regime])
     rng = np.random.default_rng(0)
     draws = [maker.make(rng) for _ in range(400)]
     along_100 = np.array([len(s.columns) == len(particles[0]["columns"]) for s in draws])
@@ -88,20 +88,46 @@ def test_the_hard_regime_draws_its_zone_axis_and_defocus_as_often_as_asked():
 def test_without_a_hard_regime_the_training_stream_is_unchanged():
     particles = _zone_particles()
     plain = SampleMaker(particles, [], 0.2)
-    off = SampleMaker(particles, [], 0.2, hard_regime=HardRegime(fraction=0.0))
+    off = SampleMaker(particles, [], 0.2, hard_regimes=[HardRegime(fraction=0.0)])
     first = plain.make(np.random.default_rng(5))
     second = off.make(np.random.default_rng(5))
     assert first.settings == second.settings
     assert np.array_equal(first.recorded, second.recorded)
 
 
-def test_the_hard_regime_is_read_from_the_training_configuration(tmp_path):
+def test_several_hard_regimes_share_the_draws_by_their_fractions():
+    particles = _zone_particles()
+    regimes = [HardRegime("[100]", (-90.0, -80.0), 0.3), HardRegime("any", (150.0, 160.0), 0.3)]
+    maker = SampleMaker(particles, [], 0.2, balance_zones=True, hard_regimes=regimes)
+    rng = np.random.default_rng(3)
+    draws = [maker.make(rng) for _ in range(400)]
+    defocus = np.array([s.settings.defocus for s in draws])
+    along_100 = np.array([len(s.columns) == len(particles[0]["columns"]) for s in draws])
+    first = (defocus >= -90) & (defocus <= -80)
+    second = (defocus >= 150) & (defocus <= 160)
+    # Each regime: its 30 % plus the envelope's 40 % × 10/400 of the defocus range.
+    assert first.mean() == pytest.approx(0.3 + 0.4 * 10 / 400, abs=0.06)
+    assert second.mean() == pytest.approx(0.3 + 0.4 * 10 / 400, abs=0.06)
+    assert along_100[first].mean() > 0.9
+    # "any": the zone axes drawn as balanced outside the regimes, a third of them [100].
+    assert along_100[second].mean() == pytest.approx(1 / 3, abs=0.12)
+    with pytest.raises(ValueError, match="add up to more than 1"):
+        SampleMaker(particles, [], 0.2, hard_regimes=[HardRegime("any", fraction=0.6)] * 2)
+
+
+def test_the_hard_regimes_are_read_from_the_training_configuration(tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text('[data]\nhard_fraction = 0.25\nhard_defocus = [-80.0, 30.0]\n')
-    regime = load_config(config).data.hard_regime
-    assert regime == HardRegime("[100]", (-80.0, 30.0), 0.25)
+    config.write_text('[data]\n[[data.hard_regimes]]\nfraction = 0.25\ndefocus = [-80, 30]\n'
+                      '[[data.hard_regimes]]\nzone_axis = "any"\ndefocus = [120.0, 200.0]\n'
+                      'fraction = 0.1\n')
+    regimes = load_config(config).data.hard_regimes
+    assert regimes == (HardRegime("[100]", (-80.0, 30.0), 0.25),
+                       HardRegime("any", (120.0, 200.0), 0.1))
+    config.write_text('[data]\n[[data.hard_regimes]]\nzone = "[100]"\n')
+    with pytest.raises(ValueError, match=r"run.toml: \[\[data.hard_regimes\]\]: .*keys zone"):
+        load_config(config)
     with pytest.raises(ValueError, match="no particle along"):
-        SampleMaker(_zone_particles(), [], 0.2, hard_regime=HardRegime("[111]", fraction=0.1))
+        SampleMaker(_zone_particles(), [], 0.2, hard_regimes=[HardRegime("[111]", fraction=0.1)])
 
 
 def test_a_noisy_image_is_shot_noise_around_the_expected_image():

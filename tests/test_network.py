@@ -78,3 +78,22 @@ def test_the_card_follows_a_chain_of_training_stages(tmp_path):
     text = "\n".join(_reproduce({"name": "m", "training": {"init_from": "m.safetensors"}},
                                 stages))
     assert "stage 3: from stage 2's weights" in text and "build/m/three/m.safetensors" in text
+
+
+def test_the_card_lists_the_hard_regimes_of_old_and_new_weights():
+    from napari_tem_atoms.models.registry import model_metadata
+    from napari_tem_atoms.training.card import _regime, model_card
+
+    stage3 = {"zone_axis": "[100]", "defocus": [-90.0, 40.0], "fraction": 0.25}
+    assert _regime(stage3) == "25% a [100] particle at defocus -90 … 40 Å"
+    anywhere = {"zone_axis": "any", "defocus": [120.0, 200.0], "fraction": 0.1}
+    assert _regime(anywhere) == "10% a particle of any zone axis at defocus 120 … 200 Å"
+    metadata = model_metadata("au-hrtem")
+    training = {k: v for k, v in metadata["training"].items()
+                if k not in ("hard_regime", "hard_regimes")}
+    assert "Hard regimes" not in model_card({**metadata, "training": training}, "0" * 64)
+    for stored in ({"hard_regime": stage3}, {"hard_regimes": [stage3, anywhere]}):
+        card = model_card({**metadata, "training": {**training, **stored}}, "0" * 64)
+        regimes = card[card.index("- Hard regimes"):].splitlines()[0]
+        assert "25% a [100] particle" in regimes
+        assert ("10% a particle of any zone axis" in regimes) is ("hard_regimes" in stored)

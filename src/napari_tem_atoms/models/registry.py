@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="fa7337a0fa0fc088f572c9cf9f9ab7c5db696cd3f025de2fe7f1d4d2d11bfcaf",
+        sha256="7d22a150cad9e440b84881405a429682ebe0a330581e68df0034c761f62f9c14",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",

@@ -91,12 +91,14 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         f"- Data seed {data['data_seed']}; validation and evaluation particles come from a "
         "separate random stream and are never trained on.",
     ]
-    if training.get("hard_regime"):
-        hard = training["hard_regime"]
-        lines.append(f"- Hard regime: {hard['fraction']:.0%} of the training images show a "
-                     f"{hard['zone_axis']} particle at defocus "
-                     f"{_range(hard['defocus'], unit='Å')} (the rest of the microscope from the "
-                     "envelope below); the evaluation draws from the envelope only.")
+    # Weights of stage 3 carry one regime ("hard_regime"), later ones a list.
+    regimes = training.get("hard_regimes") or (
+        [training["hard_regime"]] if training.get("hard_regime") else [])
+    if regimes:
+        shares = "; ".join(_regime(hard) for hard in regimes)
+        lines.append(f"- Hard regimes (training images drawn where an earlier stage failed; the "
+                     f"rest of each microscope from the envelope below): {shares}. The "
+                     "evaluation draws from the envelope only.")
     lines += [
         "",
         "## Microscope envelope (drawn anew for every image)",
@@ -154,6 +156,13 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
     if extra:
         lines += [extra.rstrip(), ""]
     return "\n".join(lines)
+
+
+def _regime(hard: dict) -> str:
+    """'20% a [100] particle at defocus -90 … 40 Å' for a hard regime's metadata."""
+    particle = ("a particle of any zone axis" if hard["zone_axis"] == "any"
+                else f"a {hard['zone_axis']} particle")
+    return f"{hard['fraction']:.0%} {particle} at defocus {_range(hard['defocus'], unit='Å')}"
 
 
 def _receptive_field(architecture: dict) -> int:

@@ -26,15 +26,9 @@ class DataConfig:
     seed: int = 2018
     support_probability: float = 0.5
     balance_zones: bool = False  # draw each zone axis equally often, whatever the particle counts
-    # A share of training images from a regime the network gets wrong (HardRegime); 0: none.
-    hard_zone_axis: str = HardRegime.zone_axis
-    hard_defocus: tuple[float, float] = HardRegime.defocus
-    hard_fraction: float = HardRegime.fraction
-
-    @property
-    def hard_regime(self) -> HardRegime:
-        """The hard regime of the training draws."""
-        return HardRegime(self.hard_zone_axis, self.hard_defocus, self.hard_fraction)
+    # Shares of the training images from regimes the network gets wrong ([[data.hard_regimes]]
+    # tables with zone_axis, defocus and fraction); none: every image from the envelope.
+    hard_regimes: tuple[HardRegime, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +105,11 @@ def load_config(path: str | Path) -> TrainingRun:
         raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
     base = path.parent
     data = updated["data"]
-    data = replace(data, folder=str((base / data.folder).resolve()))
+    try:
+        regimes = tuple(HardRegime.from_dict(dict(regime)) for regime in data.hard_regimes)
+    except (TypeError, ValueError) as error:  # a missing or misspelt key, a bad range
+        raise ValueError(f"{path}: [[data.hard_regimes]]: {error}") from None
+    data = replace(data, folder=str((base / data.folder).resolve()), hard_regimes=regimes)
     train = updated["train"]
     if train.init_from:
         train = replace(train, init_from=str((base / train.init_from).resolve()))

@@ -8,6 +8,7 @@ same kind of input; no two samples are the same image.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +34,8 @@ class HardRegime:
     Attributes
     ----------
     zone_axis : str
-        Zone axis of the particles drawn (as in the cache's particle info, e.g. ``"[100]"``).
+        Zone axis of the particles drawn (as in the cache's particle info, e.g. ``"[100]"``), or
+        ``"any"``: a particle drawn as outside the regime.
     defocus : (float, float)
         Defocus range [Å] (abTEM sign) drawn uniformly for them; the rest of the microscope
         comes from the envelope.
@@ -44,6 +46,15 @@ class HardRegime:
     zone_axis: str = "[100]"
     defocus: tuple[float, float] = (-90.0, 40.0)
     fraction: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> HardRegime:
+        """A regime from a ``[[data.hard_regimes]]`` table of a training configuration."""
+        unknown = set(values) - {"zone_axis", "defocus", "fraction"}
+        if unknown:
+            raise ValueError(f"hard regime: unknown keys {', '.join(sorted(unknown))}")
+        regime = cls(**values)
+        return replace(regime, defocus=tuple(float(d) for d in regime.defocus))
 
 
 @dataclass
@@ -121,15 +132,15 @@ class SampleMaker:
     balance_zones : bool
         Draw a zone axis uniformly, then a particle of that zone axis, so that a zone axis with
         few particles is seen as often as the others.
-    hard_regime : HardRegime, optional
-        A zone axis and defocus range drawn more often than the envelope alone would (for
-        training only: evaluation draws from the envelope).
+    hard_regimes : sequence of HardRegime
+        Zone axes and defocus ranges drawn more often than the envelope alone would (for
+        training only: evaluation draws from the envelope); their fractions add up to ≤ 1.
     """
 
     def __init__(self, particles: list[dict], carbons: list[dict], model_sampling: float,
                  envelope: MicroscopeEnvelope | None = None,
                  support_probability: float = 0.5, balance_zones: bool = False,
-                 hard_regime: HardRegime | None = None) -> None:
+                 hard_regimes: Sequence[HardRegime] = ()) -> None:
         if not particles:
             raise ValueError("no particle exit waves: build the exit-wave cache first")
         self.particles = particles
@@ -138,16 +149,22 @@ class SampleMaker:
         self.envelope = envelope or MicroscopeEnvelope()
         self.support_probability = support_probability
         self.zone_groups: list[np.ndarray] = []
-        self.hard_regime = hard_regime if hard_regime and hard_regime.fraction > 0 else None
-        self.hard_particles = np.array([], dtype=int)
-        if balance_zones or self.hard_regime:
+        self.hard_regimes = [regime for regime in hard_regimes if regime.fraction > 0]
+        if sum(regime.fraction for regime in self.hard_regimes) > 1:
+            raise ValueError("hard regimes: their fractions add up to more than 1")
+        if balance_zones or any(r.zone_axis != "any" for r in self.hard_regimes):
             zones = np.array([particle_info(p)["zone_axis"] for p in particles])
         if balance_zones:
             self.zone_groups = [np.flatnonzero(zones == zone) for zone in np.unique(zones)]
-        if self.hard_regime:
-            self.hard_particles = np.flatnonzero(zones == self.hard_regime.zone_axis)
-            if not len(self.hard_particles):
-                raise ValueError(f"hard regime: no particle along {self.hard_regime.zone_axis}")
+        # Particles of each regime; None: drawn as outside the regimes.
+        self.hard_particles: list[np.ndarray | None] = []
+        for regime in self.hard_regimes:
+            if regime.zone_axis == "any":
+                self.hard_particles.append(None)
+                continue
+            self.hard_particles.append(np.flatnonzero(zones == regime.zone_axis))
+            if not len(self.hard_particles[-1]):
+                raise ValueError(f"hard regime: no particle along {regime.zone_axis}")
 
     def _waves(self, rng: np.random.Generator, particle: dict) -> np.ndarray:
         waves = particle["waves"]
@@ -174,13 +191,18 @@ class SampleMaker:
     def make(self, rng: np.random.Generator, settings: MicroscopeSettings | None = None,
              particle_index: int | None = None) -> Sample:
         """Make one sample (a whole field of view, not yet cropped)."""
-        # Only a training draw (no particle or microscope given) may come from the hard regime;
-        # without one, the random stream is the same as before the regime existed.
-        if (self.hard_regime and particle_index is None and settings is None
-                and rng.random() < self.hard_regime.fraction):
-            particle_index = int(self.hard_particles[rng.integers(len(self.hard_particles))])
-            settings = replace(self.envelope.draw(rng),
-                               defocus=float(rng.uniform(*self.hard_regime.defocus)))
+        # Only a training draw (no particle or microscope given) may come from a hard regime;
+        # without one, the random stream is the same as before regimes existed.
+        if self.hard_regimes and particle_index is None and settings is None:
+            chance, start = rng.random(), 0.0
+            for regime, members in zip(self.hard_regimes, self.hard_particles, strict=True):
+                start += regime.fraction
+                if chance < start:
+                    particle_index = (self.draw_particle(rng) if members is None
+                                      else int(members[rng.integers(len(members))]))
+                    settings = replace(self.envelope.draw(rng),
+                                       defocus=float(rng.uniform(*regime.defocus)))
+                    break
         index = self.draw_particle(rng) if particle_index is None else particle_index
         particle = self.particles[index]
         settings = settings or self.envelope.draw(rng)

@@ -281,7 +281,7 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     validation_carbons = load_exit_waves(run.data.folder, "carbon", "validation")
     maker = SampleMaker(particles, carbons, model_cfg.sampling, run.envelope,
                         run.data.support_probability, run.data.balance_zones,
-                        run.data.hard_regime)
+                        run.data.hard_regimes)
     validation_maker = SampleMaker(validation, validation_carbons, model_cfg.sampling,
                                    run.envelope, run.data.support_probability)
     validation_samples = _validation_set(validation_maker, cfg.validation_images, cfg.seed)
@@ -336,7 +336,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
             "learning_rate": cfg.learning_rate, "seed": cfg.seed,
             "init_from": Path(cfg.init_from).name if cfg.init_from else None,
             "balance_zones": run.data.balance_zones,
-            **({"hard_regime": asdict(run.data.hard_regime)} if run.data.hard_fraction else {}),
+            **({"hard_regimes": [asdict(regime) for regime in run.data.hard_regimes]}
+               if run.data.hard_regimes else {}),
             "parameters": n_parameters, "samples_seen": cfg.steps * cfg.batch_size,
             "data": {**describe_dataset(particles), "carbon_slabs": len(carbons),
                      "support_probability": run.data.support_probability,
