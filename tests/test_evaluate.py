@@ -96,7 +96,10 @@ def test_without_a_hard_regime_the_training_stream_is_unchanged():
 
 
 def test_several_hard_regimes_share_the_draws_by_their_fractions():
+    # One [100] particle in seven: "any" drawn as balanced gives [100] a third of the time,
+    # drawn without balancing a seventh.
     particles = _zone_particles()
+    particles = particles[:2] + [particles[1]] * 2 + particles[1:]
     regimes = [HardRegime("[100]", (-90.0, -80.0), 0.3), HardRegime("any", (150.0, 160.0), 0.3)]
     maker = SampleMaker(particles, [], 0.2, balance_zones=True, hard_regimes=regimes)
     rng = np.random.default_rng(3)
@@ -109,22 +112,37 @@ def test_several_hard_regimes_share_the_draws_by_their_fractions():
     assert first.mean() == pytest.approx(0.3 + 0.4 * 10 / 400, abs=0.06)
     assert second.mean() == pytest.approx(0.3 + 0.4 * 10 / 400, abs=0.06)
     assert along_100[first].mean() > 0.9
-    # "any": the zone axes drawn as balanced outside the regimes, a third of them [100].
-    assert along_100[second].mean() == pytest.approx(1 / 3, abs=0.12)
-    with pytest.raises(ValueError, match="add up to more than 1"):
+    assert along_100[second].mean() == pytest.approx(1 / 3, abs=0.08)
+    # Shares that add up to exactly 1 are allowed (0.2 + 0.4 + 0.3 + 0.1 > 1 in floats).
+    exact = [HardRegime("any", fraction=f) for f in (0.2, 0.4, 0.3, 0.1)]
+    assert len(SampleMaker(particles, [], 0.2, hard_regimes=exact).hard_regimes) == 4
+    with pytest.raises(ValueError, match=r"add up to 1\.2, more than 1"):
         SampleMaker(particles, [], 0.2, hard_regimes=[HardRegime("any", fraction=0.6)] * 2)
 
 
 def test_the_hard_regimes_are_read_from_the_training_configuration(tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text('[data]\n[[data.hard_regimes]]\nfraction = 0.25\ndefocus = [-80, 30]\n'
-                      '[[data.hard_regimes]]\nzone_axis = "any"\ndefocus = [120.0, 200.0]\n'
-                      'fraction = 0.1\n')
+    config.write_text('[data]\n[[data.hard_regimes]]\nzone_axis = "[100]"\nfraction = 0.25\n'
+                      'defocus = [-80, 30]\n[[data.hard_regimes]]\nzone_axis = "any"\n'
+                      'defocus = [120.0, 200.0]\nfraction = 0.1\n')
     regimes = load_config(config).data.hard_regimes
     assert regimes == (HardRegime("[100]", (-80.0, 30.0), 0.25),
                        HardRegime("any", (120.0, 200.0), 0.1))
-    config.write_text('[data]\n[[data.hard_regimes]]\nzone = "[100]"\n')
-    with pytest.raises(ValueError, match=r"run.toml: \[\[data.hard_regimes\]\]: .*keys zone"):
+    table = '[data]\n[[data.hard_regimes]]\nzone_axis = "[100]"\n'
+    for body, message in (
+            ('zone = "[110]"\ndefocus = [-80, 30]\nfraction = 0.2\n', "unknown keys zone"),
+            ('defocus = [-80, 30]\n', "missing keys fraction"),
+            ('defocus = [-80]\nfraction = 0.2\n', r"defocus must be \[low, high\]"),
+            ('defocus = [30, -80]\nfraction = 0.2\n', r"defocus must be \[low, high\]"),
+            ('defocus = [-80, 30]\nfraction = "0.2"\n', "fraction must be a number"),
+            ('defocus = [-80, 30]\nfraction = 0.7\n' + table[7:]
+             + 'defocus = [-80, 30]\nfraction = 0.7\n', "add up to 1.4")):
+        config.write_text(table + body)
+        with pytest.raises(ValueError, match=r"run.toml: \[\[data.hard_regimes\]\]: .*" + message):
+            load_config(config)
+    # Last stop's flat keys: the message says what replaced them.
+    config.write_text('[data]\nhard_fraction = 0.25\n')
+    with pytest.raises(ValueError, match=r"run.toml: .*hard_fraction.*\[\[data.hard_regimes\]\]"):
         load_config(config)
     with pytest.raises(ValueError, match="no particle along"):
         SampleMaker(_zone_particles(), [], 0.2, hard_regimes=[HardRegime("[111]", fraction=0.1)])

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from ..simulation.exit_waves import ExitWaveConfig
 from ..simulation.microscope import MicroscopeEnvelope
-from .data import HardRegime
+from .data import HardRegime, total_fraction
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "load_config"]
 
@@ -90,7 +89,14 @@ def load_config(path: str | Path) -> TrainingRun:
 
     Sections: top-level ``output``; ``[data]``, ``[model]``, ``[train]``, ``[exit_waves]``,
     ``[envelope]`` with the fields of the matching dataclasses. Relative folders are relative to
-    the configuration file.
+    the configuration file. ``[[data.hard_regimes]]`` tables (``zone_axis``, ``defocus``,
+    ``fraction``) become :class:`~napari_tem_atoms.training.data.HardRegime` entries.
+
+    Raises
+    ------
+    ValueError
+        An unknown section or key, or a hard regime that is incomplete or out of range; the
+        message names the file.
     """
     path = Path(path)
     with open(path, "rb") as stream:
@@ -98,8 +104,13 @@ def load_config(path: str | Path) -> TrainingRun:
     run = TrainingRun()
     sections = {"data": run.data, "model": run.model, "train": run.train,
                 "exit_waves": run.exit_waves, "envelope": run.envelope}
-    updated = {name: _update(default, raw.pop(name, {}), name)
-               for name, default in sections.items()}
+    try:
+        updated = {name: _update(default, raw.pop(name, {}), name)
+                   for name, default in sections.items()}
+    except ValueError as error:
+        hint = (" (the hard_* keys are now [[data.hard_regimes]] tables: zone_axis, defocus, "
+                "fraction)" if "hard_" in str(error) else "")
+        raise ValueError(f"{path}: {error}{hint}") from None
     output = raw.pop("output", run.output)
     if raw:
         raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
@@ -107,7 +118,8 @@ def load_config(path: str | Path) -> TrainingRun:
     data = updated["data"]
     try:
         regimes = tuple(HardRegime.from_dict(dict(regime)) for regime in data.hard_regimes)
-    except (TypeError, ValueError) as error:  # a missing or misspelt key, a bad range
+        total_fraction(regimes)
+    except (TypeError, ValueError) as error:  # a missing or unknown key, a bad range or share
         raise ValueError(f"{path}: [[data.hard_regimes]]: {error}") from None
     data = replace(data, folder=str((base / data.folder).resolve()), hard_regimes=regimes)
     train = updated["train"]

@@ -8,6 +8,7 @@ same kind of input; no two samples are the same image.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..simulation.microscope import MicroscopeEnvelope, MicroscopeSettings, form_image
 
-__all__ = ["HardRegime", "Sample", "SampleMaker", "column_targets"]
+__all__ = ["HardRegime", "Sample", "SampleMaker", "column_targets", "total_fraction"]
 
 #: Width (standard deviation) of a column in the target map [Å].
 TARGET_SIGMA = 0.4
@@ -35,26 +36,65 @@ class HardRegime:
     ----------
     zone_axis : str
         Zone axis of the particles drawn (as in the cache's particle info, e.g. ``"[100]"``), or
-        ``"any"``: a particle drawn as outside the regime.
+        ``"any"``: a particle drawn as for any other training image (each zone axis equally
+        often when zones are balanced).
     defocus : (float, float)
         Defocus range [Å] (abTEM sign) drawn uniformly for them; the rest of the microscope
         comes from the envelope.
     fraction : float
-        Share of the training images drawn from this regime (0 turns it off).
+        Share of the training images drawn from this regime, 0 … 1 (0 turns it off).
     """
 
     zone_axis: str = "[100]"
     defocus: tuple[float, float] = (-90.0, 40.0)
     fraction: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.zone_axis, str):
+            raise ValueError(f"hard regime: zone_axis must be a string, not {self.zone_axis!r}")
+        if (isinstance(self.defocus, str) or len(self.defocus) != 2
+                or not all(isinstance(d, int | float) for d in self.defocus)
+                or self.defocus[0] > self.defocus[1]):
+            raise ValueError(f"hard regime: defocus must be [low, high] in Å, "
+                             f"not {self.defocus!r}")
+        if not isinstance(self.fraction, int | float) or not 0 <= self.fraction <= 1:
+            raise ValueError(f"hard regime: fraction must be a number in 0 … 1, "
+                             f"not {self.fraction!r}")
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> HardRegime:
-        """A regime from a ``[[data.hard_regimes]]`` table of a training configuration."""
-        unknown = set(values) - {"zone_axis", "defocus", "fraction"}
-        if unknown:
-            raise ValueError(f"hard regime: unknown keys {', '.join(sorted(unknown))}")
+        """A regime from a ``[[data.hard_regimes]]`` table of a training configuration.
+
+        Parameters
+        ----------
+        values : dict
+            ``zone_axis``, ``defocus`` and ``fraction``, all required.
+
+        Returns
+        -------
+        HardRegime
+
+        Raises
+        ------
+        ValueError
+            A key missing, unknown or out of range.
+        """
+        keys = {"zone_axis", "defocus", "fraction"}
+        if set(values) != keys:
+            missing, unknown = keys - set(values), set(values) - keys
+            raise ValueError("hard regime: " + "; ".join(
+                f"{what} keys {', '.join(sorted(names))}"
+                for what, names in (("missing", missing), ("unknown", unknown)) if names))
         regime = cls(**values)
         return replace(regime, defocus=tuple(float(d) for d in regime.defocus))
+
+
+def total_fraction(regimes: Sequence[HardRegime]) -> float:
+    """Share of the training images the regimes take together (must not exceed 1)."""
+    total = math.fsum(regime.fraction for regime in regimes)
+    if total > 1 + 1e-9:  # 0.2 + 0.4 + 0.3 + 0.1 is 1.0000000000000002 in floating point
+        raise ValueError(f"hard regimes: their fractions add up to {total:g}, more than 1")
+    return total
 
 
 @dataclass
@@ -134,7 +174,14 @@ class SampleMaker:
         few particles is seen as often as the others.
     hard_regimes : sequence of HardRegime
         Zone axes and defocus ranges drawn more often than the envelope alone would (for
-        training only: evaluation draws from the envelope); their fractions add up to ≤ 1.
+        training only: evaluation draws from the envelope); their fractions add up to ≤ 1, and
+        regimes of fraction 0 are left out.
+
+    Raises
+    ------
+    ValueError
+        No particles, fractions adding up to more than 1, or no particle along a regime's
+        zone axis.
     """
 
     def __init__(self, particles: list[dict], carbons: list[dict], model_sampling: float,
@@ -149,9 +196,8 @@ class SampleMaker:
         self.envelope = envelope or MicroscopeEnvelope()
         self.support_probability = support_probability
         self.zone_groups: list[np.ndarray] = []
+        total_fraction(hard_regimes)
         self.hard_regimes = [regime for regime in hard_regimes if regime.fraction > 0]
-        if sum(regime.fraction for regime in self.hard_regimes) > 1:
-            raise ValueError("hard regimes: their fractions add up to more than 1")
         if balance_zones or any(r.zone_axis != "any" for r in self.hard_regimes):
             zones = np.array([particle_info(p)["zone_axis"] for p in particles])
         if balance_zones:

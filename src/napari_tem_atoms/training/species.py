@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import time
+import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import tomllib
 
 from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..analysis.species import species_from_heatmaps

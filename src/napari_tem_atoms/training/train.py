@@ -336,8 +336,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
             "learning_rate": cfg.learning_rate, "seed": cfg.seed,
             "init_from": Path(cfg.init_from).name if cfg.init_from else None,
             "balance_zones": run.data.balance_zones,
-            **({"hard_regimes": [asdict(regime) for regime in run.data.hard_regimes]}
-               if run.data.hard_regimes else {}),
+            **({"hard_regimes": [asdict(regime) for regime in maker.hard_regimes]}
+               if maker.hard_regimes else {}),  # those in use (fraction > 0)
             "parameters": n_parameters, "samples_seen": cfg.steps * cfg.batch_size,
             "data": {**describe_dataset(particles), "carbon_slabs": len(carbons),
                      "support_probability": run.data.support_probability,
