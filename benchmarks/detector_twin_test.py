@@ -12,8 +12,9 @@ shifts the particle by half a lattice vector and fits the microscope (defocus, C
 astigmatism, blur, contrast, all kept inside the envelope) whose noise-free image of the shifted
 particle is closest to the noise-free image of the true one. It prints how well the best test
 between the two hypotheses could tell them apart at each dose: the Hellinger distance
-H = Σ (√λ₀ − √λ₁)² of the two Poisson images (λ: expected electrons per pixel) and the lower
-bound on that test's error rate, P_e ≥ ½ (1 − √(1 − e^(−H))). The "interior" columns use the
+H = Σ (√λ₀ − √λ₁)² of the two Poisson images (λ: expected electrons per pixel) and the upper
+bound on that test's error rate, P_e ≤ ½ e^(−H/2) (the Bhattacharyya bound: the likelihood-ratio
+test does at least this well). The "interior" columns use the
 pixels more than 5 Å inside the particle only, where the particle's edge gives nothing away.
 
 An error rate near zero at a dose where the network fails the image says that the image holds
@@ -78,8 +79,12 @@ def hellinger(first: np.ndarray, second: np.ndarray, mask: np.ndarray | None = N
 
 
 def error_bound(distance: float) -> float:
-    """Lower bound on the error of the best test between two equally likely Poisson images."""
-    return 0.5 * (1 - np.sqrt(max(0.0, 1 - np.exp(-distance))))
+    """Upper bound on the error of the best test between two equally likely Poisson images.
+
+    The Bhattacharyya coefficient of the two images is e^(−H/2); the best test errs at most half
+    of it. (The lower bound, ½ (1 − √(1 − e^(−H))), says nothing about whether a test succeeds.)
+    """
+    return 0.5 * float(np.exp(-distance / 2))
 
 
 def fit_twin(waves: np.ndarray, wave_sampling: float, settings: MicroscopeSettings,
@@ -143,7 +148,7 @@ def main() -> None:
               f"{settings.focal_spread:.0f} Å, {sampling:.3f} Å/px; lattice vectors "
               f"{np.linalg.norm(first):.2f} Å, {np.linalg.norm(second):.2f} Å")
         print("  shift        fitted defocus, Cs    rel. residual (whole / interior)   "
-              + "   ".join(f"H, P_e at {dose:g} (whole / interior)" for dose in args.dose))
+              + "   ".join(f"H, P_e ≤ at {dose:g} (whole / interior)" for dose in args.dose))
         for name, shift in (("(a1+a2)/2", (first + second) / 2), ("a1/2", first / 2),
                             ("a2/2", second / 2)):
             started = time.perf_counter()
@@ -160,8 +165,8 @@ def main() -> None:
             per_dose = []
             for dose in args.dose:
                 pixels = dose * sampling**2
-                per_dose.append(f"{pixels * whole:8.1f} {error_bound(pixels * whole):.3f} / "
-                                f"{pixels * inside:7.1f} {error_bound(pixels * inside):.3f}")
+                per_dose.append(f"{pixels * whole:8.1f} {error_bound(pixels * whole):.1e} / "
+                                f"{pixels * inside:7.1f} {error_bound(pixels * inside):.1e}")
             print(f"  {name:10s} {twin.defocus:7.1f} Å {twin.cs / 1e4:6.1f} µm     "
                   f"{residual:.3f} / {residual_inside:.3f}              " + "   ".join(per_dose)
                   + f"   ({time.perf_counter() - started:.0f} s)")
