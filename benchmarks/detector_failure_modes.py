@@ -21,6 +21,7 @@ from napari_tem_atoms.models import load_model
 from napari_tem_atoms.simulation.exit_waves import load_exit_waves
 from napari_tem_atoms.training import load_config
 from napari_tem_atoms.training.data import SampleMaker, particle_info
+from napari_tem_atoms.training.evaluate import told_conditions
 from napari_tem_atoms.training.metrics import match_columns
 
 
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--paired", action="store_true",
                         help="the same particles and microscopes at every dose (each image "
                              "drawn from its own seed): only the shot noise differs")
+    parser.add_argument("--told", action="store_true",
+                        help="tell the model Cs and defocus, off by up to 2 µm and 30 Å as in "
+                             "tem-atoms evaluate (a model with condition inputs only)")
     args = parser.parse_args()
 
     run = load_config(args.config)
@@ -85,9 +89,11 @@ def main() -> None:
             info = particle_info(particle)
             columns = np.array(particle["columns"], dtype=float)
             columns[:, :2] /= sample.recorded_sampling
+            told = dict(zip(("cs", "defocus"), told_conditions(settings, args.seed, index),
+                            strict=True)) if args.told else {}
             steps = iter_detect_atoms(sample.recorded, loaded, sampling=sample.recorded_sampling,
                                       threshold=args.threshold,
-                                      average_mirrors=args.average_mirrors)
+                                      average_mirrors=args.average_mirrors, **told)
             detected = np.concatenate([s.atoms[["y", "x"]].to_numpy() for s in steps])
             counts = match_columns(detected, columns, sample.recorded_sampling)
             rows.append({

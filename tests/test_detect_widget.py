@@ -131,3 +131,47 @@ def test_a_bad_frame_is_named_in_the_message(qtbot, make_napari_viewer, monkeypa
         widget.run()
         _wait(qtbot, widget)
         assert shown[-1].startswith("Detect atoms: frame 2: ") and "NaN" in shown[-1], shown
+
+
+def test_imaging_conditions_show_for_a_model_that_takes_them(qtbot, viewer_with_stack,
+                                                            monkeypatch):
+    import napari_tem_atoms.napari._conditions as conditions_module
+    import napari_tem_atoms.napari._detect_widget as module
+
+    viewer, widget, _ = viewer_with_stack
+    inputs = widget.conditions
+    # Shown exactly when the selected model takes them.
+    assert inputs.native.isHidden() is not inputs.takes_conditions
+    metadata = module.model_metadata("au-hrtem")
+    told = {**metadata, "architecture": {**metadata["architecture"], "conditions": 4}}
+    monkeypatch.setattr(conditions_module, "model_metadata", lambda name: told)
+    widget._on_model_changed()
+    assert not inputs.native.isHidden()
+    assert inputs.values() == {"cs": None, "defocus": None}  # none known yet
+    assert not inputs.cs.enabled
+    inputs.cs_known.value = True
+    assert inputs.cs.enabled and not inputs.defocus.enabled
+    inputs.cs.value = -15.0
+    assert inputs.values() == {"cs": -15e4, "defocus": None}
+
+    passed = []
+    original = module._steps
+
+    def recording_steps(*args, **conditions):
+        passed.append(conditions)
+        return original(*args)  # the stand-in: the shipped model may not take them
+
+    monkeypatch.setattr(module, "_steps", recording_steps)
+    widget.frames.value = "current frame"
+    widget.run()
+    _wait(qtbot, widget)
+    assert passed == [{"cs": -15e4, "defocus": None}]
+    points = viewer.layers["stack atoms"]
+    assert points.metadata["cs_angstrom"] == -15e4 and points.metadata["defocus_angstrom"] is None
+
+    plain = {**metadata, "architecture": {k: v for k, v in metadata["architecture"].items()
+                                          if k != "conditions"}}
+    monkeypatch.setattr(conditions_module, "model_metadata", lambda name: plain)
+    widget._on_model_changed()
+    assert inputs.native.isHidden()
+    assert inputs.values() == {"cs": None, "defocus": None}

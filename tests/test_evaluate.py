@@ -32,7 +32,8 @@ def test_every_dose_images_the_same_particle_under_the_same_microscope():
     envelope = MicroscopeEnvelope()
     low = _images(maker, envelope, 1e7, 3, seed=7)
     high = _images(maker, envelope, 1e8, 3, seed=7)
-    for (image_low, sampling_low, _), (image_high, sampling_high, _) in zip(low, high, strict=True):
+    for (image_low, sampling_low, *_), (image_high, sampling_high, *_) in zip(low, high,
+                                                                          strict=True):
         assert sampling_low == sampling_high  # the same draw of the microscope
         assert image_low.shape == image_high.shape
         # Same image up to shot noise (doses high enough to see it through the noise).

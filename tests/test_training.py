@@ -118,6 +118,52 @@ def test_a_second_stage_starts_from_weights_and_adds_context_blocks(trained):
 
 
 @pytest.mark.slow
+def test_a_stage_with_conditions_learns_from_told_images_and_records_it(trained):
+    from napari_tem_atoms.models import load_model
+
+    folder, _, _ = trained
+    stage = (TINY.replace("STEPS", "2").replace('output = "run"', 'output = "told"')
+             .replace("depth = 2\n", "depth = 2\nconditions = true\n")
+             .replace("workers = 0\n", 'workers = 0\ninit_from = "run/tiny.safetensors"\n')
+             + "[conditions]\ncs_known = 1.0\ndefocus_known = 0.5\ndefocus_error = 20.0\n")
+    config = folder / "told.toml"
+    config.write_text(stage)
+    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "new: 10 tensors (film" in result.stdout  # 5 levels: weight and bias each
+    loaded = load_model(folder / "told" / "tiny.safetensors")
+    assert loaded.takes_conditions and loaded.metadata["architecture"]["conditions"] == 4
+    drawn = loaded.metadata["conditions"]["training"]
+    assert drawn["cs_known"] == 1.0 and drawn["defocus_error"] == 20.0
+    # Trained: the condition layers moved away from their zero start.
+    assert any(float(film.linear.weight.detach().abs().max()) > 0
+               for film in loaded.network.film)
+    card = (folder / "told" / "tiny.md").read_text()
+    assert "Imaging conditions (optional input)" in card
+
+    config.write_text(stage.replace("cs_known = 1.0", "cs_known = 2.0")
+                      .replace('output = "told"', 'output = "told2"'))
+    failed = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                            timeout=600)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert "told.toml" in failed.stderr and "cs_known must be in 0 … 1" in failed.stderr
+
+
+@pytest.mark.slow
+def test_detect_command_refuses_conditions_for_a_model_without_them(trained, made_files,
+                                                                    tmp_path):
+    folder, _, _ = trained
+    result = subprocess.run(
+        [TEM_ATOMS, "detect", str(made_files["ome_stack"]), "--model",
+         str(folder / "run" / "tiny.safetensors"), "--cs-um", "-15", "--defocus", "-50",
+         "-o", str(tmp_path / "a.csv")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "does not take imaging conditions" in result.stderr
+    assert not (tmp_path / "a.csv").exists()
+
+
+@pytest.mark.slow
 def test_detect_command_writes_the_atoms_csv(trained, made_files, tmp_path):
     folder, _, _ = trained
     weights = folder / "run" / "tiny.safetensors"

@@ -23,11 +23,12 @@ from .models import load_cached_model
 __all__ = ["FrameJob", "detect_frame", "frame_jobs", "run_jobs"]
 
 def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: float | None,
-                 device: str | None = None, average_mirrors: bool = False) -> pd.DataFrame:
+                 device: str | None = None, average_mirrors: bool = False,
+                 cs: float | None = None, defocus: float | None = None) -> pd.DataFrame:
     """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels."""
     steps = iter_detect_atoms(np.asarray(frame), load_cached_model(model, device),
                               sampling=sampling, threshold=threshold,
-                              average_mirrors=average_mirrors)
+                              average_mirrors=average_mirrors, cs=cs, defocus=defocus)
     return next(steps).atoms.drop(columns="frame")
 
 
@@ -61,7 +62,8 @@ def frame_jobs(images: Sequence[TEMImage], sampling: float | None = None) -> lis
 def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
              scheduler: str | None = None, device: str | None = None,
              on_done: Callable[[FrameJob], None] | None = None,
-             average_mirrors: bool = False) -> list[pd.DataFrame]:
+             average_mirrors: bool = False, cs: float | None = None,
+             defocus: float | None = None) -> list[pd.DataFrame]:
     """Run every job; return one table per job (same order), each with its frame index.
 
     Parameters
@@ -80,6 +82,8 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
         Called with each finished job (for a progress bar), in completion order.
     average_mirrors : bool, optional
         Average the maps of each frame and its mirror images (see ``detect_atoms``).
+    cs, defocus : float, optional
+        Imaging conditions [Å] for a model that takes them (see ``detect_atoms``).
     """
     def finish(job: FrameJob, table: pd.DataFrame) -> pd.DataFrame:
         if on_done:
@@ -89,7 +93,7 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     def local(job: FrameJob) -> pd.DataFrame:
         try:
             return detect_frame(np.asarray(job.data), model, job.sampling, threshold, device,
-                                average_mirrors)
+                                average_mirrors, cs, defocus)
         except TEMAtomsError as exc:
             raise TEMAtomsError(f"frame {job.frame}: {exc}") from None
 
@@ -101,7 +105,7 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
 
     with Client(scheduler) as client:
         tasks = [dask.delayed(detect_frame)(job.data, model, job.sampling, threshold, device,
-                                            average_mirrors)
+                                            average_mirrors, cs, defocus)
                  for job in jobs]
         futures = client.compute(tasks)
         index = {future.key: i for i, future in enumerate(futures)}

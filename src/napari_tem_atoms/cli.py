@@ -90,6 +90,7 @@ def _detect(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm import tqdm
 
+    from .analysis.conditions import model_condition_vector
     from .analysis.detect import sampling_warning
     from .batch import frame_jobs, run_jobs
     from .io import atoms_table, write_atoms_csv
@@ -99,6 +100,12 @@ def _detect(args: argparse.Namespace) -> int:
         images = [image for path in args.inputs for image in read_images(path, lazy=True)]
         jobs = frame_jobs(images, args.sampling)
         loaded = load_cached_model(str(args.model), args.device)
+        cs = None if args.cs_um is None else args.cs_um * 1e4  # µm -> Å
+        if cs is not None or args.defocus is not None:  # checked once, before any frame
+            try:
+                model_condition_vector(loaded.metadata, cs, args.defocus)
+            except TEMAtomsError as exc:
+                raise TEMAtomsError(f"model {args.model}: {exc} (--cs-um, --defocus)") from None
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -113,7 +120,8 @@ def _detect(args: argparse.Namespace) -> int:
         with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
             results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
                                args.device, on_done=lambda job: bar.update(1),
-                               average_mirrors=args.average_mirrors)
+                               average_mirrors=args.average_mirrors,
+                               cs=cs, defocus=args.defocus)
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -426,6 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--average-mirrors", action="store_true",
                         help="average the network's maps of each frame and its three mirror "
                              "images (4x slower, a little more accurate at low dose)")
+    conditions = detect.add_argument_group(
+        "imaging conditions (optional)",
+        "what the microscope was set to, for a model that takes it (its card says so): near "
+        "Gaussian focus it tells a lattice from the same lattice shifted by half a period")
+    conditions.add_argument("--cs-um", type=float, metavar="µm",
+                            help="spherical aberration Cs in µm, as the corrector reports it "
+                                 "(negative for negative-Cs imaging)")
+    conditions.add_argument("--defocus", type=float, metavar="Å",
+                            help="defocus set, in Å, abTEM's sign (-C10: positive is "
+                                 "underfocus); tens of Å off is fine")
     detect.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     detect.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on a dask.distributed cluster (e.g. tcp://host:8786); "

@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from ..errors import TEMAtomsError
 from ._steps import run_steps
+from .conditions import model_condition_vector
 
 __all__ = [
     "DetectionStep",
@@ -110,13 +111,17 @@ def normalise_image(image: np.ndarray) -> np.ndarray:
 
 
 def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = 512, overlap: int = 32,
-                    bfloat16: bool | None = None, average_mirrors: bool = False) -> np.ndarray:
+                    bfloat16: bool | None = None, average_mirrors: bool = False,
+                    conditions: np.ndarray | None = None) -> np.ndarray:
     """Run the network over a normalised image at the model's sampling, tile by tile.
 
     Tiles of `tile_size` overlap by `overlap` pixels on each side; only their centres are kept,
     so the result does not depend on the tiling and memory stays bounded for any image size.
     With `average_mirrors` the network also sees the image flipped up-down, left-right and
     both, and the four maps (flipped back) are averaged: four times the network's time.
+    `conditions` is the (4,) vector of
+    :func:`~napari_tem_atoms.analysis.conditions.condition_vector` for a network built with
+    condition inputs (None: nothing known); a network without them refuses one.
 
     Returns
     -------
@@ -127,7 +132,8 @@ def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = 512, overla
         total = np.zeros((loaded.network.head.out_channels, *image.shape[-2:]), np.float32)
         for axes in ((), (-2,), (-1,), (-2, -1)):
             mirrored = np.ascontiguousarray(np.flip(image, axes))
-            heatmap = predict_heatmap(loaded, mirrored, tile_size, overlap, bfloat16)
+            heatmap = predict_heatmap(loaded, mirrored, tile_size, overlap, bfloat16,
+                                      conditions=conditions)
             total += np.flip(heatmap, axes)
         return total / 4
     import torch
@@ -144,6 +150,11 @@ def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = 512, overla
     step_r = rows if rows <= tile_size else step
     step_c = cols if cols <= tile_size else step
     out = np.zeros((network.head.out_channels, rows, cols), dtype=np.float32)
+    extra = ()
+    if conditions is not None:
+        if not getattr(network, "conditions", 0):
+            raise TEMAtomsError("this model does not take imaging conditions (Cs, defocus)")
+        extra = (torch.as_tensor(np.asarray(conditions, np.float32)[None], device=device),)
     for top in range(0, rows, step_r):
         for left in range(0, cols, step_c):
             # The tile with its margin, clipped to the image, then padded to a valid size.
@@ -161,7 +172,7 @@ def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = 512, overla
                 device_type="cuda" if device.startswith("cuda") else "cpu",
                 dtype=torch.bfloat16, enabled=bool(bfloat16),
             ):
-                logits = network(batch)
+                logits = network(batch, *extra)
             probability = torch.sigmoid(logits.float())[0].cpu().numpy()
             keep_r1, keep_c1 = min(rows, top + step_r), min(cols, left + step_c)
             out[:, top:keep_r1, left:keep_c1] = probability[
@@ -302,6 +313,8 @@ def iter_detect_atoms(
     tile_size: int = 512,
     keep_heatmaps: bool = False,
     average_mirrors: bool = False,
+    cs: float | None = None,
+    defocus: float | None = None,
 ) -> Generator[DetectionStep, None, pd.DataFrame]:
     """Detect atomic columns frame by frame, yielding after each frame (for progress bars).
 
@@ -325,6 +338,13 @@ def iter_detect_atoms(
     loaded = model if isinstance(model, LoadedModel) else load_cached_model(model, device)
     if threshold is None:
         threshold = loaded.threshold
+    conditions = None
+    if cs is not None or defocus is not None:
+        try:
+            conditions = model_condition_vector(loaded.metadata, cs, defocus)
+        except TEMAtomsError as exc:
+            raise TEMAtomsError(f"model {loaded.name}: {exc}") from None
+        cs, defocus = (None if value is None else float(value) for value in (cs, defocus))
     n_frames = int(frames.shape[0])
 
     def where(index: int) -> str:  # name the frame in messages about stacks
@@ -346,14 +366,14 @@ def iter_detect_atoms(
         except TEMAtomsError as exc:
             raise TEMAtomsError(f"{where(index)}{exc}") from None
         heatmap = predict_heatmap(loaded, normalised, tile_size=tile_size,
-                                  average_mirrors=average_mirrors)
+                                  average_mirrors=average_mirrors, conditions=conditions)
         table = atoms_from_heatmap(heatmap[0], threshold, loaded.sampling, factor, index)
         tables.append(table)
         yield DetectionStep(index, n_frames, table, heatmap[0] if keep_heatmaps else None)
     atoms = pd.concat(tables, ignore_index=True)
     atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
                        model_sampling=loaded.sampling, threshold=threshold,
-                       average_mirrors=average_mirrors)
+                       average_mirrors=average_mirrors, cs=cs, defocus=defocus)
     return atoms
 
 
@@ -365,6 +385,8 @@ def detect_atoms(
     device: str | None = None,
     tile_size: int = 512,
     average_mirrors: bool = False,
+    cs: float | None = None,
+    defocus: float | None = None,
 ) -> pd.DataFrame:
     """Find the atomic columns in an HRTEM image or stack.
 
@@ -388,13 +410,19 @@ def detect_atoms(
     average_mirrors : bool, optional
         Average the network's maps of the image and its three mirror images: four times slower,
         a little more accurate at low dose (see the model card).
+    cs : float, optional
+        Spherical aberration C30 of the microscope [Å] (1 µm = 10⁴ Å), for a model that takes
+        imaging conditions; None: not known.
+    defocus : float, optional
+        The defocus set [Å], abTEM's sign (``-C10``: positive is underfocus, negative-Cs
+        imaging uses a negative one); tens of Å off is fine. None: not known.
 
     Returns
     -------
     pandas.DataFrame
         One row per column: ``frame``, ``y``, ``x`` (input pixels, napari convention),
-        ``confidence``. ``attrs`` holds ``sampling``, ``model``, ``device``, ``threshold``
-        and ``average_mirrors``.
+        ``confidence``. ``attrs`` holds ``sampling``, ``model``, ``device``, ``threshold``,
+        ``average_mirrors``, ``cs`` and ``defocus``.
 
     Examples
     --------
@@ -403,4 +431,5 @@ def detect_atoms(
     'cpu'
     """
     return run_steps(iter_detect_atoms(image, model, sampling, threshold, device, tile_size,
-                                       average_mirrors=average_mirrors))
+                                       average_mirrors=average_mirrors, cs=cs,
+                                       defocus=defocus))

@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="7d22a150cad9e440b84881405a429682ebe0a330581e68df0034c761f62f9c14",
+        sha256="acede43fc55ea9939c19d5a3ffe7433f1c30827858094bb67e747df4b04c6bcd",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",
@@ -101,6 +101,11 @@ class LoadedModel:
     def threshold(self) -> float:
         """Default confidence threshold (best validation F1), 0.5 when the model has none."""
         return float(self.metadata.get("threshold", 0.5))
+
+    @property
+    def takes_conditions(self) -> bool:
+        """True when the network takes imaging conditions (Cs, defocus) besides the image."""
+        return bool(self.metadata["architecture"].get("conditions", 0))
 
     @property
     def classes(self) -> list[str]:

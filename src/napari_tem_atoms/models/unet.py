@@ -42,6 +42,23 @@ class ContextBlock(nn.Module):
         return torch.relu(features + self.body(features))
 
 
+class ConditionFiLM(nn.Module):
+    """Scale and shift of feature channels from a per-image vector of imaging conditions.
+
+    Zero-initialised, so a layer added to a trained network leaves it unchanged until trained.
+    """
+
+    def __init__(self, conditions: int, channels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(conditions, 2 * channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, features: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.linear(conditions.to(features.dtype))[:, :, None, None].chunk(2, 1)
+        return features * (1 + scale) + shift
+
+
 class UNet(nn.Module):
     """U-Net: `depth` poolings, channels doubling from `base_channels`; logits out.
 
@@ -59,12 +76,17 @@ class UNet(nn.Module):
         Dilated residual blocks after the bottleneck (dilations 2 and 4 at 2^depth px each):
         each adds 12 · 2^depth px of receptive field, so the network sees a particle's edge
         from farther inside it.
+    conditions : int
+        Length of the per-image vector of imaging conditions (Cs, defocus and whether each is
+        known; see :mod:`napari_tem_atoms.analysis.conditions`) that scales and shifts the
+        features of every level; 0: none.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 16,
-                 depth: int = 3, context: int = 0) -> None:
+                 depth: int = 3, context: int = 0, conditions: int = 0) -> None:
         super().__init__()
         self.depth = depth
+        self.conditions = conditions
         channels = [base_channels * 2**level for level in range(depth + 1)]
         self.encoders = nn.ModuleList()
         previous = in_channels
@@ -80,16 +102,34 @@ class UNet(nn.Module):
             for level in reversed(range(depth))
         )
         self.head = nn.Conv2d(channels[0], out_channels, 1)
+        if conditions:  # one per encoder, the bottleneck and one per decoder
+            widths = [*channels[:-1], channels[-1], *reversed(channels[:-1])]
+            self.film = nn.ModuleList(ConditionFiLM(conditions, width) for width in widths)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Map (batch, in_channels, H, W) images to (batch, out_channels, H, W) logits."""
+    def forward(self, images: torch.Tensor, conditions: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Map (batch, in_channels, H, W) images to (batch, out_channels, H, W) logits.
+
+        `conditions` is a (batch, conditions) tensor for a network built with conditions;
+        left out, every condition is unknown (zeros).
+        """
+        if self.conditions:
+            if conditions is None:
+                conditions = images.new_zeros((images.shape[0], self.conditions))
+            films = iter(self.film)
+
+            def condition(features: torch.Tensor) -> torch.Tensor:
+                return next(films)(features, conditions)
+        else:
+            def condition(features: torch.Tensor) -> torch.Tensor:
+                return features
         skips = []
         features = images
         for encoder in self.encoders:
-            features = encoder(features)
+            features = condition(encoder(features))
             skips.append(features)
             features = self.pool(features)
-        features = self.context(self.bottleneck(features))
+        features = condition(self.context(self.bottleneck(features)))
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
-            features = decoder(torch.cat([self.upsample(features), skip], dim=1))
+            features = condition(decoder(torch.cat([self.upsample(features), skip], dim=1)))
         return self.head(features)

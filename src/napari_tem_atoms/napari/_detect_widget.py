@@ -28,6 +28,7 @@ from napari.utils.notifications import show_error, show_info
 from ..analysis.detect import atoms_from_heatmap, iter_detect_atoms
 from ..errors import TEMAtomsError
 from ..models import REGISTRY, load_cached_model, model_metadata
+from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer, show_atoms
 from ._worker import WorkerRunner, make_progress_bar
 
@@ -72,6 +73,9 @@ class DetectWidget(WorkerRunner, Container):
                                 tooltip="The network also sees each frame flipped three ways "
                                 "and the maps are averaged: a little more accurate at low dose")
         self.show_map = CheckBox(text="Show the network's map", value=False)
+        # What the microscope was set to, for a model that takes it: near Gaussian focus it
+        # tells a lattice from the same lattice shifted by half a period.
+        self.conditions = ImagingConditionsInputs()
         self.run_button = PushButton(text="Detect atoms")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress_bar = make_progress_bar()
@@ -81,7 +85,7 @@ class DetectWidget(WorkerRunner, Container):
             label.native.setWordWrap(True)
         self.extend([self.image_layer, self.model, self.model_description, self.sampling,
                      self.sampling_note, self.threshold, self.frames, self.mirrors,
-                     self.show_map,
+                     self.show_map, self.conditions,
                      self.run_button, self.cancel_button, self.progress_bar, self.status])
 
         self._results: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
@@ -106,6 +110,7 @@ class DetectWidget(WorkerRunner, Container):
             self.threshold.value = float(model_metadata(self.model.value).get("threshold", 0.5))
         except TEMAtomsError as exc:  # missing or damaged weights: say so, keep the widget
             self.model_description.value = f"⚠ {exc}"
+        self.conditions.show_for(self.model.value)
 
     def _on_image_changed(self) -> None:
         layer = self.image_layer.value
@@ -150,9 +155,12 @@ class DetectWidget(WorkerRunner, Container):
         data, sampling = layer.data, float(self.sampling.value)
         model_name, threshold = self.model.value, float(self.threshold.value)
         average_mirrors = bool(self.mirrors.value)
+        conditions = self.conditions.values()
         self._results = {}
         self._run_info = {"layer": layer, "sampling": sampling, "n_frames": len(indices),
-                          "start": time.perf_counter(), "stack": layer.ndim == 3}
+                          "start": time.perf_counter(), "stack": layer.ndim == 3,
+                          "conditions": {f"{key}_angstrom": value
+                                         for key, value in conditions.items()}}
 
         stack = layer.ndim == 3
 
@@ -172,7 +180,8 @@ class DetectWidget(WorkerRunner, Container):
             # Cancel is honoured at the next batch.
             batch, sent = [], time.perf_counter()
             try:
-                for step in _steps(frames, loaded, sampling, threshold, average_mirrors):
+                for step in _steps(frames, loaded, sampling, threshold, average_mirrors,
+                                   **conditions):
                     batch.append((indices[step.frame], step.atoms, step.heatmap))
                     if time.perf_counter() - sent >= YIELD_INTERVAL:
                         yield ("frames", batch)
@@ -269,6 +278,7 @@ class DetectWidget(WorkerRunner, Container):
         points.metadata.update(source=image.metadata.get("source"), model=self.model.value,
                                threshold=float(self.threshold.value),
                                average_mirrors=bool(self.mirrors.value),
+                               **info.get("conditions", {}),
                                pixel_size_angstrom=pixel_size,
                                device=info.get("device"))
         self._update_heatmap(image)
@@ -300,6 +310,8 @@ class DetectWidget(WorkerRunner, Container):
 
 
 def _steps(frame: np.ndarray, loaded: Any, sampling: float, threshold: float,
-           average_mirrors: bool = False):
+           average_mirrors: bool = False, cs: float | None = None,
+           defocus: float | None = None):
     return iter_detect_atoms(frame, loaded, sampling=sampling, threshold=threshold,
-                             keep_heatmaps=True, average_mirrors=average_mirrors)
+                             keep_heatmaps=True, average_mirrors=average_mirrors, cs=cs,
+                             defocus=defocus)

@@ -29,10 +29,12 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_warning
 
+from ..analysis.conditions import model_condition_vector
 from ..analysis.detect import iter_detect_atoms
 from ..errors import TEMAtomsError
 from ..live import FolderWatcher, FrameQueue, LiveStatistics
 from ..models import REGISTRY, load_cached_model, model_metadata
+from ._conditions import ImagingConditionsInputs
 from ._layers import axis_labels, pixel_size_of_layer, show_atoms
 
 if TYPE_CHECKING:
@@ -89,12 +91,13 @@ class LiveWidget(Container):
         self.threshold = FloatSlider(label="Threshold", min=0.05, max=0.95, step=0.01,
                                      value=0.5)
         self.keep_up = CheckBox(text="Skip to the newest frame when behind", value=True)
+        self.conditions = ImagingConditionsInputs()
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
         self.extend([self.source, self.folder, self.followed_layer, self.model, self.sampling,
-                     self.threshold, self.keep_up, self.start_button, self.stop_button,
-                     self.status])
+                     self.threshold, self.keep_up, self.conditions, self.start_button,
+                     self.stop_button, self.status])
         self.worker: Any = None
         self.statistics = LiveStatistics()
         self.queue = FrameQueue(keep_up=True, statistics=self.statistics)
@@ -123,6 +126,7 @@ class LiveWidget(Container):
             self.threshold.value = float(model_metadata(self.model.value).get("threshold", 0.5))
         except TEMAtomsError as exc:
             self.status.value = f"⚠ {exc}"
+        self.conditions.show_for(self.model.value)
 
     def _prefill_sampling(self) -> None:
         layer = self.followed_layer.value
@@ -136,6 +140,13 @@ class LiveWidget(Container):
         """Start watching (the Start button)."""
         from napari.qt.threading import create_worker
 
+        conditions = self.conditions.values()
+        if any(value is not None for value in conditions.values()):
+            try:  # a wrong value is said once, at Start, not once per frame
+                model_condition_vector(model_metadata(self.model.value), **conditions)
+            except TEMAtomsError as exc:
+                show_error(f"Live mode: {exc}")
+                return
         watching = self.source.value == WATCH_FOLDER
         try:
             watcher = FolderWatcher(self.folder.value) if watching else None
@@ -149,7 +160,7 @@ class LiveWidget(Container):
         self.queue = FrameQueue(keep_up=self.keep_up.value, statistics=self.statistics)
         self._atoms, self._stack, self._image_layer = [], None, None
         self._session = {"watching": watching, "model": self.model.value,
-                         "threshold": float(self.threshold.value),
+                         "threshold": float(self.threshold.value), "conditions": conditions,
                          "sampling": float(self.sampling.value) or None}
         if not watching:
             layer = self.followed_layer.value
@@ -214,7 +225,8 @@ class LiveWidget(Container):
                 continue
             try:
                 steps = iter_detect_atoms(frame, loaded, sampling=sampling,
-                                          threshold=session["threshold"])
+                                          threshold=session["threshold"],
+                                          **session["conditions"])
                 atoms = next(steps).atoms.assign(frame=index)
             except TEMAtomsError as exc:
                 yield ("warning", f"frame {index}: {exc}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..simulation.exit_waves import ExitWaveConfig
 from ..simulation.microscope import MicroscopeEnvelope
-from .data import HardRegime, total_fraction
+from .data import ConditionDraw, HardRegime, total_fraction
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "load_config"]
 
@@ -41,6 +41,9 @@ class ModelConfig:
     base_channels: int = 16
     depth: int = 3
     context: int = 0  # dilated residual blocks after the bottleneck (wider receptive field)
+    # Take the imaging conditions (Cs, defocus; each may be unknown) as a second input, drawn
+    # per training image as [conditions] says.
+    conditions: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class TrainingRun:
     train: TrainConfig = field(default_factory=TrainConfig)
     exit_waves: ExitWaveConfig = field(default_factory=ExitWaveConfig)
     envelope: MicroscopeEnvelope = field(default_factory=MicroscopeEnvelope)
+    conditions: ConditionDraw = field(default_factory=ConditionDraw)
 
 
 def _update(instance: Any, values: dict, section: str) -> Any:
@@ -88,9 +92,10 @@ def load_config(path: str | Path) -> TrainingRun:
     """Read a training configuration; keys left out keep their defaults.
 
     Sections: top-level ``output``; ``[data]``, ``[model]``, ``[train]``, ``[exit_waves]``,
-    ``[envelope]`` with the fields of the matching dataclasses. Relative folders are relative to
-    the configuration file. ``[[data.hard_regimes]]`` tables (``zone_axis``, ``defocus``,
-    ``fraction``) become :class:`~napari_tem_atoms.training.data.HardRegime` entries.
+    ``[envelope]``, ``[conditions]`` with the fields of the matching dataclasses. Relative
+    folders are relative to the configuration file. ``[[data.hard_regimes]]`` tables
+    (``zone_axis``, ``defocus``, ``fraction``) become
+    :class:`~napari_tem_atoms.training.data.HardRegime` entries.
 
     Raises
     ------
@@ -103,7 +108,9 @@ def load_config(path: str | Path) -> TrainingRun:
         raw = tomllib.load(stream)
     run = TrainingRun()
     sections = {"data": run.data, "model": run.model, "train": run.train,
-                "exit_waves": run.exit_waves, "envelope": run.envelope}
+                "exit_waves": run.exit_waves, "envelope": run.envelope,
+                "conditions": run.conditions}
+    has_conditions = "conditions" in raw
     try:
         updated = {name: _update(default, raw.pop(name, {}), name)
                    for name, default in sections.items()}
@@ -111,6 +118,9 @@ def load_config(path: str | Path) -> TrainingRun:
         hint = (" (the hard_* keys are now [[data.hard_regimes]] tables: zone_axis, defocus, "
                 "fraction)" if "hard_" in str(error) else "")
         raise ValueError(f"{path}: {error}{hint}") from None
+    if has_conditions and not updated["model"].conditions:
+        raise ValueError(f"{path}: [conditions] applies only to a network with condition "
+                         "inputs: set conditions = true in [model], or remove the section")
     output = raw.pop("output", run.output)
     if raw:
         raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
@@ -127,4 +137,5 @@ def load_config(path: str | Path) -> TrainingRun:
         train = replace(train, init_from=str((base / train.init_from).resolve()))
     return TrainingRun(output=str((base / output).resolve()), data=data,
                        model=updated["model"], train=train,
-                       exit_waves=updated["exit_waves"], envelope=updated["envelope"])
+                       exit_waves=updated["exit_waves"], envelope=updated["envelope"],
+                       conditions=updated["conditions"])

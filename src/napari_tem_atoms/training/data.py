@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.conditions import condition_vector
 from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..simulation.microscope import MicroscopeEnvelope, MicroscopeSettings, form_image
 
-__all__ = ["HardRegime", "Sample", "SampleMaker", "column_targets", "total_fraction"]
+__all__ = ["ConditionDraw", "HardRegime", "Sample", "SampleMaker", "column_targets",
+           "total_fraction"]
 
 #: Width (standard deviation) of a column in the target map [Å].
 TARGET_SIGMA = 0.4
@@ -89,6 +91,51 @@ class HardRegime:
         return replace(regime, defocus=tuple(float(d) for d in regime.defocus))
 
 
+@dataclass(frozen=True)
+class ConditionDraw:
+    """What a network with condition inputs is told about each training image's microscope.
+
+    Each value is known with its own probability, and then given with a uniform error of up
+    to its tolerance (an operator's intended defocus is not the true one), so that the network
+    learns to use a rough value and to work without one.
+
+    Attributes
+    ----------
+    cs_known, defocus_known : float
+        Chance, 0 … 1, that Cs (defocus) is given.
+    cs_error, defocus_error : float
+        Largest error [Å] of the given Cs (defocus).
+    """
+
+    cs_known: float = 0.7
+    defocus_known: float = 0.6
+    cs_error: float = 2e4
+    defocus_error: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("cs_known", "defocus_known", "cs_error", "defocus_error"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name),
+                                                                       int | float):
+                raise ValueError(f"[conditions] {name} must be a number, not "
+                                 f"{getattr(self, name)!r}")
+        for name in ("cs_known", "defocus_known"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"[conditions] {name} must be in 0 … 1, not "
+                                 f"{getattr(self, name)!r}")
+        for name in ("cs_error", "defocus_error"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"[conditions] {name} must be ≥ 0, not {getattr(self, name)!r}")
+
+    def draw(self, rng: np.random.Generator, settings: MicroscopeSettings) -> np.ndarray:
+        """The condition vector of one image, from its true microscope."""
+        cs = defocus = None
+        if rng.random() < self.cs_known:
+            cs = settings.cs + rng.uniform(-self.cs_error, self.cs_error)
+        if rng.random() < self.defocus_known:
+            defocus = settings.defocus + rng.uniform(-self.defocus_error, self.defocus_error)
+        return condition_vector(cs, defocus)
+
+
 def total_fraction(regimes: Sequence[HardRegime]) -> float:
     """Share of the training images the regimes take together (must not exceed 1)."""
     total = math.fsum(regime.fraction for regime in regimes)
@@ -117,6 +164,8 @@ class Sample:
         The image as recorded (before rescaling), in counts.
     recorded_sampling : float
         Its pixel size [Å/px].
+    conditions : numpy.ndarray or None
+        What the network is told about the microscope (for a network with condition inputs).
     """
 
     image: np.ndarray
@@ -126,6 +175,7 @@ class Sample:
     settings: MicroscopeSettings
     recorded: np.ndarray
     recorded_sampling: float
+    conditions: np.ndarray | None = None
 
 
 def column_targets(shape: tuple[int, int], columns: np.ndarray, sampling: float
@@ -176,6 +226,8 @@ class SampleMaker:
         Zone axes and defocus ranges drawn more often than the envelope alone would (for
         training only: evaluation draws from the envelope); their fractions add up to ≤ 1, and
         regimes of fraction 0 are left out.
+    conditions : ConditionDraw, optional
+        For a network with condition inputs: how each sample's microscope is told to it.
 
     Raises
     ------
@@ -187,7 +239,8 @@ class SampleMaker:
     def __init__(self, particles: list[dict], carbons: list[dict], model_sampling: float,
                  envelope: MicroscopeEnvelope | None = None,
                  support_probability: float = 0.5, balance_zones: bool = False,
-                 hard_regimes: Sequence[HardRegime] = ()) -> None:
+                 hard_regimes: Sequence[HardRegime] = (),
+                 conditions: ConditionDraw | None = None) -> None:
         if not particles:
             raise ValueError("no particle exit waves: build the exit-wave cache first")
         self.particles = particles
@@ -195,6 +248,7 @@ class SampleMaker:
         self.model_sampling = model_sampling
         self.envelope = envelope or MicroscopeEnvelope()
         self.support_probability = support_probability
+        self.conditions = conditions
         self.zone_groups: list[np.ndarray] = []
         total_fraction(hard_regimes)
         self.hard_regimes = [regime for regime in hard_regimes if regime.fraction > 0]
@@ -259,8 +313,12 @@ class SampleMaker:
         columns = np.array(particle["columns"], dtype=float)
         columns[:, :2] /= sampling * factor  # Å -> pixels at the model's sampling
         target, mask = column_targets(image.shape, columns, self.model_sampling)
+        # Drawn after the image, so that without conditions the random stream is the one from
+        # before they existed, and with them a sample's image is the one drawn without.
+        conditions = self.conditions.draw(rng, settings) if self.conditions else None
         return Sample(image=image, target=target, mask=mask, columns=columns,
-                      settings=settings, recorded=recorded, recorded_sampling=sampling)
+                      settings=settings, recorded=recorded, recorded_sampling=sampling,
+                      conditions=conditions)
 
     def patch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
         """A random `size` × `size` crop of a new sample, randomly flipped and rotated.
@@ -269,10 +327,13 @@ class SampleMaker:
         -------
         image, target, mask : numpy.ndarray
             (1, size, size) float32 arrays.
+        conditions : numpy.ndarray
+            Only with condition draws: the sample's (4,) condition vector.
         """
         sample = self.make(rng)
-        return random_patch(rng, size, sample.image[None], sample.target[None],
-                            sample.mask[None])
+        arrays = random_patch(rng, size, sample.image[None], sample.target[None],
+                              sample.mask[None])
+        return arrays if sample.conditions is None else (*arrays, sample.conditions)
 
 
 def random_patch(rng: np.random.Generator, size: int, images: np.ndarray, targets: np.ndarray,

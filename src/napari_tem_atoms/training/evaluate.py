@@ -18,13 +18,15 @@ import pandas as pd
 from scipy import ndimage
 
 from ..analysis.detect import MIN_COLUMN_DISTANCE, iter_detect_atoms
-from ..simulation.microscope import MicroscopeEnvelope
+from ..simulation.microscope import MicroscopeEnvelope, MicroscopeSettings
 from .data import SampleMaker
 from .metrics import MatchCounts, match_columns
 
-__all__ = ["ClassicalPeer", "evaluate"]
+__all__ = ["TOLD", "ClassicalPeer", "evaluate", "told_conditions"]
 
 DEFAULT_DOSES = (10, 30, 100, 300, 1000, 3000, 10000)
+#: Method of the rows where a model with condition inputs is told the microscope.
+TOLD = "network, Cs and defocus given"
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,20 @@ def _polarity(image: np.ndarray, columns_px: np.ndarray) -> float:
     return 1.0 if smooth[rows, cols].mean() >= smooth.mean() else -1.0
 
 
+def told_conditions(settings: MicroscopeSettings, seed: int, index: int,
+                    cs_error: float = 2e4, defocus_error: float = 30.0) -> tuple[float, float]:
+    """Cs and defocus [Å] as an operator would give them for evaluation image `index`.
+
+    Each is off by a uniform error of up to `cs_error` (2 µm) and `defocus_error` (30 Å),
+    drawn from a stream of its own, so that the images are those of the untold rows.
+    """
+    rng = np.random.default_rng([seed, index, 7])
+    return (settings.cs + rng.uniform(-cs_error, cs_error),
+            settings.defocus + rng.uniform(-defocus_error, defocus_error))
+
+
 def _images(maker: SampleMaker, envelope: MicroscopeEnvelope, dose: float, count: int,
-            seed: int) -> list[tuple[np.ndarray, float, np.ndarray]]:
+            seed: int) -> list[tuple[np.ndarray, float, np.ndarray, MicroscopeSettings]]:
     images = []
     for index in range(count):
         # One stream per image, not per dose: the same particle and microscope at every dose.
@@ -84,7 +98,7 @@ def _images(maker: SampleMaker, envelope: MicroscopeEnvelope, dose: float, count
         particle = maker.particles[index % len(maker.particles)]
         columns = np.array(particle["columns"], dtype=float)
         columns[:, :2] /= sample.recorded_sampling  # Å -> recorded pixels
-        images.append((sample.recorded, sample.recorded_sampling, columns))
+        images.append((sample.recorded, sample.recorded_sampling, columns, settings))
     return images
 
 
@@ -100,7 +114,7 @@ def _tune_peer(images: list) -> ClassicalPeer:
         # (a maximum is only ever suppressed by a stronger one), so find them once per sigma.
         lowest = ClassicalPeer(sigma, PEER_THRESHOLDS[0])
         found = [(*lowest.maxima(image, sampling, _polarity(image, columns)), sampling, columns)
-                 for image, sampling, columns in images]
+                 for image, sampling, columns, _ in images]
         for threshold in PEER_THRESHOLDS:
             counts = MatchCounts()
             for peaks, values, sampling, columns in found:
@@ -150,6 +164,9 @@ def evaluate(
     -------
     pandas.DataFrame
         Rows (method, dose) with precision, recall, f1, rmse_pm, columns (scored columns).
+        Methods: ``"network"`` (told nothing about the microscope), ``"classical peer"`` and,
+        for a model with condition inputs, :data:`TOLD`: the same images with Cs and defocus
+        given, off by up to 2 µm and 30 Å (:func:`told_conditions`).
     """
     from ..models import load_model
 
@@ -159,20 +176,31 @@ def evaluate(
     rows = []
     for dose in doses:
         images = _images(maker, envelope, dose, images_per_dose, seed)
-        network_counts, peer_counts = MatchCounts(), MatchCounts()
+        network_counts, peer_counts, told_counts = MatchCounts(), MatchCounts(), MatchCounts()
         peer = _tune_peer(_images(maker, envelope, dose, images_per_dose, seed + 1))
-        for image, sampling, columns in images:
+        for index, (image, sampling, columns, settings) in enumerate(images):
             steps = iter_detect_atoms(image, loaded, sampling=sampling, threshold=threshold)
             detected = [step.atoms[["y", "x"]].to_numpy() for step in steps]
             network_counts += match_columns(np.concatenate(detected), columns, sampling)
             peer_counts += match_columns(
                 peer.detect(image, sampling, _polarity(image, columns)), columns, sampling)
-        for method, counts in (("network", network_counts), ("classical peer", peer_counts)):
+            if loaded.takes_conditions:
+                cs, defocus = told_conditions(settings, seed, index)
+                steps = iter_detect_atoms(image, loaded, sampling=sampling, threshold=threshold,
+                                          cs=cs, defocus=defocus)
+                detected = [step.atoms[["y", "x"]].to_numpy() for step in steps]
+                told_counts += match_columns(np.concatenate(detected), columns, sampling)
+        methods = [("network", network_counts), ("classical peer", peer_counts)]
+        if loaded.takes_conditions:
+            methods.append((TOLD, told_counts))
+        for method, counts in methods:
             rows.append({"method": method, "dose": dose, "precision": counts.precision,
                          "recall": counts.recall, "f1": counts.f1, "rmse_pm": counts.rmse_pm,
                          "columns": counts.true_positives + counts.false_negatives})
+        told = (f" | told Cs, defocus: F1 {told_counts.f1:.3f} RMSE {told_counts.rmse_pm:.1f} "
+                f"pm" if loaded.takes_conditions else "")
         log(f"dose {dose:>6g} e/Å²: network F1 {network_counts.f1:.3f} RMSE "
-            f"{network_counts.rmse_pm:.1f} pm | peer (σ={peer.sigma} Å, t={peer.threshold}) "
+            f"{network_counts.rmse_pm:.1f} pm{told} | peer (σ={peer.sigma} Å, t={peer.threshold}) "
             f"F1 {peer_counts.f1:.3f} RMSE {peer_counts.rmse_pm:.1f} pm")
     return pd.DataFrame(rows)
 
@@ -185,8 +213,10 @@ def plot_scores(scores: pd.DataFrame, path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
-    for method, style in (("network", "o-"), ("classical peer", "s--")):
+    for method, style in (("network", "o-"), (TOLD, "^-"), ("classical peer", "s--")):
         rows = scores[scores.method == method]
+        if rows.empty:
+            continue
         left.semilogx(rows.dose, rows.f1, style, label=method)
         right.semilogx(rows.dose, rows.rmse_pm, style, label=method)
     left.set(xlabel="dose [e/Å²]", ylabel="F1", ylim=(0, 1.02), title="Columns found (F1)")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.conditions import CONDITION_INPUTS, CS_SCALE, DEFOCUS_SCALE
 from ..analysis.detect import MIN_COLUMN_DISTANCE, find_peaks
 from ..errors import TEMAtomsError
 from ..simulation.exit_waves import build_exit_wave_cache, load_exit_waves
@@ -66,8 +67,10 @@ def _batches(maker: SampleMaker, batch_size: int, patch: int, seed: int, start_s
 
     loader = DataLoader(Patches(), batch_size=batch_size, num_workers=workers,
                         persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
-    for images, targets, masks in loader:
-        yield (images.contiguous(memory_format=torch.channels_last), targets, masks)
+    for images, targets, masks, *conditions in loader:
+        images = images.contiguous(memory_format=torch.channels_last)
+        # A network with condition inputs gets (images, conditions).
+        yield ((images, conditions[0]) if conditions else images), targets, masks
 
 
 def _validation_set(maker: SampleMaker, count: int, seed: int) -> list:
@@ -75,7 +78,8 @@ def _validation_set(maker: SampleMaker, count: int, seed: int) -> list:
     return [maker.make(rng, particle_index=i % len(maker.particles)) for i in range(count)]
 
 
-def network_maps(network: Any, images: np.ndarray, bfloat16: bool) -> np.ndarray:
+def network_maps(network: Any, images: np.ndarray, bfloat16: bool,
+                 conditions: np.ndarray | None = None) -> np.ndarray:
     """The network's (classes, H, W) maps of one whole (channels, H, W) field (no tiling)."""
     import torch
 
@@ -83,15 +87,17 @@ def network_maps(network: Any, images: np.ndarray, bfloat16: bool) -> np.ndarray
     pad = [(-n) % multiple for n in images.shape[1:]]
     padded = np.pad(images, ((0, 0), (0, pad[0]), (0, pad[1])), mode="reflect")
     batch = torch.from_numpy(padded[None]).contiguous(memory_format=torch.channels_last)
+    inputs = (batch,) if conditions is None else (batch, torch.from_numpy(conditions[None]))
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-        maps = torch.sigmoid(network(batch).float())[0].numpy()
+        maps = torch.sigmoid(network(*inputs).float())[0].numpy()
     return maps[:, : images.shape[1], : images.shape[2]]
 
 
 def _heatmaps(network: Any, samples: list, bfloat16: bool) -> list[np.ndarray]:
     """The network's maps of whole validation fields (no tiling)."""
     network.eval()
-    maps = [network_maps(network, sample.image[None], bfloat16)[0] for sample in samples]
+    maps = [network_maps(network, sample.image[None], bfloat16, sample.conditions)[0]
+            for sample in samples]
     network.train()
     return maps
 
@@ -207,9 +213,9 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
     network.train()
     start, losses = time.time(), []
     while step < steps:
-        images, targets, masks = next(batches)
+        inputs, targets, masks = next(batches)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bfloat16):
-            logits = network(images)
+            logits = network(*inputs) if isinstance(inputs, tuple) else network(inputs)
         loss = loss_of(logits.float(), targets, masks)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -279,11 +285,14 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     carbons = load_exit_waves(run.data.folder, "carbon", "train")
     validation = load_exit_waves(run.data.folder, "particles", "validation")
     validation_carbons = load_exit_waves(run.data.folder, "carbon", "validation")
+    conditions = run.conditions if model_cfg.conditions else None
     maker = SampleMaker(particles, carbons, model_cfg.sampling, run.envelope,
                         run.data.support_probability, run.data.balance_zones,
-                        run.data.hard_regimes)
+                        run.data.hard_regimes, conditions)
+    # Validation images are told their microscope as training images are (a mixture).
     validation_maker = SampleMaker(validation, validation_carbons, model_cfg.sampling,
-                                   run.envelope, run.data.support_probability)
+                                   run.envelope, run.data.support_probability,
+                                   conditions=conditions)
     validation_samples = _validation_set(validation_maker, cfg.validation_images, cfg.seed)
 
     torch.manual_seed(cfg.seed)
@@ -292,6 +301,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
                     "depth": model_cfg.depth}
     if model_cfg.context:  # only when used: older weights files carry no such key
         architecture["context"] = model_cfg.context
+    if model_cfg.conditions:
+        architecture["conditions"] = CONDITION_INPUTS
     network = UNet(**architecture).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
@@ -331,6 +342,11 @@ def train(run: TrainingRun, log: Log = print) -> Path:
         "classes": ["column"],
         "threshold": threshold,
         "normalisation": "per frame: zero mean, unit standard deviation at the model sampling",
+        **({"conditions": {"inputs": ["cs", "cs_known", "defocus", "defocus_known"],
+                           "cs_scale_angstrom": CS_SCALE,
+                           "defocus_scale_angstrom": DEFOCUS_SCALE,
+                           "training": asdict(run.conditions)}}
+           if model_cfg.conditions else {}),
         "training": {
             "steps": cfg.steps, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
             "learning_rate": cfg.learning_rate, "seed": cfg.seed,

@@ -1,0 +1,51 @@
+"""The "Imaging conditions (optional)" inputs shared by the Detect and Live widgets."""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label
+
+from ..errors import TEMAtomsError
+from ..models import model_metadata
+
+
+class ImagingConditionsInputs(Container):
+    """Cs and defocus as the operator knows them, each optional; shown for models that take them.
+
+    Cs is entered in µm (as correctors report it) and the defocus in Å, abTEM's sign;
+    :meth:`values` gives both in Å, None where not known.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(labels=True)
+        self.title = Label(value="Imaging conditions (optional)")
+        self.cs_known = CheckBox(text="Cs known", value=False)
+        self.cs = FloatSpinBox(label="Cs (µm)", min=-5000.0, max=5000.0, step=0.5, value=0.0,
+                               enabled=False, tooltip="Spherical aberration as the corrector "
+                               "reports it; negative for negative-Cs imaging")
+        self.defocus_known = CheckBox(text="Defocus known", value=False)
+        self.defocus = FloatSpinBox(label="Defocus (Å)", min=-5000.0, max=5000.0, step=5.0,
+                                    value=0.0, enabled=False,
+                                    tooltip="Defocus set, abTEM's sign (−C10: positive is "
+                                    "underfocus, negative-Cs imaging uses a negative one); "
+                                    "tens of Å off is fine")
+        self.extend([self.title, self.cs_known, self.cs, self.defocus_known, self.defocus])
+        self.cs_known.changed.connect(lambda known: setattr(self.cs, "enabled", known))
+        self.defocus_known.changed.connect(lambda known: setattr(self.defocus, "enabled", known))
+        self.takes_conditions = False
+        self.visible = False
+
+    def show_for(self, model: str) -> None:
+        """Show the inputs when `model` takes imaging conditions, hide them otherwise."""
+        try:
+            architecture = model_metadata(model).get("architecture", {})
+        except TEMAtomsError:  # missing or damaged weights: the widget says so elsewhere
+            architecture = {}
+        self.takes_conditions = bool(architecture.get("conditions", 0))
+        self.visible = self.takes_conditions
+
+    def values(self) -> dict[str, float | None]:
+        """``cs`` and ``defocus`` [Å] for the model (None where not known, or not taken)."""
+        if not self.takes_conditions:
+            return {"cs": None, "defocus": None}
+        return {"cs": float(self.cs.value) * 1e4 if self.cs_known.value else None,
+                "defocus": float(self.defocus.value) if self.defocus_known.value else None}
