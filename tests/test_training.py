@@ -124,7 +124,8 @@ def test_a_stage_with_conditions_learns_from_told_images_and_records_it(trained)
     folder, _, _ = trained
     stage = (TINY.replace("STEPS", "2").replace('output = "run"', 'output = "told"')
              .replace("depth = 2\n", "depth = 2\nconditions = true\n")
-             .replace("workers = 0\n", 'workers = 0\ninit_from = "run/tiny.safetensors"\n')
+             .replace("workers = 0\n", 'workers = 0\ninit_from = "run/tiny.safetensors"\n'
+                      "condition_learning_rate_factor = 5.0\n")
              + "[conditions]\ncs_known = 1.0\ndefocus_known = 0.5\ndefocus_error = 20.0\n")
     config = folder / "told.toml"
     config.write_text(stage)
@@ -136,11 +137,19 @@ def test_a_stage_with_conditions_learns_from_told_images_and_records_it(trained)
     assert loaded.takes_conditions and loaded.metadata["architecture"]["conditions"] == 4
     drawn = loaded.metadata["conditions"]["training"]
     assert drawn["cs_known"] == 1.0 and drawn["defocus_error"] == 20.0
+    assert loaded.metadata["training"]["condition_learning_rate_factor"] == 5.0
+    # The condition layers had a learning rate of their own: 5 times the rest.
+    import torch
+
+    state = torch.load(folder / "told" / "checkpoint.pt", weights_only=True)
+    rates = [group["max_lr"] for group in state["optimiser"]["param_groups"]]
+    assert rates == pytest.approx([2e-3, 1e-2])
     # Trained: the condition layers moved away from their zero start.
     assert any(float(film.linear.weight.detach().abs().max()) > 0
                for film in loaded.network.film)
     card = (folder / "told" / "tiny.md").read_text()
     assert "Imaging conditions (optional input)" in card
+    assert "they learnt at 5 × the learning rate" in card
 
     config.write_text(stage.replace("cs_known = 1.0", "cs_known = 2.0")
                       .replace('output = "told"', 'output = "told2"'))

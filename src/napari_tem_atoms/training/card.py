@@ -61,7 +61,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         + ", fully convolutional |",
         f"| Input | one image rescaled to {metadata['sampling']} Å/px, "
         f"{metadata['normalisation']} |",
-        *([_conditions_row(metadata["conditions"], training.get("init_from"))]
+        *([_conditions_row(metadata["conditions"], training)]
           if metadata.get("conditions") else []),
         f"| Output | {', '.join(metadata['classes'])} probability map; columns are its peaks |",
         f"| Default threshold | {metadata.get('threshold', 0.5)} (best F1 on held-out validation "
@@ -183,11 +183,14 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
     return "\n".join(lines)
 
 
-def _conditions_row(conditions: dict, started_from: str | None) -> str:
+def _conditions_row(conditions: dict, training: dict) -> str:
     """The model card's table row on the optional imaging-conditions input."""
-    drawn = conditions["training"]
+    drawn, started_from = conditions["training"], training.get("init_from")
     start = ("; these layers start at zero, so training began from the previous stage "
              f"(`{started_from}`) unchanged" if started_from else "")
+    factor = training.get("condition_learning_rate_factor", 1)
+    if factor != 1:
+        start += f", and they learnt at {factor:g} × the learning rate"
     return ("| Imaging conditions (optional input) | Cs and defocus, each may be left out "
             "(`cs=`, `defocus=`; `--cs-um`, `--defocus`): they scale and shift every level's "
             f"features{start}. In training, Cs was given for "

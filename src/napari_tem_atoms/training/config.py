@@ -64,6 +64,8 @@ class TrainConfig:
     bfloat16: bool = True
     # Weights (.safetensors) to start from: layers the file lacks keep their initialisation.
     init_from: str = ""
+    # Learning rate of the imaging-condition layers, as a multiple of learning_rate.
+    condition_learning_rate_factor: float = 1.0
 
 
 @dataclass(frozen=True)

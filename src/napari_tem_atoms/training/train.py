@@ -304,9 +304,16 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     if model_cfg.conditions:
         architecture["conditions"] = CONDITION_INPUTS
     network = UNet(**architecture).to(memory_format=torch.channels_last)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
+    # The condition layers may learn faster than the rest (a group of their own).
+    film = [p for name, p in network.named_parameters() if name.startswith("film.")]
+    rest = [p for name, p in network.named_parameters() if not name.startswith("film.")]
+    rates = [cfg.learning_rate, cfg.learning_rate * cfg.condition_learning_rate_factor]
+    # One group when they do not: the optimiser state of earlier runs, and their checkpoints.
+    groups = ([{"params": rest, "lr": rates[0]}, {"params": film, "lr": rates[1]}]
+              if film and rates[1] != rates[0] else [{"params": list(network.parameters())}])
+    optimiser = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=rates if len(groups) > 1
+                                                    else rates[0],
                                                     total_steps=cfg.steps, pct_start=0.05)
     checkpoint = output / CHECKPOINT_FILE
     step = resume(checkpoint, network, optimiser, scheduler, cfg.steps, log)
@@ -351,6 +358,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
             "steps": cfg.steps, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
             "learning_rate": cfg.learning_rate, "seed": cfg.seed,
             "init_from": Path(cfg.init_from).name if cfg.init_from else None,
+            **({"condition_learning_rate_factor": cfg.condition_learning_rate_factor}
+               if model_cfg.conditions and cfg.condition_learning_rate_factor != 1 else {}),
             "balance_zones": run.data.balance_zones,
             **({"hard_regimes": [asdict(regime) for regime in maker.hard_regimes]}
                if maker.hard_regimes else {}),  # those in use (fraction > 0)
