@@ -215,3 +215,34 @@ def test_cli_occupancy_explains_bad_input(tmp_path, capsys):
                  str(tmp_path / "s.csv")]) == 1
     assert "at least 2 frames" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_cli_occupancy_passes_the_imaging_conditions_to_the_detector(tmp_path, capsys,
+                                                                     monkeypatch):
+    import tifffile
+
+    import napari_tem_atoms.analysis.video as video_module
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    video = tmp_path / "video.tif"
+    stack = synthetic_gold_stack(n_frames=3, shape=(160, 160), particle_radius=7.0, seed=3)
+    tifffile.imwrite(video, stack.images.astype(np.float32), photometric="minisblack")
+    passed = []
+    original = video_module.iter_detect_atoms
+
+    def recording(*args, **kwargs):
+        passed.append({key: kwargs.get(key) for key in ("cs", "defocus")})
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(video_module, "iter_detect_atoms", recording)
+    output = tmp_path / "sites.csv"
+    assert main(["occupancy", str(video), "--sampling", "0.12", "--cs-um", "-15",
+                 "--defocus", "-50", "-o", str(output)]) == 0, capsys.readouterr().err
+    assert passed == [{"cs": -15e4, "defocus": -50.0}]
+    assert len(pd.read_csv(output)) > 10
+    # A value the model was not trained on stops the run with a message, and writes nothing.
+    assert main(["occupancy", str(video), "--sampling", "0.12", "--cs-um", "1200", "-o",
+                 str(tmp_path / "bad.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "Cs 1200 µm is outside what the model was trained on" in err, err
+    assert not (tmp_path / "bad.csv").exists()

@@ -100,7 +100,7 @@ def _detect(args: argparse.Namespace) -> int:
         images = [image for path in args.inputs for image in read_images(path, lazy=True)]
         jobs = frame_jobs(images, args.sampling)
         loaded = load_cached_model(str(args.model), args.device)
-        cs = None if args.cs_um is None else args.cs_um * 1e4  # µm -> Å
+        cs = _conditions_of(args)["cs"]
         if cs is not None or args.defocus is not None:  # checked once, before any frame
             try:
                 model_condition_vector(loaded.metadata, cs, args.defocus)
@@ -215,7 +215,8 @@ def _occupancy(args: argparse.Namespace) -> int:
         radius = args.site_radius / sampling if args.site_radius and sampling else None
         steps = iter_video_occupancy(video, args.model, sampling, atoms=atoms,
                                      threshold=args.threshold, max_shift=args.max_shift,
-                                     site_radius=radius, device=args.device)
+                                     site_radius=radius, device=args.device,
+                                     **_conditions_of(args))
         bar = None
         try:
             while True:
@@ -390,6 +391,25 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
     print(f"model card written to {args.card}")
 
 
+def _add_condition_arguments(parser: argparse.ArgumentParser) -> None:
+    """The optional --cs-um and --defocus of the commands that detect atoms."""
+    conditions = parser.add_argument_group(
+        "imaging conditions (optional)",
+        "what the microscope was set to, for a model that takes it (its card says so): near "
+        "Gaussian focus it tells a lattice from the same lattice shifted by half a period")
+    conditions.add_argument("--cs-um", type=float, metavar="µm",
+                            help="spherical aberration Cs in µm, as the corrector reports it "
+                                 "(negative for negative-Cs imaging)")
+    conditions.add_argument("--defocus", type=float, metavar="Å",
+                            help="defocus set, in Å, abTEM's sign (-C10: positive is "
+                                 "underfocus); tens of Å off is fine")
+
+
+def _conditions_of(args: argparse.Namespace) -> dict[str, float | None]:
+    """``cs`` and ``defocus`` [Å] from --cs-um and --defocus."""
+    return {"cs": None if args.cs_um is None else args.cs_um * 1e4, "defocus": args.defocus}
+
+
 def _dock_plugin_widgets(viewer: object) -> None:
     """Dock every widget this plugin contributes, as tabs (Detect atoms in front)."""
     from npe2 import PluginManager
@@ -434,16 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--average-mirrors", action="store_true",
                         help="average the network's maps of each frame and its three mirror "
                              "images (4x slower, a little more accurate at low dose)")
-    conditions = detect.add_argument_group(
-        "imaging conditions (optional)",
-        "what the microscope was set to, for a model that takes it (its card says so): near "
-        "Gaussian focus it tells a lattice from the same lattice shifted by half a period")
-    conditions.add_argument("--cs-um", type=float, metavar="µm",
-                            help="spherical aberration Cs in µm, as the corrector reports it "
-                                 "(negative for negative-Cs imaging)")
-    conditions.add_argument("--defocus", type=float, metavar="Å",
-                            help="defocus set, in Å, abTEM's sign (-C10: positive is "
-                                 "underfocus); tens of Å off is fine")
+    _add_condition_arguments(detect)
     detect.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     detect.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on a dask.distributed cluster (e.g. tcp://host:8786); "
@@ -494,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     occupancy.add_argument("--site-radius", type=float, default=0.6, metavar="Å",
                            help="detections closer than this belong to one site (default 0.6)")
     occupancy.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_condition_arguments(occupancy)
     occupancy.add_argument("--matrix", type=Path, metavar="CSV",
                            help="also write the per-frame occupancy matrix (frames × sites)")
     occupancy.add_argument("-o", "--output", type=Path, required=True, metavar="CSV",

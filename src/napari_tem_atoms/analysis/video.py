@@ -56,6 +56,8 @@ def iter_video_occupancy(
     max_shift: float | None = None,
     site_radius: float | None = None,
     device: str | None = None,
+    cs: float | None = None,
+    defocus: float | None = None,
 ) -> Generator[VideoStep, None, SiteOccupancy]:
     """Generator form of :func:`video_occupancy`: yields a :class:`VideoStep` per frame."""
     frames, sampling, is_stack = _as_frames(video, sampling)
@@ -68,7 +70,8 @@ def iter_video_occupancy(
                                                         sampling=sampling), "drift", n_frames)
     if atoms is None:
         atoms = yield from _forward(iter_detect_atoms(frames, model, sampling, threshold,
-                                                      device), "detect", n_frames)
+                                                      device, cs=cs, defocus=defocus),
+                                    "detect", n_frames)
     elif len(atoms) and "frame" in atoms.columns and atoms["frame"].max() >= n_frames:
         raise TEMAtomsError(f"the atoms reach frame {int(atoms['frame'].max())} but the video "
                             f"has {n_frames} frames: they do not belong to this video")
@@ -90,6 +93,8 @@ def video_occupancy(
     max_shift: float | None = None,
     site_radius: float | None = None,
     device: str | None = None,
+    cs: float | None = None,
+    defocus: float | None = None,
 ) -> SiteOccupancy:
     """Drift-correct a video, detect its atoms and measure every site's occupancy.
 
@@ -114,6 +119,9 @@ def video_occupancy(
         Detections closer than this to a site belong to it [px] (default 0.6 Å).
     device : str, optional
         ``"cpu"`` or ``"cuda"``.
+    cs, defocus : float, optional
+        Imaging conditions [Å] for a detector that takes them (see
+        :func:`~napari_tem_atoms.detect_atoms`).
 
     Returns
     -------
@@ -121,4 +129,4 @@ def video_occupancy(
         Sites (positions in first-frame pixels after drift correction), occupancy matrix, drift.
     """
     return run_steps(iter_video_occupancy(video, model, sampling, atoms, drift, threshold,
-                                          max_shift, site_radius, device))
+                                          max_shift, site_radius, device, cs, defocus))
