@@ -100,10 +100,10 @@ def _detect(args: argparse.Namespace) -> int:
         images = [image for path in args.inputs for image in read_images(path, lazy=True)]
         jobs = frame_jobs(images, args.sampling)
         loaded = load_cached_model(str(args.model), args.device)
-        cs = _conditions_of(args)["cs"]
-        if cs is not None or args.defocus is not None:  # checked once, before any frame
+        conditions = _conditions_of(args)
+        if any(value is not None for value in conditions.values()):  # once, before any frame
             try:
-                model_condition_vector(loaded.metadata, cs, args.defocus)
+                model_condition_vector(loaded.metadata, **conditions)
             except TEMAtomsError as exc:
                 raise TEMAtomsError(f"model {args.model}: {exc} (--cs-um, --defocus)") from None
     except TEMAtomsError as exc:
@@ -120,8 +120,7 @@ def _detect(args: argparse.Namespace) -> int:
         with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
             results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
                                args.device, on_done=lambda job: bar.update(1),
-                               average_mirrors=args.average_mirrors,
-                               cs=cs, defocus=args.defocus)
+                               average_mirrors=args.average_mirrors, **conditions)
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ..errors import TEMAtomsError
+from ..models import takes_conditions
 
 __all__ = ["CONDITION_INPUTS", "CS_SCALE", "DEFOCUS_SCALE", "condition_vector",
            "model_condition_vector"]
@@ -85,7 +86,7 @@ def model_condition_vector(metadata: dict, cs: float | None = None,
         the error it was trained to tolerate.
     """
     conditions = metadata.get("conditions")
-    if not conditions or not metadata.get("architecture", {}).get("conditions"):
+    if not conditions or not takes_conditions(metadata):
         raise TEMAtomsError("this model does not take imaging conditions (Cs, defocus): leave "
                             "them out, or choose a model whose card lists them as an input")
     vector = condition_vector(cs, defocus, conditions.get("cs_scale_angstrom", CS_SCALE),

@@ -9,7 +9,8 @@ from .registry import (
     model_metadata,
     model_path,
     save_model,
+    takes_conditions,
 )
 
 __all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_cached_model", "load_model",
-           "model_metadata", "model_path", "save_model"]
+           "model_metadata", "model_path", "save_model", "takes_conditions"]

@@ -19,7 +19,7 @@ from .._cache import CACHE_ENV, cache_dir, fetch_file
 from ..errors import TEMAtomsError
 
 __all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_cached_model", "load_model",
-           "model_metadata", "model_path", "save_model"]
+           "model_metadata", "model_path", "save_model", "takes_conditions"]
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,17 @@ class LoadedModel:
     @property
     def takes_conditions(self) -> bool:
         """True when the network takes imaging conditions (Cs, defocus) besides the image."""
-        return bool(self.metadata["architecture"].get("conditions", 0))
+        return takes_conditions(self.metadata)
 
     @property
     def classes(self) -> list[str]:
         """Names of the output maps."""
         return list(self.metadata.get("classes", ["column"]))
+
+
+def takes_conditions(metadata: dict) -> bool:
+    """True when a model's metadata says its network takes imaging conditions (Cs, defocus)."""
+    return bool(metadata.get("architecture", {}).get("conditions", 0))
 
 
 def _sha256(path: Path) -> str:

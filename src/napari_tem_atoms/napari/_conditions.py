@@ -5,7 +5,7 @@ from __future__ import annotations
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label
 
 from ..errors import TEMAtomsError
-from ..models import model_metadata
+from ..models import model_metadata, takes_conditions
 
 
 class ImagingConditionsInputs(Container):
@@ -37,10 +37,9 @@ class ImagingConditionsInputs(Container):
     def show_for(self, model: str) -> None:
         """Show the inputs when `model` takes imaging conditions, hide them otherwise."""
         try:
-            architecture = model_metadata(model).get("architecture", {})
+            self.takes_conditions = takes_conditions(model_metadata(model))
         except TEMAtomsError:  # missing or damaged weights: the widget says so elsewhere
-            architecture = {}
-        self.takes_conditions = bool(architecture.get("conditions", 0))
+            self.takes_conditions = False
         self.visible = self.takes_conditions
 
     def values(self) -> dict[str, float | None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,15 @@ def _tune_peer(images: list) -> ClassicalPeer:
     return best
 
 
+def _network_counts(loaded: Any, image: np.ndarray, sampling: float, columns: np.ndarray,
+                    threshold: float | None, **conditions: float) -> MatchCounts:
+    """The network's matches on one image, by the full inference path."""
+    steps = iter_detect_atoms(image, loaded, sampling=sampling, threshold=threshold,
+                              **conditions)
+    detected = np.concatenate([step.atoms[["y", "x"]].to_numpy() for step in steps])
+    return match_columns(detected, columns, sampling)
+
+
 def evaluate(
     model: str,
     particles: list[dict],
@@ -179,17 +189,13 @@ def evaluate(
         network_counts, peer_counts, told_counts = MatchCounts(), MatchCounts(), MatchCounts()
         peer = _tune_peer(_images(maker, envelope, dose, images_per_dose, seed + 1))
         for index, (image, sampling, columns, settings) in enumerate(images):
-            steps = iter_detect_atoms(image, loaded, sampling=sampling, threshold=threshold)
-            detected = [step.atoms[["y", "x"]].to_numpy() for step in steps]
-            network_counts += match_columns(np.concatenate(detected), columns, sampling)
+            network_counts += _network_counts(loaded, image, sampling, columns, threshold)
             peer_counts += match_columns(
                 peer.detect(image, sampling, _polarity(image, columns)), columns, sampling)
             if loaded.takes_conditions:
                 cs, defocus = told_conditions(settings, seed, index)
-                steps = iter_detect_atoms(image, loaded, sampling=sampling, threshold=threshold,
-                                          cs=cs, defocus=defocus)
-                detected = [step.atoms[["y", "x"]].to_numpy() for step in steps]
-                told_counts += match_columns(np.concatenate(detected), columns, sampling)
+                told_counts += _network_counts(loaded, image, sampling, columns, threshold,
+                                               cs=cs, defocus=defocus)
         methods = [("network", network_counts), ("classical peer", peer_counts)]
         if loaded.takes_conditions:
             methods.append((TOLD, told_counts))
