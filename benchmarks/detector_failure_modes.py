@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--told", action="store_true",
                         help="tell the model Cs and defocus, off by up to 2 µm and 30 Å as in "
                              "tem-atoms evaluate (a model with condition inputs only)")
+    parser.add_argument("--sampling", type=float, default=None,
+                        help="record every image at this pixel size [Å/px] instead of drawing "
+                             "it (with --paired: the same images at another sampling)")
     args = parser.parse_args()
 
     run = load_config(args.config)
@@ -83,6 +86,8 @@ def main() -> None:
             if args.paired:
                 rng = np.random.default_rng([args.seed, index])
             settings = replace(run.envelope.draw(rng), dose=float(dose))
+            if args.sampling is not None:
+                settings = replace(settings, sampling=args.sampling)
             particle_index = index % len(particles)
             sample = maker.make(rng, settings, particle_index=particle_index)
             particle = particles[particle_index]

@@ -99,3 +99,51 @@ def test_bad_choices_are_explained_and_block_the_run(make_napari_viewer):
     viewer.add_points(np.zeros((3, 2)), name="2-D atoms")
     widget.atoms_layer.value = viewer.layers["2-D atoms"]
     assert "every frame" in widget.note.value and not widget.run_button.enabled
+
+
+def test_imaging_conditions_reach_the_detector_and_wrong_ones_stop_the_run(
+        qtbot, viewer_with_video, monkeypatch):
+    import napari_tem_atoms.napari._conditions as conditions_module
+    import napari_tem_atoms.napari._occupancy_widget as module
+
+    viewer, widget, stack = viewer_with_video
+    inputs = widget.conditions
+    metadata = conditions_module.model_metadata("au-hrtem")
+    told = {**metadata, "architecture": {**metadata["architecture"], "conditions": 4},
+            "conditions": {"cs_scale_angstrom": 30e4, "defocus_scale_angstrom": 200.0,
+                           "training": {"cs_error": 2e4, "defocus_error": 30.0}},
+            "training": {**metadata.get("training", {}),
+                         "envelope": {"cs": [-30e4, 30e4], "defocus": [-200.0, 200.0]}}}
+    monkeypatch.setattr(conditions_module, "model_metadata", lambda name: told)
+    widget._validate()
+    assert not inputs.native.isHidden()
+    inputs.cs_known.value, inputs.cs.value = True, -15.0
+    inputs.defocus_known.value, inputs.defocus.value = True, -60.0
+
+    passed = []
+
+    original = module.iter_video_occupancy
+
+    def stand_in(*args, cs=None, defocus=None, **kwargs):
+        passed.append({"cs": cs, "defocus": defocus})
+        return original(*args, **kwargs)  # the shipped model may not take them
+
+    monkeypatch.setattr(module, "iter_video_occupancy", stand_in)
+    widget.run()
+    _wait(qtbot, widget)
+    assert passed == [{"cs": -15e4, "defocus": -60.0}]
+    assert widget.result is not None
+
+    # An uncorrected microscope's Cs is outside what the model knows: said at once, no run.
+    shown = []
+    monkeypatch.setattr(module, "show_error", shown.append)
+    inputs.cs.value = 1200.0
+    widget.run()
+    assert widget.worker is None and len(passed) == 1
+    assert shown and shown[0].startswith("Occupancy: ") and "Cs" in shown[0], shown
+
+    # Atoms given: nothing is detected here, so the conditions are neither shown nor passed.
+    viewer.add_points(stack.columns[["frame", "y", "x"]].to_numpy(), name="true atoms",
+                      scale=(1, 0.12, 0.12))
+    widget.atoms_layer.value = viewer.layers["true atoms"]
+    assert inputs.native.isHidden()

@@ -1,9 +1,10 @@
-"""The "Imaging conditions (optional)" inputs shared by the Detect and Live widgets."""
+"""The "Imaging conditions (optional)" inputs shared by the Detect, Live and Occupancy widgets."""
 
 from __future__ import annotations
 
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label
 
+from ..analysis.conditions import model_condition_vector
 from ..errors import TEMAtomsError
 from ..models import model_metadata, takes_conditions
 
@@ -48,3 +49,17 @@ class ImagingConditionsInputs(Container):
             return {"cs": None, "defocus": None}
         return {"cs": float(self.cs.value) * 1e4 if self.cs_known.value else None,
                 "defocus": float(self.defocus.value) if self.defocus_known.value else None}
+
+    def refusal(self, model: str) -> str | None:
+        """Why the values cannot go to `model` (outside what it was trained on), else None.
+
+        Asked before a run starts, so that a wrong value is said once rather than per frame.
+        """
+        conditions = self.values()
+        if all(value is None for value in conditions.values()):
+            return None
+        try:
+            model_condition_vector(model_metadata(model), **conditions)
+        except TEMAtomsError as exc:
+            return str(exc)
+        return None

@@ -29,7 +29,6 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_warning
 
-from ..analysis.conditions import model_condition_vector
 from ..analysis.detect import iter_detect_atoms
 from ..errors import TEMAtomsError
 from ..live import FolderWatcher, FrameQueue, LiveStatistics
@@ -140,13 +139,11 @@ class LiveWidget(Container):
         """Start watching (the Start button)."""
         from napari.qt.threading import create_worker
 
+        refusal = self.conditions.refusal(self.model.value)
+        if refusal:
+            show_error(f"Live mode: {refusal}")
+            return
         conditions = self.conditions.values()
-        if any(value is not None for value in conditions.values()):
-            try:  # a wrong value is said once, at Start, not once per frame
-                model_condition_vector(model_metadata(self.model.value), **conditions)
-            except TEMAtomsError as exc:
-                show_error(f"Live mode: {exc}")
-                return
         watching = self.source.value == WATCH_FOLDER
         try:
             watcher = FolderWatcher(self.folder.value) if watching else None

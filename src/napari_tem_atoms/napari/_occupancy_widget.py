@@ -29,6 +29,7 @@ from ..analysis.occupancy import SiteOccupancy, occupancy_map
 from ..analysis.video import iter_video_occupancy
 from ..io import write_atoms_csv
 from ..models import REGISTRY
+from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer
 from ._worker import WorkerRunner, make_progress_bar, tagged_steps
 
@@ -64,6 +65,7 @@ class OccupancyWidget(WorkerRunner, Container):
         self.site_radius = FloatSpinBox(label="Site radius (Å)", min=0.05, max=5.0, step=0.05,
                                         value=0.6, tooltip="Detections closer than this to a "
                                         "site belong to it")
+        self.conditions = ImagingConditionsInputs()
         self.note = Label(value="")
         self.run_button = PushButton(text="Measure occupancy")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -73,7 +75,8 @@ class OccupancyWidget(WorkerRunner, Container):
         self.with_matrix = CheckBox(text="also the per-frame occupancy matrix", value=False)
         self.save_button = PushButton(text="Save sites", enabled=False)
         self.extend([self.video_layer, self.atoms_layer, self.model, self.sampling,
-                     self.max_shift, self.site_radius, self.note, self.run_button,
+                     self.max_shift, self.site_radius, self.conditions, self.note,
+                     self.run_button,
                      self.cancel_button, self.progress_bar, self.status, self.output,
                      self.with_matrix, self.save_button])
 
@@ -85,6 +88,7 @@ class OccupancyWidget(WorkerRunner, Container):
 
         self.video_layer.changed.connect(self._on_video_changed)
         self.atoms_layer.changed.connect(self._validate)
+        self.model.changed.connect(self._show_conditions)
         self.sampling.changed.connect(self._validate)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -100,7 +104,14 @@ class OccupancyWidget(WorkerRunner, Container):
         self.sampling.value = 0.0 if size is None else size[1]
         self._validate()
 
+    def _show_conditions(self) -> None:
+        # Only a detection made here uses them: given atoms were detected elsewhere.
+        self.conditions.show_for(self.model.value)
+        if self.atoms_layer.value is not None:
+            self.conditions.visible = False
+
     def _validate(self) -> None:
+        self._show_conditions()
         layer, atoms = self.video_layer.value, self.atoms_layer.value
         problem = ""
         if layer is None:
@@ -132,11 +143,18 @@ class OccupancyWidget(WorkerRunner, Container):
         radius = float(self.site_radius.value) / sampling if sampling else None
         max_shift = float(self.max_shift.value) or None
         model, data = self.model.value, layer.data
+        conditions = self.conditions.values() if atoms is None else {}
+        refusal = self.conditions.refusal(model) if atoms is None else None
+        if refusal:  # said before the drift is measured, not after it
+            show_error(f"Occupancy: {refusal}")
+            self.status.value = refusal
+            return
         self._run_layer = layer
 
         def work():
             yield from tagged_steps(iter_video_occupancy(
-                data, model, sampling, atoms=atoms, max_shift=max_shift, site_radius=radius))
+                data, model, sampling, atoms=atoms, max_shift=max_shift, site_radius=radius,
+                **conditions))
 
         # One bar for the whole run: drift, detection (unless the atoms are given), sites.
         n_frames = int(data.shape[0])
