@@ -10,15 +10,21 @@ column thickness, and where the false positives lie (on the particle or off it).
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
 from napari_tem_atoms.analysis.detect import iter_detect_atoms
+from napari_tem_atoms.analysis.transfer import (
+    GOLD_REFLECTIONS,
+    MINIMUM_TRANSFER,
+    reflection_transfer,
+)
 from napari_tem_atoms.models import load_model
 from napari_tem_atoms.simulation.exit_waves import load_exit_waves
+from napari_tem_atoms.simulation.microscope import MicroscopeSettings, phase_error
 from napari_tem_atoms.training import load_config
 from napari_tem_atoms.training.data import SampleMaker, particle_info
 from napari_tem_atoms.training.evaluate import told_conditions
@@ -51,6 +57,57 @@ def _false_positive_places(detected: np.ndarray, columns: np.ndarray, sampling: 
             "fp_off_particle": int((unmatched & (distance > 3.0)).sum())}
 
 
+def _lowest_reflections(columns: np.ndarray) -> np.ndarray:
+    """(n, 2) spatial frequencies (ky, kx) [1/Å] of the particle's lowest-order strong reflections.
+
+    The structure factor of the projected columns (weighted by their atoms) on a 0.01 1/Å grid;
+    its peaks between 0.3 and 1 1/Å at ≥ 25 % of the strongest, and of those the shell within
+    10 % of the smallest |k|: {200} for [100] particles, {111} for [110] ones.
+    """
+    from scipy import ndimage
+
+    k = np.arange(-100, 101) * 0.01
+    ky, kx = np.meshgrid(k, k, indexing="ij")
+    factor = np.zeros(ky.shape, complex)
+    for y, x, atoms in columns:  # one column at a time: a (k, k, columns) array is ~1 GB
+        factor += atoms * np.exp(-2j * np.pi * (ky * y + kx * x))
+    strength = np.abs(factor)
+    radius = np.hypot(ky, kx)
+    annulus = (radius >= 0.3) & (radius <= 1.0)
+    peaks = (strength == ndimage.maximum_filter(strength, size=5)) & annulus
+    peaks &= strength >= 0.25 * strength[annulus].max()
+    shell = peaks & (radius <= 1.1 * radius[peaks].min())
+    return np.stack([ky[shell], kx[shell]], axis=1)
+
+
+def _lowest_order_transfer(reflections: np.ndarray, settings: MicroscopeSettings) -> dict:
+    """sin χ at the lowest-order reflections: the weakest |sin χ| and whether signs differ.
+
+    Where a reflection's sin χ is near zero, or the reflections of one shell are transferred with
+    opposite signs (2-fold astigmatism near focus), the lattice seen in the image is shifted by
+    half a period from the columns in at least one direction (kinematic, weak-phase picture).
+    """
+    transfer = np.sin(phase_error(reflections[:, 0], reflections[:, 1], settings))
+    return {"transfer_min": float(np.abs(transfer).min()),
+            "transfer_split": bool(transfer.min() < 0 < transfer.max())}
+
+
+def _fixed_settings(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, float]:
+    """``--fix`` values as MicroscopeSettings fields (the parser's error names a bad one)."""
+    names = {field.name for field in fields(MicroscopeSettings)}
+    fixed = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in names or not value:
+            parser.error(f"--fix {pair}: expected SETTING=VALUE with SETTING one of "
+                         f"{', '.join(sorted(names))}")
+        try:
+            fixed[name] = float(value)
+        except ValueError:
+            parser.error(f"--fix {pair}: {value!r} is not a number")
+    return fixed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/au-hrtem.toml")
@@ -68,17 +125,20 @@ def main() -> None:
     parser.add_argument("--told", action="store_true",
                         help="tell the model Cs and defocus, off by up to 2 µm and 30 Å as in "
                              "tem-atoms evaluate (a model with condition inputs only)")
-    parser.add_argument("--sampling", type=float, default=None,
-                        help="record every image at this pixel size [Å/px] instead of drawing "
-                             "it (with --paired: the same images at another sampling)")
+    parser.add_argument("--fix", nargs="+", default=[], metavar="SETTING=VALUE",
+                        help="set microscope settings instead of drawing them, e.g. "
+                             "sampling=0.06 astigmatism=0 (Å, Å/px; with --paired: the same "
+                             "images with only those settings changed)")
     args = parser.parse_args()
 
     run = load_config(args.config)
+    fixed = _fixed_settings(args.fix, parser)
     particles = load_exit_waves(run.data.folder, "particles", "validation")
     carbons = load_exit_waves(run.data.folder, "carbon", "validation")
     loaded = load_model(args.model)
     maker = SampleMaker(particles, carbons, loaded.sampling, run.envelope,
                         run.data.support_probability)
+    reflections: dict[int, np.ndarray] = {}
     rows = []
     for dose in args.dose:
         rng = np.random.default_rng([args.seed, int(dose)])
@@ -86,13 +146,14 @@ def main() -> None:
             if args.paired:
                 rng = np.random.default_rng([args.seed, index])
             settings = replace(run.envelope.draw(rng), dose=float(dose))
-            if args.sampling is not None:
-                settings = replace(settings, sampling=args.sampling)
+            settings = replace(settings, **fixed)
             particle_index = index % len(particles)
             sample = maker.make(rng, settings, particle_index=particle_index)
             particle = particles[particle_index]
             info = particle_info(particle)
             columns = np.array(particle["columns"], dtype=float)
+            if particle_index not in reflections:
+                reflections[particle_index] = _lowest_reflections(columns)
             columns[:, :2] /= sample.recorded_sampling
             told = dict(zip(("cs", "defocus"), told_conditions(settings, args.seed, index),
                             strict=True)) if args.told else {}
@@ -107,6 +168,13 @@ def main() -> None:
                 "fp": counts.false_positives, "fn": counts.false_negatives,
                 "defocus": settings.defocus, "cs_um": settings.cs / 1e4,
                 "focal_spread": settings.focal_spread, "astigmatism": settings.astigmatism,
+                "astigmatism_angle": settings.astigmatism_angle,
+                **_lowest_order_transfer(reflections[particle_index], settings),
+                "gold_transferred": all(
+                    low >= MINIMUM_TRANSFER or high <= -MINIMUM_TRANSFER
+                    for low, high in reflection_transfer(
+                        settings.cs, settings.defocus, GOLD_REFLECTIONS, settings.energy,
+                        settings.astigmatism).values()),
                 "sampling": settings.sampling, "blur": settings.blur,
                 "shape": info["shape"], "zone": info["zone_axis"], "diameter": info["diameter"],
                 "tilt": info["tilt_degrees"],
@@ -146,6 +214,16 @@ def main() -> None:
         print(f"  {name:>5}: {found}/{present} = {found / max(present, 1):.3f}")
     print(f"\nfalse positives ≤ 3 Å from a column: {table.fp_on_particle.sum()}, "
           f"farther (off the particle): {table.fp_off_particle.sum()}")
+    # Kinematic transfer of the lowest-order reflections: is the column lattice in the image?
+    table["lowest_order"] = np.select(
+        [table.transfer_split, table.transfer_min < 0.2, table.transfer_min < 0.5],
+        ["signs split", "|sin χ| < 0.2", "|sin χ| 0.2-0.5"], "|sin χ| ≥ 0.5")
+    print("\nby the transfer of the lowest-order reflections (sin χ, kinematic):\n"
+          + table.groupby(["zone", "lowest_order"]).apply(pooled).round(3).to_string())
+    # The rule tem-atoms transfer applies: gold's {111} and {200} at |sin χ| ≥ 0.5 in every
+    # direction (with the image's own 2-fold astigmatism).
+    print("\nby whether gold's {111} and {200} are both transferred (tem-atoms transfer):\n"
+          + table.groupby("gold_transferred").apply(pooled).round(3).to_string())
     # Scherzer-like phase: Δf relative to sqrt(Cs λ); sign of Cs*defocus tells bright/dark.
     table["regime"] = np.where(np.sign(table.cs_um) == np.sign(table.defocus),
                                "Cs, Δf same sign", "Cs, Δf opposite")

@@ -23,7 +23,7 @@ from napari_tem_atoms.simulation.microscope import MicroscopeSettings
 from napari_tem_atoms.training import load_config
 from napari_tem_atoms.training.card import model_card
 from napari_tem_atoms.training.data import ConditionDraw, SampleMaker
-from napari_tem_atoms.training.evaluate import TOLD, told_conditions
+from napari_tem_atoms.training.evaluate import IN_WINDOW, TOLD, told_conditions
 
 
 def _lattice_particle(size: int = 96, sampling: float = 0.1) -> dict:
@@ -237,10 +237,17 @@ def test_the_card_describes_the_input_and_scores_told_and_untold():
                              "parameters": 10, "data": data, "exit_waves": waves,
                              "envelope": envelope}}
     rows = [{"method": method, "dose": dose, "precision": 0.9, "recall": 0.8, "f1": f1,
-             "rmse_pm": 14.0, "columns": 100}
-            for method, f1 in (("network", 0.85), ("classical peer", 0.4), (TOLD, 0.93))
+             "rmse_pm": 14.0, "columns": 100, "images": images}
+            for method, f1, images in (("network", 0.85, 96), ("classical peer", 0.4, 96),
+                                       (TOLD, 0.93, 96), (IN_WINDOW, 0.99, 39))
             for dose in (100, 1000)]
     card = model_card(metadata, "0" * 64, scores=pd.DataFrame(rows))
+    # The transfer-window table needs a model of a registered crystal ("t" is none).
+    assert "Where the microscope transfers the lattice" not in card
+    gold = model_card({**metadata, "name": "au-hrtem"}, "0" * 64, scores=pd.DataFrame(rows))
+    assert "### Where the microscope transfers the lattice" in gold
+    assert "{111} (2.35 Å) and {200} (2.04 Å)" in gold
+    assert "| 1000 | 39 | 0.990 | 0.900 | 0.800 | 14.0 |" in gold
     assert "Cs was given for 70% of the images (off by up to 2 µm)" in card
     assert "training began from" not in card  # no init_from: nothing to start from
     assert "### With the imaging conditions given" in card

@@ -153,6 +153,13 @@ def test_imaging_conditions_show_for_a_model_that_takes_them(qtbot, viewer_with_
     assert inputs.cs.enabled and not inputs.defocus.enabled
     inputs.cs.value = -15.0
     assert inputs.values() == {"cs": -15e4, "defocus": None}
+    assert inputs.transfer_note.native.isHidden()  # said only with both values known
+    inputs.defocus_known.value, inputs.defocus.value = True, 0.0
+    assert not inputs.transfer_note.native.isHidden()
+    assert inputs.transfer_note.value.startswith("⚠") and "{200}" in inputs.transfer_note.value
+    inputs.defocus.value = -80.0
+    assert inputs.transfer_note.value.startswith("✓")
+    inputs.defocus_known.value = False
 
     passed = []
     original = module._steps

@@ -8,6 +8,7 @@ run the same function on the same frames, so the results are identical.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis.detect import iter_detect_atoms
+from .analysis.transfer import TransferWarning, model_optics
 from .errors import TEMAtomsError
 from .io import TEMImage
 from .models import load_cached_model
@@ -25,11 +27,17 @@ __all__ = ["FrameJob", "detect_frame", "frame_jobs", "run_jobs"]
 def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: float | None,
                  device: str | None = None, average_mirrors: bool = False,
                  cs: float | None = None, defocus: float | None = None) -> pd.DataFrame:
-    """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels."""
+    """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels.
+
+    The imaging conditions' :class:`~.analysis.transfer.TransferWarning` is not issued per
+    frame: :func:`run_jobs` issues it once.
+    """
     steps = iter_detect_atoms(np.asarray(frame), load_cached_model(model, device),
                               sampling=sampling, threshold=threshold,
                               average_mirrors=average_mirrors, cs=cs, defocus=defocus)
-    return next(steps).atoms.drop(columns="frame")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TransferWarning)
+        return next(steps).atoms.drop(columns="frame")
 
 
 @dataclass
@@ -83,8 +91,15 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     average_mirrors : bool, optional
         Average the maps of each frame and its mirror images (see ``detect_atoms``).
     cs, defocus : float, optional
-        Imaging conditions [Å] for a model that takes them (see ``detect_atoms``).
+        Imaging conditions [Å] for a model that takes them (see ``detect_atoms``); when
+        they barely transfer the crystal's lowest-order reflections, a
+        :class:`~.analysis.transfer.TransferWarning` is issued once.
     """
+    optics = model_optics(load_cached_model(model, device).metadata)
+    transfer = optics.warning(cs, defocus) if optics else None
+    if transfer:
+        warnings.warn(transfer, TransferWarning, stacklevel=2)
+
     def finish(job: FrameJob, table: pd.DataFrame) -> pd.DataFrame:
         if on_done:
             on_done(job)

@@ -87,11 +87,14 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
+    import warnings
+
     import pandas as pd
     from tqdm import tqdm
 
     from .analysis.conditions import model_condition_vector
     from .analysis.detect import sampling_warning
+    from .analysis.transfer import TransferWarning, model_optics
     from .batch import frame_jobs, run_jobs
     from .io import atoms_table, write_atoms_csv
     from .models import load_cached_model
@@ -116,11 +119,18 @@ def _detect(args: argparse.Namespace) -> int:
         warning = sampling_warning(args.sampling or image.pixel_size_angstrom)
         if warning:  # said once per file here: the frames' own warnings stay in the workers
             print(f"warning: {image.path}: {warning}", file=sys.stderr)
+    optics = model_optics(loaded.metadata)
+    transfer = optics.warning(**conditions) if optics else None
+    if transfer:  # said before the frames, as a line of its own (run_jobs' warning is muted)
+        print(f"warning: {transfer}", file=sys.stderr)
     try:
-        with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
-            results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
-                               args.device, on_done=lambda job: bar.update(1),
-                               average_mirrors=args.average_mirrors, **conditions)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TransferWarning)
+            with tqdm(total=len(jobs), unit="frame", desc="detecting",
+                      file=sys.stderr) as bar:
+                results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
+                                   args.device, on_done=lambda job: bar.update(1),
+                                   average_mirrors=args.average_mirrors, **conditions)
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -390,6 +400,53 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
     print(f"model card written to {args.card}")
 
 
+def _transfer(args: argparse.Namespace) -> int:
+    from .analysis.transfer import (
+        MINIMUM_TRANSFER,
+        describe_windows,
+        model_optics,
+        reflection_transfer,
+        transfer_windows,
+    )
+    from .models import model_metadata
+
+    try:
+        optics = model_optics(model_metadata(str(args.model)))
+    except TEMAtomsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if optics is None:
+        print(f"error: model {args.model} is not registered for a crystal whose reflections "
+              "are known (only such models, e.g. au-hrtem, have this check)", file=sys.stderr)
+        return 1
+    if args.astigmatism < 0:
+        print("error: --astigmatism is a magnitude (Å): it cannot be negative", file=sys.stderr)
+        return 1
+    cs = args.cs_um * 1e4
+    names = ", ".join(f"{name} {spacing:.2f} Å" for name, spacing in optics.reflections.items())
+    low, high = optics.defocus_range
+    astigmatism = (f", 2-fold astigmatism {args.astigmatism:g} Å in its worst direction"
+                   if args.astigmatism else "")
+    print(f"{args.model}: {optics.crystal} ({names}) at {optics.energy / 1e3:g} kV, Cs "
+          f"{args.cs_um:g} µm{astigmatism}")
+    windows = transfer_windows(cs, optics.reflections, optics.energy, optics.defocus_range,
+                               astigmatism=args.astigmatism)
+    print(f"defoci in {low:g} … {high:g} Å (abTEM's sign, -C10) that transfer every one with "
+          f"|sin χ| ≥ {MINIMUM_TRANSFER:g}: {describe_windows(windows)}")
+    for defocus in args.defocus or []:
+        spans = reflection_transfer(cs, defocus, optics.reflections, optics.energy,
+                                    args.astigmatism)
+        said = ", ".join(f"{name} {lo:+.2f}" if abs(hi - lo) < 0.005
+                         else f"{name} {lo:+.2f} … {hi:+.2f}"
+                         for name, (lo, hi) in spans.items())
+        good = all(lo >= MINIMUM_TRANSFER or hi <= -MINIMUM_TRANSFER
+                   for lo, hi in spans.values())
+        verdict = ("transferred" if good
+                   else "barely transferred: prefer a defocus in the ranges above")
+        print(f"at {defocus:g} Å: sin χ {said} ({verdict})")
+    return 0
+
+
 def _add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     """The optional --cs-um and --defocus of the commands that detect atoms."""
     conditions = parser.add_argument_group(
@@ -521,6 +578,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="per-site quantity to compare (default: transition_rate)")
     compare.add_argument("-o", "--output", type=Path, metavar="CSV", help="write the table")
     compare.set_defaults(run=_compare)
+
+    transfer = commands.add_parser(
+        "transfer", help="which defoci transfer the lattice a model finds (where it is reliable)")
+    transfer.add_argument("--cs-um", type=float, required=True, metavar="µm",
+                          help="spherical aberration C30 in µm, as the corrector reports it")
+    transfer.add_argument("--defocus", type=float, nargs="*", metavar="Å",
+                          help="defoci to check [Å], abTEM's sign (-C10: negative-Cs imaging "
+                               "uses a negative one)")
+    transfer.add_argument("--astigmatism", type=float, default=0.0, metavar="Å",
+                          help="2-fold astigmatism magnitude [Å] left after correction: the "
+                               "worst direction is assumed (default 0)")
+    transfer.add_argument("--model", default="au-hrtem")
+    transfer.set_defaults(run=_transfer)
 
     train = commands.add_parser("train", help="simulate data and train a network")
     train.add_argument("config", type=Path, metavar="CONFIG.toml")

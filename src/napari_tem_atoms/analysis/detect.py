@@ -22,6 +22,7 @@ from scipy import ndimage
 from ..errors import TEMAtomsError
 from ._steps import run_steps
 from .conditions import model_condition_vector
+from .transfer import TransferWarning, model_optics
 
 __all__ = [
     "DetectionStep",
@@ -345,6 +346,10 @@ def iter_detect_atoms(
         except TEMAtomsError as exc:
             raise TEMAtomsError(f"model {loaded.name}: {exc}") from None
         cs, defocus = (None if value is None else float(value) for value in (cs, defocus))
+    optics = model_optics(loaded.metadata)
+    transfer = optics.warning(cs, defocus) if optics else None
+    if transfer:
+        warnings.warn(transfer, TransferWarning, stacklevel=2)
     n_frames = int(frames.shape[0])
 
     def where(index: int) -> str:  # name the frame in messages about stacks
@@ -373,7 +378,8 @@ def iter_detect_atoms(
     atoms = pd.concat(tables, ignore_index=True)
     atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
                        model_sampling=loaded.sampling, threshold=threshold,
-                       average_mirrors=average_mirrors, cs=cs, defocus=defocus)
+                       average_mirrors=average_mirrors, cs=cs, defocus=defocus,
+                       transfer_warning=transfer)
     return atoms
 
 
@@ -422,7 +428,10 @@ def detect_atoms(
     pandas.DataFrame
         One row per column: ``frame``, ``y``, ``x`` (input pixels, napari convention),
         ``confidence``. ``attrs`` holds ``sampling``, ``model``, ``device``, ``threshold``,
-        ``average_mirrors``, ``cs`` and ``defocus``.
+        ``average_mirrors``, ``cs``, ``defocus`` and ``transfer_warning``: with both Cs and
+        the defocus given, a sentence (also issued as a warning) when they barely transfer
+        the crystal's lowest-order reflections, where the detector is less reliable (see
+        :mod:`napari_tem_atoms.analysis.transfer`); None otherwise.
 
     Examples
     --------

@@ -38,6 +38,9 @@ class ModelEntry:
         SHA-256 of that file.
     url : str or None
         Where to fetch it; ``None`` for weights bundled in the package.
+    crystal : str or None
+        The crystal it finds columns of (``"gold"``), whose lowest-order reflections decide
+        at which defoci its images can be trusted (:mod:`napari_tem_atoms.analysis.transfer`).
     """
 
     name: str
@@ -45,6 +48,7 @@ class ModelEntry:
     filename: str
     sha256: str
     url: str | None = None
+    crystal: str | None = None
 
     @property
     def bundled(self) -> bool:
@@ -59,6 +63,7 @@ REGISTRY: dict[str, ModelEntry] = {
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
         sha256="acede43fc55ea9939c19d5a3ffe7433f1c30827858094bb67e747df4b04c6bcd",
+        crystal="gold",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",

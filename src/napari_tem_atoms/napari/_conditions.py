@@ -1,10 +1,11 @@
-"""The "Imaging conditions (optional)" inputs shared by the Detect, Live and Occupancy widgets."""
+"""The "Imaging conditions (optional)" inputs of the Detect, Live and Occupancy widgets."""
 
 from __future__ import annotations
 
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label
 
 from ..analysis.conditions import model_condition_vector
+from ..analysis.transfer import ModelOptics, model_optics
 from ..errors import TEMAtomsError
 from ..models import model_metadata, takes_conditions
 
@@ -29,19 +30,38 @@ class ImagingConditionsInputs(Container):
                                     tooltip="Defocus set, abTEM's sign (−C10: positive is "
                                     "underfocus, negative-Cs imaging uses a negative one); "
                                     "tens of Å off is fine")
-        self.extend([self.title, self.cs_known, self.cs, self.defocus_known, self.defocus])
+        # With both known: are the crystal's lowest-order reflections transferred?
+        self.transfer_note = Label(value="", tooltip="sin χ of the lattice's lowest-order "
+                                   "reflections (kinematic); where one is below 0.5 the "
+                                   "detector is less reliable: see tem-atoms transfer")
+        self.extend([self.title, self.cs_known, self.cs, self.defocus_known, self.defocus,
+                     self.transfer_note])
         self.cs_known.changed.connect(lambda known: setattr(self.cs, "enabled", known))
         self.defocus_known.changed.connect(lambda known: setattr(self.defocus, "enabled", known))
+        for widget in (self.cs_known, self.cs, self.defocus_known, self.defocus):
+            widget.changed.connect(self._update_transfer_note)
         self.takes_conditions = False
+        self.optics: ModelOptics | None = None
+        self.transfer_note.visible = False
         self.visible = False
 
     def show_for(self, model: str) -> None:
         """Show the inputs when `model` takes imaging conditions, hide them otherwise."""
         try:
-            self.takes_conditions = takes_conditions(model_metadata(model))
+            metadata = model_metadata(model)
+            self.takes_conditions = takes_conditions(metadata)
+            self.optics = model_optics(metadata)
         except TEMAtomsError:  # missing or damaged weights: the widget says so elsewhere
-            self.takes_conditions = False
+            self.takes_conditions, self.optics = False, None
         self.visible = self.takes_conditions
+        self._update_transfer_note()
+
+    def _update_transfer_note(self) -> None:
+        values = self.values()
+        known = self.optics is not None and None not in values.values()
+        if known:
+            _, self.transfer_note.value = self.optics.status(values["cs"], values["defocus"])
+        self.transfer_note.visible = known
 
     def values(self) -> dict[str, float | None]:
         """``cs`` and ``defocus`` [Å] for the model (None where not known, or not taken)."""

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import fft as sp_fft
 
 __all__ = ["MicroscopeEnvelope", "MicroscopeSettings", "expected_image", "form_image",
-           "fourier_resample", "shift_waves", "wavelength"]
+           "fourier_resample", "phase_error", "shift_waves", "wavelength"]
 
 
 def wavelength(energy: float) -> float:
@@ -149,6 +149,23 @@ def _frequencies(shape: tuple[int, int], sampling: float) -> tuple[np.ndarray, n
     return ky, kx
 
 
+def phase_error(ky: np.ndarray, kx: np.ndarray, settings: MicroscopeSettings) -> np.ndarray:
+    """The aberration phase χ [rad] at spatial frequencies (`ky`, `kx`) [1/Å].
+
+    The formula is the module's; a weak phase object's reflection at k is transferred to the
+    image as sin χ(k), so where it is near zero the image holds little of that reflection.
+    """
+    lam = wavelength(settings.energy)
+    alpha2 = lam**2 * (kx**2 + ky**2)
+    phi = np.arctan2(ky, kx)
+    c10 = -settings.defocus
+    return 2 * np.pi / lam * (
+        0.5 * alpha2 * (c10 + settings.astigmatism
+                        * np.cos(2 * (phi - settings.astigmatism_angle)))
+        + 0.25 * alpha2**2 * settings.cs
+    )
+
+
 def transfer_function(shape: tuple[int, int], sampling: float, settings: MicroscopeSettings,
                       aperture: float) -> np.ndarray:
     """Coherent transfer function exp(−iχ) × temporal envelope × aperture on an FFT grid.
@@ -166,16 +183,9 @@ def transfer_function(shape: tuple[int, int], sampling: float, settings: Microsc
     """
     # Single precision: χ reaches ~100 rad at the aperture, known to ~1e-5 rad; twice as fast.
     ky, kx = (k.astype(np.float32) for k in _frequencies(shape, sampling))
+    chi = phase_error(ky, kx, settings)
     k2 = kx**2 + ky**2
     lam = wavelength(settings.energy)
-    alpha2 = lam**2 * k2
-    phi = np.arctan2(ky, kx)
-    c10 = -settings.defocus
-    chi = 2 * np.pi / lam * (
-        0.5 * alpha2 * (c10 + settings.astigmatism
-                        * np.cos(2 * (phi - settings.astigmatism_angle)))
-        + 0.25 * alpha2**2 * settings.cs
-    )
     envelope = np.exp(-((0.5 * np.pi * lam * settings.focal_spread * k2) ** 2))
     return (np.exp(-1j * chi) * envelope * (k2 <= aperture**2)).astype(np.complex64)
 

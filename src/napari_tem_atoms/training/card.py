@@ -170,6 +170,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
             lines += [f"| {dose:g} | {row.f1:.3f} | {row.precision:.3f} | {row.recall:.3f} | "
                       f"{row.rmse_pm:.1f} |" for dose, row in told.iterrows()]
             lines.append("")
+        lines += _window_section(scores, metadata)
         if plot:
             lines += [f"![F1 and RMSE against dose]({plot})", ""]
         lines += _targets(network, peer)
@@ -269,6 +270,38 @@ def training_stages(config: str | Path) -> list[tuple[str, str]]:
         current = next((path for path, other in runs.items()
                         if source is not None and Path(other.output) == source), None)
     return chain
+
+
+def _window_section(scores: pd.DataFrame, metadata: dict) -> list[str]:
+    """The table of the images whose microscope transfers the lattice (if scored)."""
+    from ..analysis.transfer import MINIMUM_TRANSFER, model_optics
+    from .evaluate import IN_WINDOW
+
+    window = scores[scores.method == IN_WINDOW].set_index("dose")
+    optics = model_optics(metadata)
+    if window.empty or optics is None:
+        return []
+    names = " and ".join(f"{name} ({spacing:.2f} Å)"
+                         for name, spacing in optics.reflections.items())
+    lines = [
+        "### Where the microscope transfers the lattice",
+        "",
+        f"The network told nothing, on those of the images above whose microscope transfers "
+        f"{optics.crystal}'s lowest-order reflections, {names}, with |sin χ| ≥ "
+        f"{MINIMUM_TRANSFER:g} in every direction (the image's own 2-fold astigmatism "
+        "included, kinematic transfer): the defoci `tem-atoms transfer --cs-um …` lists, "
+        "where detection says nothing about the transfer. Elsewhere a reflection lies near a "
+        "zero of the transfer, or astigmatism near focus transfers it with opposite signs in "
+        "different directions; the lattice in the image is then shifted by half a period from "
+        "the columns in at least one direction, and the network can put the columns between "
+        "the true ones.",
+        "",
+        "| Dose [e/Å²] | Images | F1 | Precision | Recall | RMSE [pm] |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {dose:g} | {int(row.images)} | {row.f1:.3f} | {row.precision:.3f} | "
+              f"{row.recall:.3f} | {row.rmse_pm:.1f} |" for dose, row in window.iterrows()]
+    return [*lines, ""]
 
 
 def _targets(network: pd.DataFrame, peer: pd.DataFrame) -> list[str]:

@@ -19,15 +19,19 @@ import pandas as pd
 from scipy import ndimage
 
 from ..analysis.detect import MIN_COLUMN_DISTANCE, iter_detect_atoms
+from ..analysis.transfer import model_optics
 from ..simulation.microscope import MicroscopeEnvelope, MicroscopeSettings
 from .data import SampleMaker
 from .metrics import MatchCounts, match_columns
 
-__all__ = ["TOLD", "ClassicalPeer", "evaluate", "told_conditions"]
+__all__ = ["IN_WINDOW", "TOLD", "ClassicalPeer", "evaluate", "told_conditions"]
 
 DEFAULT_DOSES = (10, 30, 100, 300, 1000, 3000, 10000)
 #: Method of the rows where a model with condition inputs is told the microscope.
 TOLD = "network, Cs and defocus given"
+#: Method of the rows scoring the network (told nothing) on the images whose microscope
+#: transfers every lowest-order reflection of the model's crystal (see analysis.transfer).
+IN_WINDOW = "network, lattice transferred"
 
 
 @dataclass(frozen=True)
@@ -173,41 +177,57 @@ def evaluate(
     Returns
     -------
     pandas.DataFrame
-        Rows (method, dose) with precision, recall, f1, rmse_pm, columns (scored columns).
+        Rows (method, dose) with precision, recall, f1, rmse_pm, columns (scored columns),
+        images (scored images).
         Methods: ``"network"`` (told nothing about the microscope), ``"classical peer"`` and,
         for a model with condition inputs, :data:`TOLD`: the same images with Cs and defocus
-        given, off by up to 2 µm and 30 Å (:func:`told_conditions`).
+        given, off by up to 2 µm and 30 Å (:func:`told_conditions`); for a model of a
+        registered crystal, :data:`IN_WINDOW`: the untold network on the images whose
+        microscope transfers the crystal's lowest-order reflections (``images`` says how many).
     """
     from ..models import load_model
 
     envelope = envelope or MicroscopeEnvelope()
     loaded = load_model(model)
     maker = SampleMaker(particles, carbons, loaded.sampling, envelope, support_probability)
+    optics = model_optics(loaded.metadata)
     rows = []
     for dose in doses:
         images = _images(maker, envelope, dose, images_per_dose, seed)
         network_counts, peer_counts, told_counts = MatchCounts(), MatchCounts(), MatchCounts()
+        window_counts, in_window = MatchCounts(), 0
         peer = _tune_peer(_images(maker, envelope, dose, images_per_dose, seed + 1))
         for index, (image, sampling, columns, settings) in enumerate(images):
-            network_counts += _network_counts(loaded, image, sampling, columns, threshold)
+            counts = _network_counts(loaded, image, sampling, columns, threshold)
+            network_counts += counts
+            # The image's own astigmatism, in its worst direction: what tem-atoms transfer says.
+            if optics and optics.transfers(settings.cs, settings.defocus, settings.astigmatism):
+                window_counts += counts
+                in_window += 1
             peer_counts += match_columns(
                 peer.detect(image, sampling, _polarity(image, columns)), columns, sampling)
             if loaded.takes_conditions:
                 cs, defocus = told_conditions(settings, seed, index)
                 told_counts += _network_counts(loaded, image, sampling, columns, threshold,
                                                cs=cs, defocus=defocus)
-        methods = [("network", network_counts), ("classical peer", peer_counts)]
+        methods = [("network", network_counts, len(images)),
+                   ("classical peer", peer_counts, len(images))]
         if loaded.takes_conditions:
-            methods.append((TOLD, told_counts))
-        for method, counts in methods:
+            methods.append((TOLD, told_counts, len(images)))
+        if optics and in_window:
+            methods.append((IN_WINDOW, window_counts, in_window))
+        for method, counts, scored in methods:
             rows.append({"method": method, "dose": dose, "precision": counts.precision,
                          "recall": counts.recall, "f1": counts.f1, "rmse_pm": counts.rmse_pm,
-                         "columns": counts.true_positives + counts.false_negatives})
+                         "columns": counts.true_positives + counts.false_negatives,
+                         "images": scored})
         told = (f" | told Cs, defocus: F1 {told_counts.f1:.3f} RMSE {told_counts.rmse_pm:.1f} "
                 f"pm" if loaded.takes_conditions else "")
+        window = (f" | lattice transferred ({in_window} images): F1 {window_counts.f1:.3f}"
+                  if optics and in_window else "")
         log(f"dose {dose:>6g} e/Å²: network F1 {network_counts.f1:.3f} RMSE "
-            f"{network_counts.rmse_pm:.1f} pm{told} | peer (σ={peer.sigma} Å, t={peer.threshold}) "
-            f"F1 {peer_counts.f1:.3f} RMSE {peer_counts.rmse_pm:.1f} pm")
+            f"{network_counts.rmse_pm:.1f} pm{told}{window} | peer (σ={peer.sigma} Å, "
+            f"t={peer.threshold}) F1 {peer_counts.f1:.3f} RMSE {peer_counts.rmse_pm:.1f} pm")
     return pd.DataFrame(rows)
 
 
@@ -219,7 +239,8 @@ def plot_scores(scores: pd.DataFrame, path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
-    for method, style in (("network", "o-"), (TOLD, "^-"), ("classical peer", "s--")):
+    for method, style in (("network", "o-"), (TOLD, "^-"), (IN_WINDOW, "d:"),
+                          ("classical peer", "s--")):
         rows = scores[scores.method == method]
         if rows.empty:
             continue

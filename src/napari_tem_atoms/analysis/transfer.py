@@ -1,0 +1,192 @@
+"""Which lattice reflections a microscope transfers, and so where the detector can be trusted.
+
+In an HRTEM image a weak-phase reflection at spatial frequency k is transferred as sin χ(k)
+(:func:`~napari_tem_atoms.simulation.microscope.phase_error`). The lowest-order reflections of
+a particle ({111} and {200} for gold) set where its lattice appears: where one of them is
+transferred weakly (|sin χ| small) or with opposite signs in different directions (2-fold
+astigmatism near focus), the image holds, in this kinematic picture, a lattice shifted by half a
+period from the columns, and the detector can put the columns between the true ones. On the
+`au-hrtem` evaluation images (stage 5, 1000 e/Å²), F1 was 0.990 where every lowest-order
+reflection had |sin χ| ≥ 0.5 and 0.872 elsewhere (see the model card). The functions here tell
+an operator, from Cs and the defocus, which case an image is in and which defoci to prefer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models import REGISTRY
+from ..simulation.microscope import MicroscopeSettings, phase_error
+
+__all__ = ["CRYSTAL_REFLECTIONS", "GOLD_REFLECTIONS", "MINIMUM_TRANSFER", "ModelOptics",
+           "TransferWarning", "describe_windows", "model_optics", "reflection_transfer",
+           "transfer_warning", "transfer_windows"]
+
+#: Lowest-order reflections of gold (fcc, a = 4.078 Å) by name: lattice spacing [Å].
+GOLD_REFLECTIONS: dict[str, float] = {"{111}": float(4.078 / np.sqrt(3)), "{200}": 4.078 / 2}
+
+#: Lowest-order reflections of the crystals a registered model may be for (its ``crystal``).
+CRYSTAL_REFLECTIONS: dict[str, dict[str, float]] = {"gold": GOLD_REFLECTIONS}
+
+#: The smallest |sin χ| at which a reflection counts as transferred (see the module docstring).
+MINIMUM_TRANSFER = 0.5
+
+
+
+class TransferWarning(UserWarning):
+    """Issued when the imaging conditions given barely transfer the lattice's reflections."""
+
+
+_DIRECTIONS = np.linspace(0.0, np.pi, 73)  # every 2.5°: enough to find the worst 2-fold case
+
+
+def reflection_transfer(cs: float, defocus: float, reflections: dict[str, float],
+                        energy: float = 300e3, astigmatism: float = 0.0
+                        ) -> dict[str, tuple[float, float]]:
+    """The sin χ of each reflection: its lowest and highest over the directions in the image.
+
+    Parameters
+    ----------
+    cs : float
+        Spherical aberration C30 [Å].
+    defocus : float
+        Defocus [Å], abTEM's sign (``-C10``).
+    reflections : dict
+        Name → lattice spacing [Å] (e.g. :data:`GOLD_REFLECTIONS`).
+    energy : float, optional
+        Electron energy [eV].
+    astigmatism : float, optional
+        2-fold astigmatism magnitude [Å]; its direction is not needed (every direction is
+        tried), so this is the worst case for a lattice of unknown orientation.
+
+    Returns
+    -------
+    dict
+        Name → (lowest, highest) sin χ. With no astigmatism both are equal.
+    """
+    settings = MicroscopeSettings(defocus=float(defocus), cs=float(cs),
+                                  astigmatism=float(astigmatism), energy=float(energy))
+    result = {}
+    for name, spacing in reflections.items():
+        k = 1.0 / spacing
+        transfer = np.sin(phase_error(k * np.sin(_DIRECTIONS), k * np.cos(_DIRECTIONS),
+                                      settings))
+        result[name] = (float(transfer.min()), float(transfer.max()))
+    return result
+
+
+def _transferred(span: tuple[float, float], minimum: float) -> bool:
+    low, high = span
+    return low >= minimum or high <= -minimum  # strong, and one sign in every direction
+
+
+def transfer_windows(cs: float, reflections: dict[str, float], energy: float = 300e3,
+                     defocus_range: tuple[float, float] = (-200.0, 200.0),
+                     astigmatism: float = 0.0, minimum: float = MINIMUM_TRANSFER,
+                     step: float = 1.0) -> list[tuple[float, float]]:
+    """Defocus intervals [Å] in which every reflection is transferred (|sin χ| ≥ `minimum`).
+
+    Parameters are those of :func:`reflection_transfer`; `defocus_range` bounds the search
+    (a model's training envelope) and `step` [Å] is its resolution.
+
+    Returns
+    -------
+    list of (float, float)
+        ``(first, last)`` defocus of each interval, in increasing order.
+    """
+    defoci = np.arange(defocus_range[0], defocus_range[1] + step / 2, step)
+    good = np.array([all(_transferred(span, minimum) for span in reflection_transfer(
+        cs, defocus, reflections, energy, astigmatism).values()) for defocus in defoci])
+    windows, start = [], None
+    for defocus, ok in zip(defoci, good, strict=True):
+        if ok and start is None:
+            start = defocus
+        if not ok and start is not None:
+            windows.append((float(start), float(defocus - step)))
+            start = None
+    if start is not None:
+        windows.append((float(start), float(defoci[-1])))
+    return windows
+
+
+def describe_windows(windows: list[tuple[float, float]]) -> str:
+    """``"-183 … -52 Å and 41 … 169 Å"`` (or ``"none"``)."""
+    if not windows:
+        return "none"
+    return " and ".join(f"{low:g} … {high:g} Å" for low, high in windows)
+
+
+def transfer_warning(cs: float, defocus: float, reflections: dict[str, float],
+                     energy: float = 300e3,
+                     defocus_range: tuple[float, float] = (-200.0, 200.0)) -> str | None:
+    """A sentence for the operator when a lowest-order reflection is barely transferred.
+
+    Returns None when every reflection has |sin χ| ≥ :data:`MINIMUM_TRANSFER`. Otherwise the
+    sentence names the weak reflections and the defoci that transfer all of them at this Cs.
+    """
+    spans = reflection_transfer(cs, defocus, reflections, energy)
+    weak = [name for name, span in spans.items() if not _transferred(span, MINIMUM_TRANSFER)]
+    if not weak:
+        return None
+    said = ", ".join(f"{name} ({reflections[name]:.2f} Å) with sin χ = {spans[name][0]:+.2f}"
+                     for name in weak)
+    windows = transfer_windows(cs, reflections, energy, defocus_range)
+    return (f"at Cs {cs / 1e4:g} µm and defocus {defocus:g} Å the lattice's lowest-order "
+            f"reflections are barely transferred: {said} (|sin χ| ≥ {MINIMUM_TRANSFER:g} "
+            f"counts as transferred). The lattice may then appear shifted by half a period "
+            f"and columns be found between the true ones. Defoci that transfer all of them at "
+            f"this Cs: {describe_windows(windows)}.")
+
+
+@dataclass(frozen=True)
+class ModelOptics:
+    """What :func:`transfer_warning` needs to know of a model: its crystal and its training."""
+
+    crystal: str
+    reflections: dict[str, float]
+    energy: float
+    defocus_range: tuple[float, float]
+
+    def warning(self, cs: float | None, defocus: float | None) -> str | None:
+        """:func:`transfer_warning` for this model; None unless both values are known."""
+        if cs is None or defocus is None:
+            return None
+        return transfer_warning(cs, defocus, self.reflections, self.energy, self.defocus_range)
+
+    def transfers(self, cs: float, defocus: float, astigmatism: float = 0.0) -> bool:
+        """Whether every lowest-order reflection has |sin χ| ≥ the minimum, in every direction."""
+        spans = reflection_transfer(cs, defocus, self.reflections, self.energy, astigmatism)
+        return all(_transferred(span, MINIMUM_TRANSFER) for span in spans.values())
+
+    def status(self, cs: float, defocus: float) -> tuple[bool, str]:
+        """Whether every lowest-order reflection is transferred, and a short line saying so.
+
+        The line (for a widget) gives sin χ of each reflection and, when one is weak, the
+        defoci to prefer at this Cs.
+        """
+        spans = reflection_transfer(cs, defocus, self.reflections, self.energy)
+        values = ", ".join(f"{name} {low:+.2f}" for name, (low, _) in spans.items())
+        weak = [name for name, span in spans.items()
+                if not _transferred(span, MINIMUM_TRANSFER)]
+        if not weak:
+            return True, f"✓ sin χ {values}: the lattice is transferred"
+        windows = transfer_windows(cs, self.reflections, self.energy, self.defocus_range)
+        return False, (f"⚠ sin χ {values}: {' and '.join(weak)} barely transferred,\n"
+                       f"columns may be found between the true ones.\n"
+                       f"At this Cs prefer {describe_windows(windows).replace(' and ', ' or ')}.")
+
+
+def model_optics(metadata: dict) -> ModelOptics | None:
+    """The crystal, energy and defocus envelope of a model (from its metadata and registry).
+
+    None for a model of no registered crystal (``mos2-focal``, or weights of another name).
+    """
+    entry = REGISTRY.get(str(metadata.get("name")))
+    if entry is None or entry.crystal not in CRYSTAL_REFLECTIONS:
+        return None
+    envelope = metadata.get("training", {}).get("envelope", {})
+    low, high = envelope.get("defocus", (-200.0, 200.0))
+    return ModelOptics(entry.crystal, CRYSTAL_REFLECTIONS[entry.crystal],
+                       float(envelope.get("energy", 300e3)), (float(low), float(high)))

@@ -1,0 +1,112 @@
+"""Transfer of the lattice's lowest-order reflections: where the detector can be trusted."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_tem_atoms.analysis import detect_atoms
+from napari_tem_atoms.analysis.transfer import (
+    GOLD_REFLECTIONS,
+    MINIMUM_TRANSFER,
+    TransferWarning,
+    model_optics,
+    reflection_transfer,
+    transfer_warning,
+    transfer_windows,
+)
+from napari_tem_atoms.cli import main
+from napari_tem_atoms.models import model_metadata
+from napari_tem_atoms.samples import synthetic_gold_stack
+from napari_tem_atoms.simulation.microscope import wavelength
+
+LAMBDA = wavelength(300e3)
+
+
+def test_sin_chi_follows_the_phase_error_and_astigmatism_spans_directions():
+    spacing = 2.0
+    k = 1 / spacing
+    # Cs = 0: χ = π λ k² C10 with C10 = −defocus, so sin χ = 1 at defocus −1 / (2 λ k²).
+    peak = -1 / (2 * LAMBDA * k**2)
+    low, high = reflection_transfer(0.0, peak, {"r": spacing})["r"]
+    assert low == pytest.approx(1.0, abs=1e-9) and high == pytest.approx(1.0, abs=1e-9)
+    # Astigmatism A: the effective C10 runs over C10 ± A with direction, so sin χ does too.
+    defocus, astigmatism = -40.0, 30.0
+    low, high = reflection_transfer(0.0, defocus, {"r": spacing}, astigmatism=astigmatism)["r"]
+    ends = np.sin(np.pi * LAMBDA * k**2 * (-defocus + np.array([-astigmatism, astigmatism])))
+    assert low == pytest.approx(ends.min(), abs=1e-6)
+    assert high == pytest.approx(ends.max(), abs=1e-6)
+
+
+def test_windows_hold_the_defoci_that_transfer_every_reflection():
+    cs = -15e4
+    windows = transfer_windows(cs, GOLD_REFLECTIONS)
+    assert len(windows) == 2
+    (first_low, first_high), (second_low, second_high) = windows
+    assert first_low < -100 < first_high < 0 < second_low < 100 < second_high
+
+    def transferred(defocus: float) -> bool:
+        spans = reflection_transfer(cs, defocus, GOLD_REFLECTIONS).values()
+        return all(min(abs(lo), abs(hi)) >= MINIMUM_TRANSFER and lo * hi > 0
+                   for lo, hi in spans)
+
+    for low, high in windows:  # the edges are where the transfer crosses the minimum
+        assert transferred(low) and transferred(high)
+        assert not transferred(high + 1.0)
+        assert low == -200.0 or not transferred(low - 1.0)
+    # Astigmatism in its worst direction narrows every window.
+    narrower = transfer_windows(cs, GOLD_REFLECTIONS, astigmatism=20.0)
+    assert len(narrower) == 2
+    for (low, high), (tight_low, tight_high) in zip(windows, narrower, strict=True):
+        assert low < tight_low and tight_high < high
+
+
+def test_the_warning_names_the_weak_reflections_and_the_defoci_to_prefer():
+    assert transfer_warning(-15e4, -80.0, GOLD_REFLECTIONS) is None
+    said = transfer_warning(-15e4, 0.0, GOLD_REFLECTIONS)
+    assert "{111}" in said and "{200}" in said and "Cs -15 µm" in said
+    assert "-182 … -53 Å and 42 … 168 Å" in said
+    optics = model_optics(model_metadata("au-hrtem"))
+    assert optics.crystal == "gold" and optics.energy == 300e3
+    assert optics.warning(None, 0.0) is None and optics.warning(-15e4, None) is None
+    ok, line = optics.status(-15e4, -80.0)
+    assert ok and line.startswith("✓")
+    ok, line = optics.status(-15e4, 0.0)
+    assert not ok and line.startswith("⚠") and "-182 … -53 Å or 42 … 168 Å" in line
+    assert model_optics(model_metadata("mos2-focal")) is None  # no crystal registered
+
+
+def test_detection_warns_once_outside_the_windows_and_records_it(tmp_path, capsys):
+    stack = synthetic_gold_stack(n_frames=3, shape=(128, 128), particle_radius=6.0, seed=2)
+    with pytest.warns(TransferWarning, match="barely transferred"):
+        atoms = detect_atoms(stack.images[0], sampling=0.12, cs=-15e4, defocus=0.0)
+    assert "{200}" in atoms.attrs["transfer_warning"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransferWarning)
+        atoms = detect_atoms(stack.images[0], sampling=0.12, cs=-15e4, defocus=-80.0)
+    assert atoms.attrs["transfer_warning"] is None
+    assert detect_atoms(stack.images[0], sampling=0.12).attrs["transfer_warning"] is None
+
+    path = tmp_path / "stack.npy"
+    np.save(path, stack.images)
+    code = main(["detect", str(path), "--sampling", "0.12", "--cs-um", "-15", "--defocus",
+                 "0", "-o", str(tmp_path / "atoms.csv")])
+    assert code == 0
+    assert capsys.readouterr().err.count("barely transferred") == 1  # once, not per frame
+
+
+def test_transfer_command_prints_the_windows_and_checks_defoci(capsys):
+    assert main(["transfer", "--cs-um", "-15", "--defocus", "-60", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "-182 … -53 Å and 42 … 168 Å" in out
+    lines = out.splitlines()
+    assert "(transferred)" in lines[-2] and lines[-2].startswith("at -60 Å")
+    assert "barely transferred" in lines[-1] and lines[-1].startswith("at 0 Å")
+    assert main(["transfer", "--cs-um", "-15", "--astigmatism", "30"]) == 0
+    assert "-152 … -83 Å and 72 … 138 Å" in capsys.readouterr().out
+    assert main(["transfer", "--cs-um", "-15", "--astigmatism", "-3"]) == 1
+    assert "magnitude" in capsys.readouterr().err
+    assert main(["transfer", "--cs-um", "5", "--model", "mos2-focal"]) == 1
+    assert "not registered for a crystal" in capsys.readouterr().err
