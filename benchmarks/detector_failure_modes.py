@@ -17,11 +17,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from napari_tem_atoms.analysis.detect import iter_detect_atoms
-from napari_tem_atoms.analysis.transfer import (
-    GOLD_REFLECTIONS,
-    MINIMUM_TRANSFER,
-    reflection_transfer,
-)
+from napari_tem_atoms.analysis.transfer import model_optics
 from napari_tem_atoms.models import load_model
 from napari_tem_atoms.simulation.exit_waves import load_exit_waves
 from napari_tem_atoms.simulation.microscope import MicroscopeSettings, phase_error
@@ -94,7 +90,7 @@ def _lowest_order_transfer(reflections: np.ndarray, settings: MicroscopeSettings
 
 def _fixed_settings(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, float]:
     """``--fix`` values as MicroscopeSettings fields (the parser's error names a bad one)."""
-    names = {field.name for field in fields(MicroscopeSettings)}
+    names = {field.name for field in fields(MicroscopeSettings)} - {"dose"}  # that is --dose
     fixed = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
@@ -136,6 +132,7 @@ def main() -> None:
     particles = load_exit_waves(run.data.folder, "particles", "validation")
     carbons = load_exit_waves(run.data.folder, "carbon", "validation")
     loaded = load_model(args.model)
+    optics = model_optics(loaded.metadata)
     maker = SampleMaker(particles, carbons, loaded.sampling, run.envelope,
                         run.data.support_probability)
     reflections: dict[int, np.ndarray] = {}
@@ -158,7 +155,7 @@ def main() -> None:
             told = dict(zip(("cs", "defocus"), told_conditions(settings, args.seed, index),
                             strict=True)) if args.told else {}
             steps = iter_detect_atoms(sample.recorded, loaded, sampling=sample.recorded_sampling,
-                                      threshold=args.threshold,
+                                      threshold=args.threshold, warn_transfer=False,
                                       average_mirrors=args.average_mirrors, **told)
             detected = np.concatenate([s.atoms[["y", "x"]].to_numpy() for s in steps])
             counts = match_columns(detected, columns, sample.recorded_sampling)
@@ -170,11 +167,9 @@ def main() -> None:
                 "focal_spread": settings.focal_spread, "astigmatism": settings.astigmatism,
                 "astigmatism_angle": settings.astigmatism_angle,
                 **_lowest_order_transfer(reflections[particle_index], settings),
-                "gold_transferred": all(
-                    low >= MINIMUM_TRANSFER or high <= -MINIMUM_TRANSFER
-                    for low, high in reflection_transfer(
-                        settings.cs, settings.defocus, GOLD_REFLECTIONS, settings.energy,
-                        settings.astigmatism).values()),
+                # What tem-atoms transfer says of this microscope (its own astigmatism).
+                "lattice_transferred": bool(optics and optics.transfers(
+                    settings.cs, settings.defocus, settings.astigmatism)),
                 "sampling": settings.sampling, "blur": settings.blur,
                 "shape": info["shape"], "zone": info["zone_axis"], "diameter": info["diameter"],
                 "tilt": info["tilt_degrees"],
@@ -220,10 +215,10 @@ def main() -> None:
         ["signs split", "|sin χ| < 0.2", "|sin χ| 0.2-0.5"], "|sin χ| ≥ 0.5")
     print("\nby the transfer of the lowest-order reflections (sin χ, kinematic):\n"
           + table.groupby(["zone", "lowest_order"]).apply(pooled).round(3).to_string())
-    # The rule tem-atoms transfer applies: gold's {111} and {200} at |sin χ| ≥ 0.5 in every
-    # direction (with the image's own 2-fold astigmatism).
-    print("\nby whether gold's {111} and {200} are both transferred (tem-atoms transfer):\n"
-          + table.groupby("gold_transferred").apply(pooled).round(3).to_string())
+    # The rule tem-atoms transfer applies: the crystal's lowest-order reflections ({111} and
+    # {200} for gold) at |sin χ| ≥ 0.5 in every direction (the image's own astigmatism).
+    print("\nby whether the microscope transfers the lattice (tem-atoms transfer):\n"
+          + table.groupby("lattice_transferred").apply(pooled).round(3).to_string())
     # Scherzer-like phase: Δf relative to sqrt(Cs λ); sign of Cs*defocus tells bright/dark.
     table["regime"] = np.where(np.sign(table.cs_um) == np.sign(table.defocus),
                                "Cs, Δf same sign", "Cs, Δf opposite")

@@ -142,8 +142,13 @@ def test_imaging_conditions_reach_the_detector_and_wrong_ones_stop_the_run(
     assert widget.worker is None and len(passed) == 1
     assert shown and shown[0].startswith("Occupancy: ") and "Cs" in shown[0], shown
 
-    # Atoms given: nothing is detected here, so the conditions are neither shown nor passed.
+    # Atoms given: nothing is detected here, so the conditions are neither shown nor passed
+    # (the out-of-range Cs set above stops nothing).
     viewer.add_points(stack.columns[["frame", "y", "x"]].to_numpy(), name="true atoms",
                       scale=(1, 0.12, 0.12))
     widget.atoms_layer.value = viewer.layers["true atoms"]
     assert inputs.native.isHidden()
+    widget.run()
+    _wait(qtbot, widget)
+    assert passed[-1] == {"cs": None, "defocus": None} and len(passed) == 2
+    assert len(shown) == 1

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_tem_atoms.analysis import detect_atoms
+from napari_tem_atoms.analysis import detect_atoms, iter_detect_atoms
 from napari_tem_atoms.analysis.transfer import (
     GOLD_REFLECTIONS,
     MINIMUM_TRANSFER,
@@ -80,33 +80,50 @@ def test_the_warning_names_the_weak_reflections_and_the_defoci_to_prefer():
 
 def test_detection_warns_once_outside_the_windows_and_records_it(tmp_path, capsys):
     stack = synthetic_gold_stack(n_frames=3, shape=(128, 128), particle_radius=6.0, seed=2)
-    with pytest.warns(TransferWarning, match="barely transferred"):
-        atoms = detect_atoms(stack.images[0], sampling=0.12, cs=-15e4, defocus=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        atoms = detect_atoms(stack.images, sampling=0.12, cs=-15e4, defocus=0.0)
+    said = [w for w in caught if issubclass(w.category, TransferWarning)]
+    assert len(said) == 1 and "barely transferred" in str(said[0].message)  # not per frame
     assert "{200}" in atoms.attrs["transfer_warning"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", TransferWarning)
         atoms = detect_atoms(stack.images[0], sampling=0.12, cs=-15e4, defocus=-80.0)
-    assert atoms.attrs["transfer_warning"] is None
-    assert detect_atoms(stack.images[0], sampling=0.12).attrs["transfer_warning"] is None
+        assert atoms.attrs["transfer_warning"] is None
+        assert detect_atoms(stack.images[0], sampling=0.12).attrs["transfer_warning"] is None
+        # A caller that runs one frame per call (Live mode, the batch jobs) says it itself.
+        steps = iter_detect_atoms(stack.images[0], sampling=0.12, cs=-15e4, defocus=0.0,
+                                  warn_transfer=False)
+        assert next(steps).atoms is not None
 
     path = tmp_path / "stack.npy"
     np.save(path, stack.images)
-    code = main(["detect", str(path), "--sampling", "0.12", "--cs-um", "-15", "--defocus",
-                 "0", "-o", str(tmp_path / "atoms.csv")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["detect", str(path), "--sampling", "0.12", "--cs-um", "-15", "--defocus",
+                     "0", "-o", str(tmp_path / "atoms.csv")])
     assert code == 0
-    assert capsys.readouterr().err.count("barely transferred") == 1  # once, not per frame
+    assert capsys.readouterr().err.count("warning: at Cs -15 µm and defocus 0 Å") == 1
+    assert not [w for w in caught if issubclass(w.category, TransferWarning)]  # the line only
 
 
 def test_transfer_command_prints_the_windows_and_checks_defoci(capsys):
-    assert main(["transfer", "--cs-um", "-15", "--defocus", "-60", "0"]) == 0
+    assert main(["transfer", "--cs-um", "-15", "--defocus", "-60", "-52", "0", "300"]) == 0
     out = capsys.readouterr().out
     assert "-182 … -53 Å and 42 … 168 Å" in out
     lines = out.splitlines()
-    assert "(transferred)" in lines[-2] and lines[-2].startswith("at -60 Å")
-    assert "barely transferred" in lines[-1] and lines[-1].startswith("at 0 Å")
-    assert main(["transfer", "--cs-um", "-15", "--astigmatism", "30"]) == 0
-    assert "-152 … -83 Å and 72 … 138 Å" in capsys.readouterr().out
-    assert main(["transfer", "--cs-um", "-15", "--astigmatism", "-3"]) == 1
-    assert "magnitude" in capsys.readouterr().err
-    assert main(["transfer", "--cs-um", "5", "--model", "mos2-focal"]) == 1
-    assert "not registered for a crystal" in capsys.readouterr().err
+    assert lines[-4] == "at -60 Å: sin χ {111} +0.57, {200} +0.70 (transferred)"
+    # 0.498 is shown as 0.49 (towards zero), not as the 0.50 it fails to reach.
+    assert lines[-3].startswith("at -52 Å: sin χ {111} +0.49,") and "barely" in lines[-3]
+    assert "barely transferred" in lines[-2] and lines[-2].startswith("at 0 Å")
+    assert lines[-1].endswith("(outside the model's training range)")
+    assert main(["transfer", "--cs-um", "-15", "--astigmatism", "30", "--defocus", "-60"]) == 0
+    out = capsys.readouterr().out
+    assert "-152 … -83 Å and 72 … 138 Å" in out and "|A1| 30 Å" in out
+    assert "{200} +0.33 … +0.94" in out  # astigmatism: a range over directions
+    for arguments, message in ((["--astigmatism", "-3"], "magnitude"),
+                               (["--cs-um", "1000"], "Cs 1000 µm is outside"),
+                               (["--model", "mos2-focal"], "not registered for a crystal")):
+        command = ["transfer", "--cs-um", "-15", *arguments]
+        assert main(command) == 1, command
+        assert message in capsys.readouterr().err

@@ -8,7 +8,6 @@ run the same function on the same frames, so the results are identical.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from .analysis.detect import iter_detect_atoms
-from .analysis.transfer import TransferWarning, model_optics
 from .errors import TEMAtomsError
 from .io import TEMImage
 from .models import load_cached_model
@@ -29,15 +27,14 @@ def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: floa
                  cs: float | None = None, defocus: float | None = None) -> pd.DataFrame:
     """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels.
 
-    The imaging conditions' :class:`~.analysis.transfer.TransferWarning` is not issued per
-    frame: :func:`run_jobs` issues it once.
+    No :class:`~.analysis.transfer.TransferWarning` is issued per frame: whoever runs the jobs
+    says it once (``tem-atoms detect`` does, from :func:`~.analysis.transfer.model_optics`).
     """
     steps = iter_detect_atoms(np.asarray(frame), load_cached_model(model, device),
                               sampling=sampling, threshold=threshold,
-                              average_mirrors=average_mirrors, cs=cs, defocus=defocus)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TransferWarning)
-        return next(steps).atoms.drop(columns="frame")
+                              average_mirrors=average_mirrors, cs=cs, defocus=defocus,
+                              warn_transfer=False)
+    return next(steps).atoms.drop(columns="frame")
 
 
 @dataclass
@@ -91,15 +88,9 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     average_mirrors : bool, optional
         Average the maps of each frame and its mirror images (see ``detect_atoms``).
     cs, defocus : float, optional
-        Imaging conditions [Å] for a model that takes them (see ``detect_atoms``); when
-        they barely transfer the crystal's lowest-order reflections, a
-        :class:`~.analysis.transfer.TransferWarning` is issued once.
+        Imaging conditions [Å] for a model that takes them (see ``detect_atoms``; whether
+        they transfer the lattice is not checked here: see :mod:`.analysis.transfer`).
     """
-    optics = model_optics(load_cached_model(model, device).metadata)
-    transfer = optics.warning(cs, defocus) if optics else None
-    if transfer:
-        warnings.warn(transfer, TransferWarning, stacklevel=2)
-
     def finish(job: FrameJob, table: pd.DataFrame) -> pd.DataFrame:
         if on_done:
             on_done(job)

@@ -87,14 +87,10 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    import warnings
-
     import pandas as pd
     from tqdm import tqdm
 
-    from .analysis.conditions import model_condition_vector
     from .analysis.detect import sampling_warning
-    from .analysis.transfer import TransferWarning, model_optics
     from .batch import frame_jobs, run_jobs
     from .io import atoms_table, write_atoms_csv
     from .models import load_cached_model
@@ -105,10 +101,7 @@ def _detect(args: argparse.Namespace) -> int:
         loaded = load_cached_model(str(args.model), args.device)
         conditions = _conditions_of(args)
         if any(value is not None for value in conditions.values()):  # once, before any frame
-            try:
-                model_condition_vector(loaded.metadata, **conditions)
-            except TEMAtomsError as exc:
-                raise TEMAtomsError(f"model {args.model}: {exc} (--cs-um, --defocus)") from None
+            _check_conditions(str(args.model), loaded.metadata, conditions)
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -119,18 +112,12 @@ def _detect(args: argparse.Namespace) -> int:
         warning = sampling_warning(args.sampling or image.pixel_size_angstrom)
         if warning:  # said once per file here: the frames' own warnings stay in the workers
             print(f"warning: {image.path}: {warning}", file=sys.stderr)
-    optics = model_optics(loaded.metadata)
-    transfer = optics.warning(**conditions) if optics else None
-    if transfer:  # said before the frames, as a line of its own (run_jobs' warning is muted)
-        print(f"warning: {transfer}", file=sys.stderr)
+    _say_transfer(conditions, loaded.metadata)  # once: the frames do not warn
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TransferWarning)
-            with tqdm(total=len(jobs), unit="frame", desc="detecting",
-                      file=sys.stderr) as bar:
-                results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
-                                   args.device, on_done=lambda job: bar.update(1),
-                                   average_mirrors=args.average_mirrors, **conditions)
+        with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
+            results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
+                               args.device, on_done=lambda job: bar.update(1),
+                               average_mirrors=args.average_mirrors, **conditions)
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -205,11 +192,15 @@ def _species(args: argparse.Namespace) -> int:
 
 
 def _occupancy(args: argparse.Namespace) -> int:
+    import warnings
+
     import pandas as pd
     from tqdm import tqdm
 
+    from .analysis.transfer import TransferWarning
     from .analysis.video import iter_video_occupancy
     from .io import read_atoms_csv, read_image, write_atoms_csv
+    from .models import model_metadata
 
     try:
         video = read_image(args.video, lazy=True)
@@ -222,25 +213,32 @@ def _occupancy(args: argparse.Namespace) -> int:
             atoms = pd.DataFrame(table.coordinates, columns=["frame", "y", "x"])
         sampling = args.sampling or video.pixel_size_angstrom
         radius = args.site_radius / sampling if args.site_radius and sampling else None
+        conditions = _conditions_of(args)
+        if atoms is None and any(value is not None for value in conditions.values()):
+            metadata = model_metadata(str(args.model))  # said before the drift, not after it
+            _check_conditions(str(args.model), metadata, conditions)
+            _say_transfer(conditions, metadata)
         steps = iter_video_occupancy(video, args.model, sampling, atoms=atoms,
                                      threshold=args.threshold, max_shift=args.max_shift,
-                                     site_radius=radius, device=args.device,
-                                     **_conditions_of(args))
+                                     site_radius=radius, device=args.device, **conditions)
         bar = None
-        try:
-            while True:
-                step = next(steps)
-                if bar is None or bar.desc != step.stage:  # one bar per stage, one at a time
-                    if bar is not None:
-                        bar.close()
-                    bar = tqdm(total=step.total, desc=step.stage, file=sys.stderr,
-                               unit="frame" if step.stage != "sites" else "step")
-                bar.update(step.done - bar.n)
-        except StopIteration as stop:
-            result = stop.value
-        finally:
-            if bar is not None:
-                bar.close()
+        # The detector's TransferWarning was said above, as a line of its own.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TransferWarning)
+            try:
+                while True:
+                    step = next(steps)
+                    if bar is None or bar.desc != step.stage:  # one bar per stage at a time
+                        if bar is not None:
+                            bar.close()
+                        bar = tqdm(total=step.total, desc=step.stage, file=sys.stderr,
+                                   unit="frame" if step.stage != "sites" else "step")
+                    bar.update(step.done - bar.n)
+            except StopIteration as stop:
+                result = stop.value
+            finally:
+                if bar is not None:
+                    bar.close()
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -403,48 +401,73 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
 def _transfer(args: argparse.Namespace) -> int:
     from .analysis.transfer import (
         MINIMUM_TRANSFER,
+        describe_span,
         describe_windows,
+        is_transferred,
         model_optics,
-        reflection_transfer,
-        transfer_windows,
     )
     from .models import model_metadata
 
     try:
-        optics = model_optics(model_metadata(str(args.model)))
+        metadata = model_metadata(str(args.model))
+        optics = model_optics(metadata)
+        if optics is None:
+            raise TEMAtomsError(f"model {args.model} is not registered for a crystal whose "
+                                "reflections are known (only such models, e.g. au-hrtem, have "
+                                "this check)")
+        if args.astigmatism < 0:
+            raise TEMAtomsError("--astigmatism is a magnitude (Å): it cannot be negative")
+        cs_range = metadata.get("training", {}).get("envelope", {}).get("cs")
+        if cs_range and not cs_range[0] <= args.cs_um * 1e4 <= cs_range[1]:
+            raise TEMAtomsError(f"Cs {args.cs_um:g} µm is outside what model {args.model} was "
+                                f"trained on ({cs_range[0] / 1e4:g} … {cs_range[1] / 1e4:g} "
+                                "µm): its detections there are not characterised")
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if optics is None:
-        print(f"error: model {args.model} is not registered for a crystal whose reflections "
-              "are known (only such models, e.g. au-hrtem, have this check)", file=sys.stderr)
-        return 1
-    if args.astigmatism < 0:
-        print("error: --astigmatism is a magnitude (Å): it cannot be negative", file=sys.stderr)
         return 1
     cs = args.cs_um * 1e4
     names = ", ".join(f"{name} {spacing:.2f} Å" for name, spacing in optics.reflections.items())
     low, high = optics.defocus_range
-    astigmatism = (f", 2-fold astigmatism {args.astigmatism:g} Å in its worst direction"
+    astigmatism = (f", 2-fold astigmatism |A1| {args.astigmatism:g} Å in its worst direction"
                    if args.astigmatism else "")
     print(f"{args.model}: {optics.crystal} ({names}) at {optics.energy / 1e3:g} kV, Cs "
           f"{args.cs_um:g} µm{astigmatism}")
-    windows = transfer_windows(cs, optics.reflections, optics.energy, optics.defocus_range,
-                               astigmatism=args.astigmatism)
-    print(f"defoci in {low:g} … {high:g} Å (abTEM's sign, -C10) that transfer every one with "
-          f"|sin χ| ≥ {MINIMUM_TRANSFER:g}: {describe_windows(windows)}")
+    windows = optics.windows(cs, args.astigmatism)
+    print(f"defoci in {low:g} … {high:g} Å (the model's training range; abTEM's sign, -C10) "
+          f"that transfer every one with |sin χ| ≥ {MINIMUM_TRANSFER:g}: "
+          f"{describe_windows(windows)}")
     for defocus in args.defocus or []:
-        spans = reflection_transfer(cs, defocus, optics.reflections, optics.energy,
-                                    args.astigmatism)
-        said = ", ".join(f"{name} {lo:+.2f}" if abs(hi - lo) < 0.005
-                         else f"{name} {lo:+.2f} … {hi:+.2f}"
-                         for name, (lo, hi) in spans.items())
-        good = all(lo >= MINIMUM_TRANSFER or hi <= -MINIMUM_TRANSFER
-                   for lo, hi in spans.values())
-        verdict = ("transferred" if good
-                   else "barely transferred: prefer a defocus in the ranges above")
+        spans = optics.spans(cs, defocus, args.astigmatism)
+        said = ", ".join(f"{name} {describe_span(span)}" for name, span in spans.items())
+        if not low <= defocus <= high:
+            verdict = "outside the model's training range"
+        elif all(is_transferred(span) for span in spans.values()):
+            verdict = "transferred"
+        else:
+            verdict = "barely transferred" + (
+                ": prefer a defocus in the ranges above" if windows else "")
         print(f"at {defocus:g} Å: sin χ {said} ({verdict})")
     return 0
+
+
+def _check_conditions(model: str, metadata: dict, conditions: dict[str, float | None]) -> None:
+    """Refuse --cs-um/--defocus values the model cannot take (TEMAtomsError naming them)."""
+    from .analysis.conditions import model_condition_vector
+
+    try:
+        model_condition_vector(metadata, **conditions)
+    except TEMAtomsError as exc:
+        raise TEMAtomsError(f"model {model}: {exc} (--cs-um, --defocus)") from None
+
+
+def _say_transfer(conditions: dict[str, float | None], metadata: dict) -> None:
+    """Print, once, a warning when the conditions barely transfer the model's lattice."""
+    from .analysis.transfer import model_optics
+
+    optics = model_optics(metadata)
+    transfer = optics.warning(**conditions) if optics else None
+    if transfer:
+        print(f"warning: {transfer}", file=sys.stderr)
 
 
 def _add_condition_arguments(parser: argparse.ArgumentParser) -> None:
@@ -587,8 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="defoci to check [Å], abTEM's sign (-C10: negative-Cs imaging "
                                "uses a negative one)")
     transfer.add_argument("--astigmatism", type=float, default=0.0, metavar="Å",
-                          help="2-fold astigmatism magnitude [Å] left after correction: the "
-                               "worst direction is assumed (default 0)")
+                          help="2-fold astigmatism |A1| = |C12| [Å] left after correction, as "
+                               "the corrector reports it; its worst direction is assumed "
+                               "(default 0)")
     transfer.add_argument("--model", default="au-hrtem")
     transfer.set_defaults(run=_transfer)
 

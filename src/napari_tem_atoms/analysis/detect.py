@@ -316,10 +316,13 @@ def iter_detect_atoms(
     average_mirrors: bool = False,
     cs: float | None = None,
     defocus: float | None = None,
+    warn_transfer: bool = True,
 ) -> Generator[DetectionStep, None, pd.DataFrame]:
     """Detect atomic columns frame by frame, yielding after each frame (for progress bars).
 
     Parameters are those of :func:`detect_atoms`; the generator's return value is the table.
+    `warn_transfer` False leaves the :class:`~.transfer.TransferWarning` to the caller (who
+    runs one frame per call and says it once; ``attrs["transfer_warning"]`` still holds it).
     """
     from ..models import LoadedModel, load_cached_model
 
@@ -348,7 +351,7 @@ def iter_detect_atoms(
         cs, defocus = (None if value is None else float(value) for value in (cs, defocus))
     optics = model_optics(loaded.metadata)
     transfer = optics.warning(cs, defocus) if optics else None
-    if transfer:
+    if transfer and warn_transfer:
         warnings.warn(transfer, TransferWarning, stacklevel=2)
     n_frames = int(frames.shape[0])
 

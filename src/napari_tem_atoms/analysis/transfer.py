@@ -6,13 +6,15 @@ a particle ({111} and {200} for gold) set where its lattice appears: where one o
 transferred weakly (|sin χ| small) or with opposite signs in different directions (2-fold
 astigmatism near focus), the image holds, in this kinematic picture, a lattice shifted by half a
 period from the columns, and the detector can put the columns between the true ones. On the
-`au-hrtem` evaluation images (stage 5, 1000 e/Å²), F1 was 0.990 where every lowest-order
-reflection had |sin χ| ≥ 0.5 and 0.872 elsewhere (see the model card). The functions here tell
-an operator, from Cs and the defocus, which case an image is in and which defoci to prefer.
+96 paired evaluation images of `au-hrtem` (stage 5, told nothing), F1 was 0.990 at 100 e/Å² and
+0.997 at 1000 e/Å² on the 39 images whose {111} and {200} both had |sin χ| ≥ 0.5 in every
+direction, and 0.760 and 0.897 on the other 57 (docs/detection.md). The functions here tell an
+operator, from Cs and the defocus, which case an image is in and which defoci to prefer.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +23,8 @@ from ..models import REGISTRY
 from ..simulation.microscope import MicroscopeSettings, phase_error
 
 __all__ = ["CRYSTAL_REFLECTIONS", "GOLD_REFLECTIONS", "MINIMUM_TRANSFER", "ModelOptics",
-           "TransferWarning", "describe_windows", "model_optics", "reflection_transfer",
-           "transfer_warning", "transfer_windows"]
+           "TransferWarning", "describe_span", "describe_windows", "is_transferred",
+           "model_optics", "reflection_transfer", "transfer_warning", "transfer_windows"]
 
 #: Lowest-order reflections of gold (fcc, a = 4.078 Å) by name: lattice spacing [Å].
 GOLD_REFLECTIONS: dict[str, float] = {"{111}": float(4.078 / np.sqrt(3)), "{200}": 4.078 / 2}
@@ -58,8 +60,9 @@ def reflection_transfer(cs: float, defocus: float, reflections: dict[str, float]
     energy : float, optional
         Electron energy [eV].
     astigmatism : float, optional
-        2-fold astigmatism magnitude [Å]; its direction is not needed (every direction is
-        tried), so this is the worst case for a lattice of unknown orientation.
+        2-fold astigmatism magnitude |A1| = |C12| [Å] (as correctors report it; the two line
+        foci lie 2|A1| apart). Its direction is not needed: every direction is tried, so this
+        is the worst case for a lattice of unknown orientation.
 
     Returns
     -------
@@ -77,9 +80,20 @@ def reflection_transfer(cs: float, defocus: float, reflections: dict[str, float]
     return result
 
 
-def _transferred(span: tuple[float, float], minimum: float) -> bool:
+def is_transferred(span: tuple[float, float], minimum: float = MINIMUM_TRANSFER) -> bool:
+    """Whether a reflection's (lowest, highest) sin χ is strong and of one sign everywhere."""
     low, high = span
-    return low >= minimum or high <= -minimum  # strong, and one sign in every direction
+    return low >= minimum or high <= -minimum
+
+
+def describe_span(span: tuple[float, float]) -> str:
+    """``"+0.57"``, or ``"+0.27 … +0.81"`` over directions; rounded towards zero.
+
+    Rounding towards zero keeps a value just below the minimum from reading as the minimum.
+    """
+    low, high = (math.trunc(value * 100) / 100 for value in span)
+    said = f"{low:+.2f}" if low == high else f"{low:+.2f} … {high:+.2f}"
+    return said + (" (signs differ by direction)" if span[0] < 0 < span[1] else "")
 
 
 def transfer_windows(cs: float, reflections: dict[str, float], energy: float = 300e3,
@@ -97,8 +111,8 @@ def transfer_windows(cs: float, reflections: dict[str, float], energy: float = 3
         ``(first, last)`` defocus of each interval, in increasing order.
     """
     defoci = np.arange(defocus_range[0], defocus_range[1] + step / 2, step)
-    good = np.array([all(_transferred(span, minimum) for span in reflection_transfer(
-        cs, defocus, reflections, energy, astigmatism).values()) for defocus in defoci])
+    good = [all(is_transferred(span, minimum) for span in reflection_transfer(
+        cs, defocus, reflections, energy, astigmatism).values()) for defocus in defoci]
     windows, start = [], None
     for defocus, ok in zip(defoci, good, strict=True):
         if ok and start is None:
@@ -111,11 +125,11 @@ def transfer_windows(cs: float, reflections: dict[str, float], energy: float = 3
     return windows
 
 
-def describe_windows(windows: list[tuple[float, float]]) -> str:
-    """``"-183 … -52 Å and 41 … 169 Å"`` (or ``"none"``)."""
+def describe_windows(windows: list[tuple[float, float]], joiner: str = "and") -> str:
+    """``"-182 … -53 Å and 42 … 168 Å"``, or ``"none"``."""
     if not windows:
         return "none"
-    return " and ".join(f"{low:g} … {high:g} Å" for low, high in windows)
+    return f" {joiner} ".join(f"{low:g} … {high:g} Å" for low, high in windows)
 
 
 def transfer_warning(cs: float, defocus: float, reflections: dict[str, float],
@@ -123,31 +137,49 @@ def transfer_warning(cs: float, defocus: float, reflections: dict[str, float],
                      defocus_range: tuple[float, float] = (-200.0, 200.0)) -> str | None:
     """A sentence for the operator when a lowest-order reflection is barely transferred.
 
-    Returns None when every reflection has |sin χ| ≥ :data:`MINIMUM_TRANSFER`. Otherwise the
-    sentence names the weak reflections and the defoci that transfer all of them at this Cs.
+    Assumes no 2-fold astigmatism is left (the operator's values hold none); with some, the
+    windows narrow (:func:`transfer_windows`). Returns None when every reflection has
+    |sin χ| ≥ :data:`MINIMUM_TRANSFER`; otherwise the sentence names the weak reflections and
+    the defoci that transfer all of them at this Cs.
     """
     spans = reflection_transfer(cs, defocus, reflections, energy)
-    weak = [name for name, span in spans.items() if not _transferred(span, MINIMUM_TRANSFER)]
+    weak = [name for name, span in spans.items() if not is_transferred(span)]
     if not weak:
         return None
-    said = ", ".join(f"{name} ({reflections[name]:.2f} Å) with sin χ = {spans[name][0]:+.2f}"
-                     for name in weak)
+    said = ", ".join(f"{name} ({reflections[name]:.2f} Å) with sin χ = "
+                     f"{describe_span(spans[name])}" for name in weak)
     windows = transfer_windows(cs, reflections, energy, defocus_range)
+    prefer = (f"Defoci that transfer all of them at this Cs (no astigmatism left): "
+              f"{describe_windows(windows)}." if windows else
+              "No defocus in the model's training range transfers all of them at this Cs.")
     return (f"at Cs {cs / 1e4:g} µm and defocus {defocus:g} Å the lattice's lowest-order "
             f"reflections are barely transferred: {said} (|sin χ| ≥ {MINIMUM_TRANSFER:g} "
             f"counts as transferred). The lattice may then appear shifted by half a period "
-            f"and columns be found between the true ones. Defoci that transfer all of them at "
-            f"this Cs: {describe_windows(windows)}.")
+            f"and columns be found between the true ones. {prefer}")
 
 
 @dataclass(frozen=True)
 class ModelOptics:
-    """What :func:`transfer_warning` needs to know of a model: its crystal and its training."""
+    """What the transfer checks need to know of a model: its crystal and its training."""
 
     crystal: str
     reflections: dict[str, float]
     energy: float
     defocus_range: tuple[float, float]
+
+    def spans(self, cs: float, defocus: float, astigmatism: float = 0.0
+              ) -> dict[str, tuple[float, float]]:
+        """:func:`reflection_transfer` of the crystal's reflections at the model's energy."""
+        return reflection_transfer(cs, defocus, self.reflections, self.energy, astigmatism)
+
+    def transfers(self, cs: float, defocus: float, astigmatism: float = 0.0) -> bool:
+        """Whether every lowest-order reflection has |sin χ| ≥ the minimum, in every direction."""
+        return all(is_transferred(span) for span in self.spans(cs, defocus, astigmatism).values())
+
+    def windows(self, cs: float, astigmatism: float = 0.0) -> list[tuple[float, float]]:
+        """:func:`transfer_windows` within the model's training defocus range."""
+        return transfer_windows(cs, self.reflections, self.energy, self.defocus_range,
+                                astigmatism)
 
     def warning(self, cs: float | None, defocus: float | None) -> str | None:
         """:func:`transfer_warning` for this model; None unless both values are known."""
@@ -155,33 +187,29 @@ class ModelOptics:
             return None
         return transfer_warning(cs, defocus, self.reflections, self.energy, self.defocus_range)
 
-    def transfers(self, cs: float, defocus: float, astigmatism: float = 0.0) -> bool:
-        """Whether every lowest-order reflection has |sin χ| ≥ the minimum, in every direction."""
-        spans = reflection_transfer(cs, defocus, self.reflections, self.energy, astigmatism)
-        return all(_transferred(span, MINIMUM_TRANSFER) for span in spans.values())
-
     def status(self, cs: float, defocus: float) -> tuple[bool, str]:
         """Whether every lowest-order reflection is transferred, and a short line saying so.
 
         The line (for a widget) gives sin χ of each reflection and, when one is weak, the
-        defoci to prefer at this Cs.
+        defoci to prefer at this Cs (assuming no 2-fold astigmatism is left).
         """
-        spans = reflection_transfer(cs, defocus, self.reflections, self.energy)
-        values = ", ".join(f"{name} {low:+.2f}" for name, (low, _) in spans.items())
-        weak = [name for name, span in spans.items()
-                if not _transferred(span, MINIMUM_TRANSFER)]
+        spans = self.spans(cs, defocus)
+        values = ", ".join(f"{name} {describe_span(span)}" for name, span in spans.items())
+        weak = [name for name, span in spans.items() if not is_transferred(span)]
         if not weak:
             return True, f"✓ sin χ {values}: the lattice is transferred"
-        windows = transfer_windows(cs, self.reflections, self.energy, self.defocus_range)
+        windows = self.windows(cs)
+        prefer = (f"At this Cs prefer {describe_windows(windows, 'or')}." if windows
+                  else "No defocus in the training range transfers it at this Cs.")
         return False, (f"⚠ sin χ {values}: {' and '.join(weak)} barely transferred,\n"
-                       f"columns may be found between the true ones.\n"
-                       f"At this Cs prefer {describe_windows(windows).replace(' and ', ' or ')}.")
+                       f"columns may be found between the true ones.\n{prefer}")
 
 
 def model_optics(metadata: dict) -> ModelOptics | None:
     """The crystal, energy and defocus envelope of a model (from its metadata and registry).
 
-    None for a model of no registered crystal (``mos2-focal``, or weights of another name).
+    The crystal is the registered model's of the same name: weights saved under another name
+    (or ``mos2-focal``, of no crystal here) give None, and no transfer check.
     """
     entry = REGISTRY.get(str(metadata.get("name")))
     if entry is None or entry.crystal not in CRYSTAL_REFLECTIONS:

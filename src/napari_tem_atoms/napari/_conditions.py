@@ -32,7 +32,7 @@ class ImagingConditionsInputs(Container):
                                     "tens of Å off is fine")
         # With both known: are the crystal's lowest-order reflections transferred?
         self.transfer_note = Label(value="", tooltip="sin χ of the lattice's lowest-order "
-                                   "reflections (kinematic); where one is below 0.5 the "
+                                   "reflections (kinematic); where one has |sin χ| below 0.5 the "
                                    "detector is less reliable: see tem-atoms transfer")
         self.extend([self.title, self.cs_known, self.cs, self.defocus_known, self.defocus,
                      self.transfer_note])

@@ -221,8 +221,9 @@ class LiveWidget(Container):
                 yield ("warning", f"frame {index}: shape {frame.shape} is not one 2-D image")
                 continue
             try:
+                # The transfer is shown in the conditions group, not warned of per frame.
                 steps = iter_detect_atoms(frame, loaded, sampling=sampling,
-                                          threshold=session["threshold"],
+                                          threshold=session["threshold"], warn_transfer=False,
                                           **session["conditions"])
                 atoms = next(steps).atoms.assign(frame=index)
             except TEMAtomsError as exc:

@@ -286,12 +286,12 @@ def _window_section(scores: pd.DataFrame, metadata: dict) -> list[str]:
     lines = [
         "### Where the microscope transfers the lattice",
         "",
-        f"The network told nothing, on those of the images above whose microscope transfers "
-        f"{optics.crystal}'s lowest-order reflections, {names}, with |sin χ| ≥ "
-        f"{MINIMUM_TRANSFER:g} in every direction (the image's own 2-fold astigmatism "
-        "included, kinematic transfer): the defoci `tem-atoms transfer --cs-um …` lists, "
-        "where detection says nothing about the transfer. Elsewhere a reflection lies near a "
-        "zero of the transfer, or astigmatism near focus transfers it with opposite signs in "
+        f"The network told nothing, scored as above but only on the images whose microscope "
+        f"transfers {optics.crystal}'s lowest-order reflections, {names}, with |sin χ| ≥ "
+        f"{MINIMUM_TRANSFER:g} in every direction (kinematic transfer, the image's own 2-fold "
+        "astigmatism included): images recorded at a defocus that `tem-atoms transfer "
+        "--cs-um … --astigmatism …` lists. In the other images a reflection lies near a zero "
+        "of the transfer, or astigmatism near focus transfers it with opposite signs in "
         "different directions; the lattice in the image is then shifted by half a period from "
         "the columns in at least one direction, and the network can put the columns between "
         "the true ones.",

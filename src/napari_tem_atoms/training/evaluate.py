@@ -133,7 +133,7 @@ def _network_counts(loaded: Any, image: np.ndarray, sampling: float, columns: np
                     threshold: float | None, **conditions: float) -> MatchCounts:
     """The network's matches on one image, by the full inference path."""
     steps = iter_detect_atoms(image, loaded, sampling=sampling, threshold=threshold,
-                              **conditions)
+                              warn_transfer=False, **conditions)
     detected = np.concatenate([step.atoms[["y", "x"]].to_numpy() for step in steps])
     return match_columns(detected, columns, sampling)
 
