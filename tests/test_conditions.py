@@ -249,7 +249,7 @@ def test_the_card_describes_the_input_and_scores_told_and_untold():
     assert "{111} (2.35 Å) and {200} (2.04 Å)" in gold
     assert "| 1000 | 39 | 0.990 | 0.900 | 0.800 | 14.0 |" in gold
     assert "Cs was given for 70% of the images (off by up to 2 µm)" in card
-    assert "training began from" not in card  # no init_from: nothing to start from
+    assert "zero when added, so adding them leaves a network's maps as they were" in card
     assert "### With the imaging conditions given" in card
     assert "| 1000 | 0.930 | 0.900 | 0.800 | 14.0 |" in card
     assert "Told the imaging conditions: F1 0.930 at 100 e/Å²; F1 0.930 at 1000" in card

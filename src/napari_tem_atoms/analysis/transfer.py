@@ -6,9 +6,9 @@ a particle ({111} and {200} for gold) set where its lattice appears: where one o
 transferred weakly (|sin χ| small) or with opposite signs in different directions (2-fold
 astigmatism near focus), the image holds, in this kinematic picture, a lattice shifted by half a
 period from the columns, and the detector can put the columns between the true ones. On the
-96 paired evaluation images of `au-hrtem` (stage 5, told nothing), F1 was 0.990 at 100 e/Å² and
+96 paired evaluation images of `au-hrtem` (stage 6, told nothing), F1 was 0.989 at 100 e/Å² and
 0.997 at 1000 e/Å² on the 39 images whose {111} and {200} both had |sin χ| ≥ 0.5 in every
-direction, and 0.760 and 0.897 on the other 57 (docs/detection.md). The functions here tell an
+direction, and 0.764 and 0.900 on the other 57 (docs/detection.md). The functions here tell an
 operator, from Cs and the defocus, which case an image is in and which defoci to prefer.
 """
 

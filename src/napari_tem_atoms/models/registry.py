@@ -62,7 +62,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="acede43fc55ea9939c19d5a3ffe7433f1c30827858094bb67e747df4b04c6bcd",
+        sha256="03e5bf04c3a16fb2a59f0454df62c159a7839bb3cc82f07410613f7d75225722",
         crystal="gold",
     ),
     "mos2-focal": ModelEntry(

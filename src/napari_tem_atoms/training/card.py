@@ -186,9 +186,10 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
 
 def _conditions_row(conditions: dict, training: dict) -> str:
     """The model card's table row on the optional imaging-conditions input."""
-    drawn, started_from = conditions["training"], training.get("init_from")
-    start = ("; these layers start at zero, so training began from the previous stage "
-             f"(`{started_from}`) unchanged" if started_from else "")
+    drawn = conditions["training"]
+    # Zero when added, whichever stage added them (the metadata does not say which did).
+    start = ("; these layers are zero when added, so adding them leaves a network's maps as "
+             "they were")
     factor = training.get("condition_learning_rate_factor", 1)
     if factor != 1:
         start += f", and they learnt at {factor:g} × the learning rate"
