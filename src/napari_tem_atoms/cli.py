@@ -327,7 +327,7 @@ def _evaluate_species(args: argparse.Namespace) -> int:
         scores = evaluate_species(run, args.model, doses, args.images, single=args.single)
     print(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.table:
-        scores.to_csv(args.table, index=False, float_format="%.4f")
+        scores.to_csv(args.table, index=False, float_format="%.6f")
     if args.card:
         weights, digest = model_path(args.model)
         with atomic_write(args.card, "w", encoding="utf-8") as stream:
@@ -361,7 +361,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                           log=lambda line: print(line, flush=True))
     print(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.table:
-        scores.to_csv(args.table, index=False, float_format="%.4f")
+        scores.to_csv(args.table, index=False, float_format="%.6f")
     if args.plot:
         plot_scores(scores, args.plot)
     if args.card:

@@ -32,7 +32,9 @@ GOLD_REFLECTIONS: dict[str, float] = {"{111}": float(4.078 / np.sqrt(3)), "{200}
 #: Lowest-order reflections of the crystals a registered model may be for (its ``crystal``).
 CRYSTAL_REFLECTIONS: dict[str, dict[str, float]] = {"gold": GOLD_REFLECTIONS}
 
-#: The smallest |sin χ| at which a reflection counts as transferred (see the module docstring).
+#: The smallest |sin χ| at which a reflection counts as transferred. Where the evaluation split
+#: is sharp: stage 5 at 1000 e/Å² scored F1 0.997 on [100] images whose {200} had |sin χ| ≥ 0.5
+#: and 0.875 / 0.858 at 0.2–0.5 / below 0.2 ([110] with {111}: 0.996, 0.956, 0.902).
 MINIMUM_TRANSFER = 0.5
 
 

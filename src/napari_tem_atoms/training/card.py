@@ -293,7 +293,8 @@ def _window_section(scores: pd.DataFrame, metadata: dict) -> list[str]:
         "astigmatism included): images recorded at a defocus that `tem-atoms transfer "
         "--cs-um … --astigmatism …` lists. In the other images a reflection lies near a zero "
         "of the transfer, or astigmatism near focus transfers it with opposite signs in "
-        "different directions; the lattice in the image is then shifted by half a period from "
+        "different directions; in the kinematic picture the lattice in the image is then shifted "
+        "by half a period from "
         "the columns in at least one direction, and the network can put the columns between "
         "the true ones.",
         "",
