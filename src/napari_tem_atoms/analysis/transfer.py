@@ -14,6 +14,7 @@ operator, from Cs and the defocus, which case an image is in and which defoci to
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -112,9 +113,23 @@ def transfer_windows(cs: float, reflections: dict[str, float], energy: float = 3
     list of (float, float)
         ``(first, last)`` defocus of each interval, in increasing order.
     """
+    return list(_windows(float(cs), tuple(reflections.items()), float(energy),
+                         (float(defocus_range[0]), float(defocus_range[1])),
+                         float(astigmatism), float(minimum), float(step)))
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(cs: float, reflections: tuple[tuple[str, float], ...], energy: float,
+             defocus_range: tuple[float, float], astigmatism: float, minimum: float,
+             step: float) -> tuple[tuple[float, float], ...]:
+    """:func:`transfer_windows`, remembered (hashable arguments).
+
+    A scan costs ~20 ms, and callers that run one frame per call (Live mode, batch jobs) ask
+    for the same Cs at every frame.
+    """
     defoci = np.arange(defocus_range[0], defocus_range[1] + step / 2, step)
     good = [all(is_transferred(span, minimum) for span in reflection_transfer(
-        cs, defocus, reflections, energy, astigmatism).values()) for defocus in defoci]
+        cs, defocus, dict(reflections), energy, astigmatism).values()) for defocus in defoci]
     windows, start = [], None
     for defocus, ok in zip(defoci, good, strict=True):
         if ok and start is None:
@@ -124,7 +139,7 @@ def transfer_windows(cs: float, reflections: dict[str, float], energy: float = 3
             start = None
     if start is not None:
         windows.append((float(start), float(defoci[-1])))
-    return windows
+    return tuple(windows)
 
 
 def describe_windows(windows: list[tuple[float, float]], joiner: str = "and") -> str:
