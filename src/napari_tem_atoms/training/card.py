@@ -164,12 +164,9 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
                 "--defocus …`, the Detect widget's imaging conditions). The table above is the "
                 "network told nothing.",
                 "",
-                "| Dose [e/Å²] | F1 | Precision | Recall | RMSE [pm] |",
-                "|---:|---:|---:|---:|---:|",
+                *_score_table(told),
+                "",
             ]
-            lines += [f"| {dose:g} | {row.f1:.3f} | {row.precision:.3f} | {row.recall:.3f} | "
-                      f"{row.rmse_pm:.1f} |" for dose, row in told.iterrows()]
-            lines.append("")
         lines += _window_section(scores, metadata)
         if plot:
             lines += [f"![F1 and RMSE against dose]({plot})", ""]
@@ -293,17 +290,25 @@ def _window_section(scores: pd.DataFrame, metadata: dict) -> list[str]:
         "astigmatism included): images recorded at a defocus that `tem-atoms transfer "
         "--cs-um … --astigmatism …` lists. In the other images a reflection lies near a zero "
         "of the transfer, or astigmatism near focus transfers it with opposite signs in "
-        "different directions; in the kinematic picture the lattice in the image is then shifted "
-        "by half a period from "
-        "the columns in at least one direction, and the network can put the columns between "
-        "the true ones.",
+        "different directions; in the kinematic picture the lattice in the image is then "
+        "shifted by half a period from the columns in at least one direction, and the network "
+        "can put the columns between the true ones.",
         "",
-        "| Dose [e/Å²] | Images | F1 | Precision | Recall | RMSE [pm] |",
-        "|---:|---:|---:|---:|---:|---:|",
+        *_score_table(window, images=True),
     ]
-    lines += [f"| {dose:g} | {int(row.images)} | {row.f1:.3f} | {row.precision:.3f} | "
-              f"{row.recall:.3f} | {row.rmse_pm:.1f} |" for dose, row in window.iterrows()]
     return [*lines, ""]
+
+
+def _score_table(rows: pd.DataFrame, images: bool = False) -> list[str]:
+    """A Markdown table of one method's scores by dose (with the images scored, on request)."""
+    counted = " Images |" if images else ""
+    lines = [f"| Dose [e/Å²] |{counted} F1 | Precision | Recall | RMSE [pm] |",
+             "|---:|" + "---:|" * (5 if images else 4)]
+    for dose, row in rows.iterrows():
+        count = f" {int(row.images)} |" if images else ""
+        lines.append(f"| {dose:g} |{count} {row.f1:.3f} | {row.precision:.3f} | "
+                     f"{row.recall:.3f} | {row.rmse_pm:.1f} |")
+    return lines
 
 
 def _targets(network: pd.DataFrame, peer: pd.DataFrame) -> list[str]:
