@@ -9,10 +9,10 @@ from torch import nn
 
 from napari_tem_atoms import TEMAtomsError
 from napari_tem_atoms.analysis import detect_atoms, find_peaks
-from napari_tem_atoms.analysis.detect import rescale_to_sampling
+from napari_tem_atoms.analysis.detect import _local_maxima, rescale_to_sampling
 from napari_tem_atoms.models import LoadedModel, load_model, save_model
 from napari_tem_atoms.models.registry import REGISTRY, ModelEntry
-from napari_tem_atoms.models.unet import UNet
+from napari_tem_atoms.models.unet import SplitInputConv, UNet, prepare_for_inference
 
 
 class BrightSpots(nn.Module):
@@ -137,6 +137,30 @@ def test_peaks_are_refined_to_sub_pixel():
     assert heights[0] == pytest.approx(1.0, abs=0.05)
 
 
+def _plateau_map() -> np.ndarray:
+    heat = np.zeros((50, 50), np.float32)
+    heat[10:14, 10:14] = 1.0  # a saturated column: 16 equal maxima
+    heat[30, 30] = heat[30, 31] = 0.9  # two equal neighbours
+    heat[40:42, 5] = 0.7
+    heat[45, 45] = heat[45, 48] = 0.8  # equal, exactly 3 px apart: both kept
+    return heat
+
+
+@pytest.mark.parametrize("heat", [
+    _plateau_map(),
+    np.random.default_rng(1).random((120, 90)).astype(np.float32),  # most pixels above 0.4
+    np.round(np.random.default_rng(2).random((80, 80)), 1),  # many ties
+    _blobs((96, 96), [(r, c) for r in range(6, 96, 11) for c in range(4, 96, 9)], 1.5),
+])
+@pytest.mark.parametrize(("threshold", "distance"), [(0.4, 3), (0.4, 1), (0.05, 3), (0.75, 5)])
+def test_local_maxima_are_those_of_skimage(heat, threshold, distance):
+    from skimage.feature import peak_local_max
+
+    expected = peak_local_max(heat, min_distance=distance, threshold_abs=threshold,
+                              exclude_border=False)
+    np.testing.assert_array_equal(_local_maxima(heat, threshold, distance), expected)
+
+
 @pytest.mark.parametrize(("image", "sampling", "words"), [
     (np.full((64, 64), np.nan), 0.1, "NaN"),
     (np.ones((64, 64)), 0.1, "constant"),
@@ -169,6 +193,28 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     x = torch.randn(1, 1, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(loaded.network(x), network(x))
+
+
+def test_prepared_network_gives_the_same_maps():
+    torch.manual_seed(0)
+    network = UNet(base_channels=4, depth=2, context=1, conditions=4)
+    optimiser = torch.optim.SGD(network.parameters(), lr=0.1)
+    for _ in range(3):  # batch-norm statistics and condition layers away from their start
+        optimiser.zero_grad()
+        network(torch.randn(2, 1, 32, 32), torch.randn(2, 4)).square().mean().backward()
+        optimiser.step()
+    network.eval()
+    images, conditions = torch.randn(2, 1, 40, 48), torch.randn(2, 4)
+    with torch.inference_mode():
+        expected = network(images, conditions)
+        prepared = prepare_for_inference(network)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
+        assert all(isinstance(decoder[0], SplitInputConv) for decoder in prepared.decoders)
+        torch.testing.assert_close(prepared(images, conditions), expected, rtol=0, atol=1e-4)
+        prepare_for_inference(prepared)  # a second time changes nothing
+        torch.testing.assert_close(prepared(images, conditions), expected, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        prepare_for_inference(UNet(base_channels=4, depth=2))
 
 
 def test_missing_weights_and_unknown_models_are_explained(tmp_path):

@@ -40,6 +40,9 @@ __all__ = [
 MIN_COLUMN_DISTANCE = 1.2
 #: Input sampling range the shipped models were trained on [Å/px].
 TRAINED_SAMPLING = (0.05, 0.25)
+#: Tile edge at the model's sampling [px]: a 1024² frame at 0.25 Å/px (1280² at the model's
+#: 0.2 Å/px) runs as two tiles a side; 512² tiles need three, with 20 % of the pixels twice.
+DEFAULT_TILE_SIZE = 768
 
 
 def rescale_to_sampling(image: np.ndarray, sampling: float, target_sampling: float
@@ -111,8 +114,8 @@ def normalise_image(image: np.ndarray) -> np.ndarray:
     return (image - float(image.mean())) / std
 
 
-def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = 512, overlap: int = 32,
-                    bfloat16: bool | None = None, average_mirrors: bool = False,
+def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = DEFAULT_TILE_SIZE,
+                    overlap: int = 32, bfloat16: bool | None = None, average_mirrors: bool = False,
                     conditions: np.ndarray | None = None) -> np.ndarray:
     """Run the network over a normalised image at the model's sampling, tile by tile.
 
@@ -202,11 +205,8 @@ def find_peaks(heatmap: np.ndarray, threshold: float = 0.5, min_distance: float 
     heights : numpy.ndarray
         (N,) peak heights (the confidence).
     """
-    from skimage.feature import peak_local_max
-
     distance = max(1, int(np.floor(min_distance)))
-    peaks = peak_local_max(heatmap, min_distance=distance, threshold_abs=threshold,
-                           exclude_border=False)
+    peaks = _local_maxima(heatmap, threshold, distance)
     if len(peaks) == 0:
         return np.zeros((0, 2)), np.zeros(0)
     heights = heatmap[peaks[:, 0], peaks[:, 1]]
@@ -223,6 +223,52 @@ def find_peaks(heatmap: np.ndarray, threshold: float = 0.5, min_distance: float 
             offset = np.where(curvature < 0, 0.5 * (low - high) / curvature, 0.0)
         offsets.append(np.clip(offset, -1.0, 1.0))
     return peaks + np.stack(offsets, axis=1), heights
+
+
+def _local_maxima(heatmap: np.ndarray, threshold: float, distance: int) -> np.ndarray:
+    """Pixels above `threshold` that are the maximum of their (2·distance+1)² neighbourhood.
+
+    What ``skimage.feature.peak_local_max(heatmap, min_distance=distance,
+    threshold_abs=threshold, exclude_border=False)`` returns (highest first, ties in raster
+    order; of equal maxima closer than `distance` apart, the first), but the neighbourhoods
+    are only looked at around the pixels above the threshold: few in a map of atoms, so a
+    1280² map of a 5-nm particle takes 10 ms, not the 40 ms of a maximum filter over every
+    pixel (a twelfth of a frame's time).
+    """
+    rows, cols = np.nonzero(heatmap > threshold)
+    if len(rows) > heatmap.size // 8:  # a map mostly above threshold: filter it whole
+        from scipy import ndimage
+
+        is_max = heatmap == ndimage.maximum_filter(heatmap, size=2 * distance + 1,
+                                                   mode="nearest")
+        rows, cols = np.nonzero(is_max & (heatmap > threshold))
+    else:
+        values = heatmap[rows, cols]
+        keep = np.ones(len(rows), dtype=bool)
+        last_row, last_col = heatmap.shape[0] - 1, heatmap.shape[1] - 1
+        for d_row in range(-distance, distance + 1):
+            near_rows = np.clip(rows + d_row, 0, last_row)  # "nearest" edges, as the filter
+            for d_col in range(-distance, distance + 1):
+                keep &= values >= heatmap[near_rows, np.clip(cols + d_col, 0, last_col)]
+        rows, cols = rows[keep], cols[keep]
+    values = heatmap[rows, cols]
+    order = np.argsort(-values, kind="stable")  # of equal heights, the first in raster order
+    peaks = np.stack([rows[order], cols[order]], axis=1)
+    if distance > 1 and len(peaks) > 1:
+        # Maxima closer than `distance` are equal (a plateau): keep the first of them. Pixel
+        # coordinates are integers, so "closer than" is a radius of distance - 1/2.
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(peaks)
+        removed = np.zeros(len(peaks), dtype=bool)
+        neighbourhoods = tree.query_ball_point(peaks, r=distance - 0.5, p=np.inf)
+        for index, neighbours in enumerate(neighbourhoods):
+            if not removed[index]:
+                for other in neighbours:
+                    if other > index:
+                        removed[other] = True
+        peaks = peaks[~removed]
+    return peaks
 
 
 def atoms_from_heatmap(heatmap: np.ndarray, threshold: float, model_sampling: float,
@@ -311,7 +357,7 @@ def iter_detect_atoms(
     sampling: float | None = None,
     threshold: float | None = None,
     device: str | None = None,
-    tile_size: int = 512,
+    tile_size: int = DEFAULT_TILE_SIZE,
     keep_heatmaps: bool = False,
     average_mirrors: bool = False,
     cs: float | None = None,
@@ -392,7 +438,7 @@ def detect_atoms(
     sampling: float | None = None,
     threshold: float | None = None,
     device: str | None = None,
-    tile_size: int = 512,
+    tile_size: int = DEFAULT_TILE_SIZE,
     average_mirrors: bool = False,
     cs: float | None = None,
     defocus: float | None = None,
@@ -415,7 +461,8 @@ def detect_atoms(
         ``"cpu"`` or ``"cuda"``; default CUDA when available. The table's ``attrs["device"]``
         says which was used.
     tile_size : int, optional
-        Tile edge [px at the model's sampling]; bounds the memory per step.
+        Tile edge [px at the model's sampling]; bounds the memory per step (768² tiles: about
+        0.2 GB on the CPU).
     average_mirrors : bool, optional
         Average the network's maps of the image and its three mirror images: four times slower,
         a little more accurate at low dose (see the model card).

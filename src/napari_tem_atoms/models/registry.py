@@ -204,13 +204,15 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None)
     Returns
     -------
     LoadedModel
-        The network in eval mode and its metadata.
+        The network in eval mode, prepared for inference (batch norms folded into the
+        convolutions, see :func:`~napari_tem_atoms.models.unet.prepare_for_inference`; not
+        for training), and its metadata.
     """
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from .unet import UNet
+    from .unet import UNet, prepare_for_inference
 
     path, digest = model_path(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -223,7 +225,9 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None)
     architecture = metadata["architecture"]
     network = UNet(**architecture)
     network.load_state_dict(state)
-    network.eval().to(device)
+    # predict_heatmap feeds channels-last tiles; weights in the same layout spare oneDNN a
+    # reorder per convolution: a 768² tile takes 0.17 s instead of 0.36 s on 2 cores.
+    prepare_for_inference(network.eval()).to(device, memory_format=torch.channels_last)
     return LoadedModel(network=network, metadata=metadata, device=device, name=os.fspath(model),
                        sha256=digest)
 
