@@ -76,6 +76,20 @@ def test_the_warning_names_the_weak_reflections_and_the_defoci_to_prefer():
     ok, line = optics.status(-15e4, 0.0)
     assert not ok and line.startswith("⚠") and "-182 … -53 Å or 42 … 168 Å" in line
     assert model_optics(model_metadata("mos2-focal")) is None  # no crystal registered
+    own = {**model_metadata("au-hrtem"), "name": "my-gold"}  # weights trained under a new name
+    assert model_optics(own) is None
+    assert model_optics({**own, "crystal": "gold"}).crystal == "gold"
+
+
+def test_a_training_configuration_names_a_known_crystal(tmp_path):
+    from napari_tem_atoms.training import load_config
+
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\nname = "my-gold"\ncrystal = "gold"\n')
+    assert load_config(config).model.crystal == "gold"
+    config.write_text('[model]\ncrystal = "platinum"\n')
+    with pytest.raises(ValueError, match="crystal = 'platinum' is not one of 'gold'"):
+        load_config(config)
 
 
 def test_detection_warns_once_outside_the_windows_and_records_it(tmp_path, capsys):
@@ -123,7 +137,7 @@ def test_transfer_command_prints_the_windows_and_checks_defoci(capsys):
     assert "{200} +0.33 … +0.94" in out  # astigmatism: a range over directions
     for arguments, message in ((["--astigmatism", "-3"], "magnitude"),
                                (["--cs-um", "1000"], "Cs 1000 µm is outside"),
-                               (["--model", "mos2-focal"], "not registered for a crystal")):
+                               (["--model", "mos2-focal"], "names no crystal")):
         command = ["transfer", "--cs-um", "-15", *arguments]
         assert main(command) == 1, command
         assert message in capsys.readouterr().err

@@ -58,10 +58,39 @@ def frame_jobs(images: Sequence[TEMImage], sampling: float | None = None) -> lis
         if image.data.ndim not in (2, 3):
             raise TEMAtomsError(f"{image.path}: {image.data.ndim}-D data: an image or a stack "
                                 "of images is needed")
-        frames = [image.data] if image.data.ndim == 2 else [
-            image.data[i] for i in range(int(image.data.shape[0]))]
+        frames = [image.data] if image.data.ndim == 2 else _frames(image.data)
         jobs.extend(FrameJob(number, i, frame, float(size)) for i, frame in enumerate(frames))
     return jobs
+
+
+def _frames(stack: Any) -> list[Any]:
+    """The frames of a (frame, y, x) stack; of a lazy (dask) stack, each reading its own chunk.
+
+    A slice of a dask stack keeps the whole stack's task graph, and computing it optimises all
+    of that graph again: 0.21 s per frame of a 2000-frame TIFF, growing with the stack. Here the
+    graph is optimised once and each frame keeps only the tasks of its own chunk.
+    """
+    import dask.array as da
+
+    if not isinstance(stack, da.Array):
+        return [stack[i] for i in range(int(stack.shape[0]))]
+    from dask.delayed import Delayed
+    from dask.optimization import cull
+
+    blocks = stack.to_delayed(optimize_graph=True)
+    graph = dict(blocks.flat[0].__dask_graph__())  # the stack's one optimised graph
+
+    def chunk(index: tuple[int, int, int], shape: tuple[int, int, int]) -> Any:
+        key = blocks[index].key
+        return da.from_delayed(Delayed(key, cull(graph, [key])[0]), shape, stack.dtype)
+
+    frames = []
+    for c, depth in enumerate(stack.chunks[0]):
+        block = da.block([[chunk((c, j, k), (depth, rows, cols))
+                           for k, cols in enumerate(stack.chunks[2])]
+                          for j, rows in enumerate(stack.chunks[1])])
+        frames.extend(block[i] for i in range(depth))
+    return frames
 
 
 def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,

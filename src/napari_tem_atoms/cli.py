@@ -420,9 +420,9 @@ def _transfer(args: argparse.Namespace) -> int:
         metadata = model_metadata(str(args.model))
         optics = model_optics(metadata)
         if optics is None:
-            raise TEMAtomsError(f"model {args.model} is not registered for a crystal whose "
-                                "reflections are known (only such models, e.g. au-hrtem, have "
-                                "this check)")
+            raise TEMAtomsError(f"model {args.model} names no crystal whose reflections are "
+                                "known (au-hrtem does; weights trained with crystal = \"gold\" "
+                                "in [model] of their configuration do too)")
         if args.astigmatism < 0:
             raise TEMAtomsError("--astigmatism is a magnitude (Å): it cannot be negative")
         cs_range = metadata.get("training", {}).get("envelope", {}).get("cs")

@@ -225,13 +225,15 @@ class ModelOptics:
 def model_optics(metadata: dict) -> ModelOptics | None:
     """The crystal, energy and defocus envelope of a model (from its metadata and registry).
 
-    The crystal is the registered model's of the same name: weights saved under another name
-    (or ``mos2-focal``, of no crystal here) give None, and no transfer check.
+    The crystal is the one the weights name (``[model] crystal`` of the training
+    configuration), else the registered model's of the same name. A model of neither (such as
+    ``mos2-focal``, of no crystal here) gives None: no transfer check.
     """
     entry = REGISTRY.get(str(metadata.get("name")))
-    if entry is None or entry.crystal not in CRYSTAL_REFLECTIONS:
+    crystal = metadata.get("crystal") or (entry.crystal if entry else None)
+    if crystal not in CRYSTAL_REFLECTIONS:
         return None
     envelope = metadata.get("training", {}).get("envelope", {})
     low, high = envelope.get("defocus", (-200.0, 200.0))
-    return ModelOptics(entry.crystal, CRYSTAL_REFLECTIONS[entry.crystal],
+    return ModelOptics(crystal, CRYSTAL_REFLECTIONS[crystal],
                        float(envelope.get("energy", 300e3)), (float(low), float(high)))

@@ -14,6 +14,7 @@ import functools
 import importlib
 import os
 import re
+import threading
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -414,11 +415,16 @@ def _plain(tree: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _open_tiff(path: str) -> Any:
-    """An open TiffFile per process: reading page i does not re-walk the pages before it."""
+def _open_tiff(path: str) -> tuple[Any, threading.Lock]:
+    """An open TiffFile per process, and the lock its readers take.
+
+    One open file: reading page i does not re-walk the pages before it. The lock: threads
+    (Dask's, napari's) share the file's position, and two reads at once get each other's bytes
+    (50 pages computed at once raised "invalid data type" for the later pages).
+    """
     import tifffile
 
-    return tifffile.TiffFile(path)
+    return tifffile.TiffFile(path), threading.Lock()
 
 
 def _lazy_tiff_frames(path: Path, shape: tuple[int, ...], dtype: Any) -> Any:
@@ -427,7 +433,9 @@ def _lazy_tiff_frames(path: Path, shape: tuple[int, ...], dtype: Any) -> Any:
     import dask.array as da
 
     def page(index: int) -> np.ndarray:
-        return _open_tiff(str(path)).pages[index].asarray()
+        tif, lock = _open_tiff(str(path))
+        with lock:
+            return tif.pages[index].asarray()
 
     return da.stack([da.from_delayed(dask.delayed(page)(i), shape[1:], dtype)
                      for i in range(shape[0])])

@@ -145,6 +145,7 @@ class SplitInputConv(nn.Module):
     def __init__(self, conv: nn.Conv2d, first_channels: int) -> None:
         super().__init__()
 
+        @torch.no_grad()
         def part(channels: slice, bias: bool) -> nn.Conv2d:
             weight = conv.weight[:, channels]
             piece = nn.Conv2d(weight.shape[1], conv.out_channels, conv.kernel_size,

@@ -44,6 +44,9 @@ class ModelConfig:
     # Take the imaging conditions (Cs, defocus; each may be unknown) as a second input, drawn
     # per training image as [conditions] says.
     conditions: bool = False
+    # The crystal whose columns it finds (a key of analysis.transfer.CRYSTAL_REFLECTIONS), kept
+    # in the weights: detection then says when the microscope does not transfer its lattice.
+    crystal: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,13 @@ def load_config(path: str | Path) -> TrainingRun:
     if has_conditions and not updated["model"].conditions:
         raise ValueError(f"{path}: [conditions] applies only to a network with condition "
                          "inputs: set conditions = true in [model], or remove the section")
+    crystal = updated["model"].crystal
+    if crystal:
+        from ..analysis.transfer import CRYSTAL_REFLECTIONS
+
+        if crystal not in CRYSTAL_REFLECTIONS:
+            raise ValueError(f"{path}: [model] crystal = {crystal!r} is not one of "
+                             f"{', '.join(map(repr, CRYSTAL_REFLECTIONS))} (or leave it out)")
     output = raw.pop("output", run.output)
     if raw:
         raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")

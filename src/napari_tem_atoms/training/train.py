@@ -347,6 +347,7 @@ def train(run: TrainingRun, log: Log = print) -> Path:
         "architecture": architecture,
         "sampling": model_cfg.sampling,
         "classes": ["column"],
+        **({"crystal": model_cfg.crystal} if model_cfg.crystal else {}),
         "threshold": threshold,
         "normalisation": "per frame: zero mean, unit standard deviation at the model sampling",
         **({"conditions": {"inputs": ["cs", "cs_known", "defocus", "defocus_known"],
