@@ -151,6 +151,7 @@ def _plateau_map() -> np.ndarray:
     np.random.default_rng(1).random((120, 90)).astype(np.float32),  # most pixels above 0.4
     np.round(np.random.default_rng(2).random((80, 80)), 1),  # many ties
     _blobs((96, 96), [(r, c) for r in range(6, 96, 11) for c in range(4, 96, 9)], 1.5),
+    np.full((40, 40), 0.8, np.float32),  # constant: no peaks
 ])
 @pytest.mark.parametrize(("threshold", "distance"), [(0.4, 3), (0.4, 1), (0.05, 3), (0.75, 5)])
 def test_local_maxima_are_those_of_skimage(heat, threshold, distance):
@@ -215,6 +216,15 @@ def test_prepared_network_gives_the_same_maps():
         torch.testing.assert_close(prepared(images, conditions), expected, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="eval mode"):
         prepare_for_inference(UNet(base_channels=4, depth=2))
+    double = prepare_for_inference(UNet(base_channels=4, depth=2).double().eval())
+    assert double(torch.randn(1, 1, 16, 16, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_a_prepared_network_is_not_saved_as_weights(tmp_path):
+    prepared = prepare_for_inference(UNet(base_channels=4, depth=2).eval())
+    with pytest.raises(TEMAtomsError, match="prepared for inference"):
+        save_model(tmp_path / "prepared.safetensors", prepared, {})
+    assert not list(tmp_path.iterdir())
 
 
 def test_missing_weights_and_unknown_models_are_explained(tmp_path):

@@ -68,11 +68,15 @@ def _frames(stack: Any) -> list[Any]:
 
     A slice of a dask stack keeps the whole stack's task graph, and computing it optimises all
     of that graph again: 0.21 s per frame of a 2000-frame TIFF, growing with the stack. Here the
-    graph is optimised once and each frame keeps only the tasks of its own chunk.
+    graph is optimised once and each frame keeps only the tasks of its own chunk (stacks of
+    one frame per chunk, as the TIFF, NPY and folder readers make them).
     """
     import dask.array as da
 
-    if not isinstance(stack, da.Array):
+    one_frame_per_chunk = isinstance(stack, da.Array) and set(stack.chunks[0]) == {1}
+    if not one_frame_per_chunk or np.isnan(stack.shape).any():
+        # Numpy arrays; chunks of several frames (a frame cut from its chunk's copy would read
+        # the whole chunk per frame); unknown chunk sizes.
         return [stack[i] for i in range(int(stack.shape[0]))]
     from dask.delayed import Delayed
     from dask.optimization import cull
@@ -84,13 +88,9 @@ def _frames(stack: Any) -> list[Any]:
         key = blocks[index].key
         return da.from_delayed(Delayed(key, cull(graph, [key])[0]), shape, stack.dtype)
 
-    frames = []
-    for c, depth in enumerate(stack.chunks[0]):
-        block = da.block([[chunk((c, j, k), (depth, rows, cols))
-                           for k, cols in enumerate(stack.chunks[2])]
-                          for j, rows in enumerate(stack.chunks[1])])
-        frames.extend(block[i] for i in range(depth))
-    return frames
+    return [da.block([[chunk((c, j, k), (1, rows, cols)) for k, cols in enumerate(stack.chunks[2])]
+                      for j, rows in enumerate(stack.chunks[1])])[0]
+            for c in range(len(stack.chunks[0]))]
 
 
 def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,

@@ -233,8 +233,11 @@ def _local_maxima(heatmap: np.ndarray, threshold: float, distance: int) -> np.nd
     order; of equal maxima closer than `distance` apart, the first), but the neighbourhoods
     are only looked at around the pixels above the threshold: few in a map of atoms, so a
     1280² map of a 5-nm particle takes 10 ms, not the 40 ms of a maximum filter over every
-    pixel (a twelfth of a frame's time).
+    pixel (a twelfth of a frame's time). A constant map has no peaks (as for skimage); maps
+    are the network's probabilities, so NaN, where skimage and this differ, does not occur.
     """
+    if heatmap.size and np.all(heatmap == heatmap.flat[0]):
+        return np.zeros((0, 2), dtype=np.intp)
     rows, cols = np.nonzero(heatmap > threshold)
     if len(rows) > heatmap.size // 8:  # a map mostly above threshold: filter it whole
         from scipy import ndimage

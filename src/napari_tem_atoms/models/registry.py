@@ -245,9 +245,18 @@ def load_cached_model(model: str | os.PathLike = "au-hrtem", device: str | None 
 
 
 def save_model(path: str | os.PathLike, network: Any, metadata: dict) -> str:
-    """Write a network's weights and metadata as safetensors; return the file's SHA-256."""
+    """Write a network's weights and metadata as safetensors; return the file's SHA-256.
+
+    The network must be as trained: one prepared for inference (what :func:`load_model`
+    returns) has other layers, which a weights file cannot be loaded back into.
+    """
     from safetensors.torch import save_file
 
+    from .unet import SplitInputConv
+
+    if any(isinstance(module, SplitInputConv) for module in network.modules()):
+        raise TEMAtomsError("this network was prepared for inference (load_model does that) and "
+                            "cannot be saved as weights: save the network as trained")
     path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     temporary = path.with_name(f".{path.name}.part")

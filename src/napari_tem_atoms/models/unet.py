@@ -144,6 +144,9 @@ class SplitInputConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, first_channels: int) -> None:
         super().__init__()
+        if conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError("SplitInputConv splits plain convolutions only (groups 1, zero "
+                             "padding)")
 
         @torch.no_grad()
         def part(channels: slice, bias: bool) -> nn.Conv2d:
@@ -155,7 +158,7 @@ class SplitInputConv(nn.Module):
                 piece.bias.copy_(conv.bias)
             elif bias:
                 nn.init.zeros_(piece.bias)
-            return piece.to(conv.weight.device).eval()
+            return piece.to(conv.weight.device, conv.weight.dtype).eval()
 
         self.first = part(slice(None, first_channels), True)
         self.second = part(slice(first_channels, None), False)
@@ -201,13 +204,15 @@ def prepare_for_inference(network: nn.Module) -> nn.Module:
     for sequence in [m for m in network.modules() if isinstance(m, nn.Sequential)]:
         for index in range(len(sequence) - 1):
             conv, norm = sequence[index], sequence[index + 1]
-            if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
-                continue
+            if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+                    and norm.affine and norm.track_running_stats):
+                continue  # (a batch norm without scale or running statistics stays as it is)
             scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
             bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
             folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
                                conv.stride, conv.padding, conv.dilation, conv.groups, bias=True,
-                               padding_mode=conv.padding_mode).to(conv.weight.device)
+                               padding_mode=conv.padding_mode
+                               ).to(conv.weight.device, conv.weight.dtype)
             folded.weight.copy_(conv.weight * scale[:, None, None, None])
             folded.bias.copy_((bias - norm.running_mean) * scale + norm.bias)
             sequence[index], sequence[index + 1] = folded.eval(), nn.Identity()
