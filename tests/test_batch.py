@@ -44,3 +44,12 @@ def test_lazy_tiff_pages_read_by_many_threads_at_once(tmp_path):
     with dask.config.set(scheduler="threads", num_workers=8):
         pages = np.asarray(image.data)
     np.testing.assert_allclose(pages, IMAGE[None] + np.arange(64)[:, None, None])
+
+
+def test_a_tiff_written_again_under_its_name_is_read_anew(tmp_path):
+    first = _tiff_stack(tmp_path / "run.tif", 3)
+    np.testing.assert_allclose(np.asarray(first.data[2]), IMAGE + 2)
+    tifffile.imwrite(tmp_path / "run.tif", data=(IMAGE * 2 + k for k in range(5)),
+                     shape=(5, *IMAGE.shape), dtype=np.float32, photometric="minisblack")
+    again = read_image(tmp_path / "run.tif", lazy=True)
+    np.testing.assert_allclose(np.asarray(again.data[4]), IMAGE * 2 + 4)

@@ -414,14 +414,20 @@ def _plain(tree: Any) -> Any:
 # --- TIFF ---------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
 def _open_tiff(path: str) -> tuple[Any, threading.Lock]:
-    """An open TiffFile per process, and the lock its readers take.
+    """An open TiffFile per process and file version, and the lock its readers take.
 
     One open file: reading page i does not re-walk the pages before it. The lock: threads
     (Dask's, napari's) share the file's position, and two reads at once get each other's bytes
-    (50 pages computed at once raised "invalid data type" for the later pages).
+    (50 pages computed at once raised "invalid data type" for the later pages). A file written
+    again under the same name (another export of the same run) is opened again.
     """
+    status = os.stat(path)
+    return _open_tiff_version(path, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _open_tiff_version(path: str, mtime_ns: int, size: int) -> tuple[Any, threading.Lock]:
     import tifffile
 
     return tifffile.TiffFile(path), threading.Lock()
