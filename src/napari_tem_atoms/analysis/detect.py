@@ -236,12 +236,11 @@ def _local_maxima(heatmap: np.ndarray, threshold: float, distance: int) -> np.nd
     pixel (a twelfth of a frame's time). A constant map has no peaks (as for skimage); maps
     are the network's probabilities, so NaN, where skimage and this differ, does not occur.
     """
-    if heatmap.size and np.all(heatmap == heatmap.flat[0]):
-        return np.zeros((0, 2), dtype=np.intp)
     rows, cols = np.nonzero(heatmap > threshold)
     if len(rows) > heatmap.size // 8:  # a map mostly above threshold: filter it whole
-        from scipy import ndimage
-
+        # (Only such a map can be constant and have pixels above the threshold.)
+        if heatmap.min() == heatmap.max():
+            return np.zeros((0, 2), dtype=np.intp)
         is_max = heatmap == ndimage.maximum_filter(heatmap, size=2 * distance + 1,
                                                    mode="nearest")
         rows, cols = np.nonzero(is_max & (heatmap > threshold))
