@@ -25,6 +25,30 @@ def test_new_context_blocks_leave_a_trained_network_unchanged():
     assert sum(p.numel() for p in widened.parameters()) < 2_000_000
 
 
+def test_new_refine_blocks_leave_a_trained_network_unchanged_and_are_trained():
+    from napari_tem_atoms.models.unet import prepare_for_inference
+
+    torch.manual_seed(0)
+    plain, refined = UNet(depth=2, context=1), UNet(depth=2, context=1, refine=1)
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    # Only the new blocks are missing: every earlier layer kept its name.
+    assert unexpected == [] and missing
+    assert {name.split(".")[:3] == ["encoders", "1", "6"] or
+            name.split(".")[:3] == ["decoders", "0", "6"] for name in missing} == {True}
+    plain.eval(), refined.eval()
+    images = torch.randn(2, 1, 64, 48)
+    with torch.no_grad():
+        assert torch.equal(plain(images), refined(images))
+        for block in (refined.encoders[1][-1], refined.decoders[-2][-1]):  # away from identity
+            torch.nn.init.normal_(block.body[-1].weight)
+        trained = refined(images)
+        assert not torch.allclose(trained, plain(images))
+        # Folding for inference reaches the new blocks' batch norms too.
+        prepared = prepare_for_inference(refined)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prepared.modules())
+        assert torch.allclose(prepared(images), trained, atol=1e-4)
+
+
 def test_context_blocks_widen_the_receptive_field():
     """A change at one corner reaches the far corner only through the context blocks."""
     torch.manual_seed(0)
@@ -56,6 +80,7 @@ def test_the_model_card_says_how_a_two_stage_model_is_reproduced():
 
     assert _receptive_field({"depth": 3}) == 89
     assert _receptive_field({"depth": 3, "context": 2}) == 89 + 2 * 12 * 8
+    assert _receptive_field({"depth": 3, "refine": 1}) == 89 + 16
     one = "\n".join(_reproduce({"name": "au-hrtem", "training": {}}))
     assert "configs/au-hrtem.toml" in one and "stage1" not in one
     two = "\n".join(_reproduce({"name": "au-hrtem", "training": {"init_from": "a.safetensors"}}))

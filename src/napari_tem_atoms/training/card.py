@@ -41,6 +41,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
     """
     training = metadata["training"]
     context = metadata["architecture"].get("context", 0)
+    refine = metadata["architecture"].get("refine", 0)
     field_px = _receptive_field(metadata["architecture"])
     envelope = training["envelope"]
     waves = training["exit_waves"]
@@ -58,6 +59,8 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         f"{metadata['architecture']['depth']}"
         + (f", {context} dilated context blocks after the bottleneck (receptive field "
            f"{field_px} px = {field_px * metadata['sampling']:.0f} Å)" if context else "")
+        + (f", {refine} residual block{'s' if refine > 1 else ''} more in the half-resolution "
+           "encoder and decoder" if refine else "")
         + ", fully convolutional |",
         f"| Input | one image rescaled to {metadata['sampling']} Å/px, "
         f"{metadata['normalisation']} |",
@@ -210,13 +213,15 @@ def _receptive_field(architecture: dict) -> int:
     """Receptive field [px] of the U-Net (pooling offsets left out).
 
     Two 3×3 convolutions per level down and up, two at the bottleneck, and two dilated ones
-    (dilations 2 and 4) per context block, all at the bottleneck's 2^depth px.
+    (dilations 2 and 4) per context block, all at the bottleneck's 2^depth px, and two 3×3
+    convolutions per half-resolution block (two of them per ``refine``).
     """
     depth = architecture["depth"]
     levels = sum(2 * 2 * 2**level for level in range(depth)) * 2  # encoder and decoder
     bottleneck = 2 * 2 * 2**depth
     context = architecture.get("context", 0) * 2 * (2 + 4) * 2**depth
-    return 1 + levels + bottleneck + context
+    refine = architecture.get("refine", 0) * 2 * 2 * 2 * 2
+    return 1 + levels + bottleneck + context + refine
 
 
 def _reproduce(metadata: dict, stages: list[tuple[str, str]] | None = None) -> list[str]:

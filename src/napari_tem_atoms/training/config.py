@@ -41,6 +41,7 @@ class ModelConfig:
     base_channels: int = 16
     depth: int = 3
     context: int = 0  # dilated residual blocks after the bottleneck (wider receptive field)
+    refine: int = 0  # residual blocks more at half resolution (second encoder and its decoder)
     # Take the imaging conditions (Cs, defocus; each may be unknown) as a second input, drawn
     # per training image as [conditions] says.
     conditions: bool = False

@@ -301,6 +301,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
                     "depth": model_cfg.depth}
     if model_cfg.context:  # only when used: older weights files carry no such key
         architecture["context"] = model_cfg.context
+    if model_cfg.refine:
+        architecture["refine"] = model_cfg.refine
     if model_cfg.conditions:
         architecture["conditions"] = CONDITION_INPUTS
     network = UNet(**architecture).to(memory_format=torch.channels_last)
