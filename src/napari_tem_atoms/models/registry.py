@@ -62,7 +62,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="au-hrtem",
         description="Atomic columns in HRTEM images of gold nanoparticles (300 kV, any Cs sign)",
         filename="au-hrtem.safetensors",
-        sha256="03e5bf04c3a16fb2a59f0454df62c159a7839bb3cc82f07410613f7d75225722",
+        sha256="49d5c506dd1e6b259fcfb059c6cefed68743afab8b8aa42d198cc780ff1e2084",
         crystal="gold",
     ),
     "mos2-focal": ModelEntry(
