@@ -47,6 +47,8 @@ def test_new_refine_blocks_leave_a_trained_network_unchanged_and_are_trained():
         prepared = prepare_for_inference(refined)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prepared.modules())
         assert torch.allclose(prepared(images), trained, atol=1e-4)
+    with pytest.raises(ValueError, match="depth >= 2"):
+        UNet(depth=1, refine=1)
 
 
 def test_context_blocks_widen_the_receptive_field():

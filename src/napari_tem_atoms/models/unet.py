@@ -56,7 +56,9 @@ class RefineBlock(ResidualBlock):
     """Plain residual block at the half-resolution level: capacity where the lattice is read.
 
     At half resolution (0.4 Å/px for a model at 0.2 Å/px) a crystal's lattice is still
-    resolved, and a block costs a quarter of what it would at full resolution.
+    resolved. A pair of these (32 channels) has as many multiply-adds as a pair of 16-channel
+    blocks at full resolution, but on a quarter of the pixels it runs faster: +5 % per 768²
+    tile on one CPU thread, against +28 … 41 % at full resolution.
     """
 
 
@@ -107,6 +109,9 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 16,
                  depth: int = 3, context: int = 0, conditions: int = 0, refine: int = 0) -> None:
         super().__init__()
+        if refine and depth < 2:
+            raise ValueError(f"refine needs a half-resolution level with a decoder: depth >= 2 "
+                             f"(got depth {depth})")
         self.depth = depth
         self.conditions = conditions
         channels = [base_channels * 2**level for level in range(depth + 1)]

@@ -220,7 +220,9 @@ def _receptive_field(architecture: dict) -> int:
     levels = sum(2 * 2 * 2**level for level in range(depth)) * 2  # encoder and decoder
     bottleneck = 2 * 2 * 2**depth
     context = architecture.get("context", 0) * 2 * (2 + 4) * 2**depth
-    refine = architecture.get("refine", 0) * 2 * 2 * 2 * 2
+    # Per refine: a block in the encoder and one in the decoder, two 3×3 convolutions each, at
+    # the half-resolution level's 2 px.
+    refine = architecture.get("refine", 0) * 2 * 2 * 2 * 2**1
     return 1 + levels + bottleneck + context + refine
 
 
