@@ -220,6 +220,45 @@ def test_prepared_network_gives_the_same_maps():
     assert double(torch.randn(1, 1, 16, 16, dtype=torch.float64)).dtype == torch.float64
 
 
+@pytest.mark.parametrize("context", [0, 1])
+def test_prepared_network_folds_the_condition_layers_into_its_convolutions(monkeypatch,
+                                                                            context):
+    torch.manual_seed(1)
+    network = UNet(base_channels=4, depth=2, context=context, conditions=4, refine=1)
+    for module in network.modules():  # trained-looking: no identity blocks or FiLMs
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.normal_(module.bias, 0, 0.2)
+            nn.init.normal_(module.running_mean, 0, 0.2)
+            nn.init.uniform_(module.running_var, 0.5, 2)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.1)
+            nn.init.normal_(module.bias, 0, 0.1)
+    network.eval()
+    images, told = torch.randn(3, 1, 40, 48), torch.tensor([0.5, 1.0, -0.3, 1.0])
+    same, mixed = told.expand(3, 4), torch.randn(3, 4)
+    with torch.inference_mode():
+        expected = {name: network(images, c) for name, c in
+                    [("unknown", None), ("same", same), ("mixed", mixed)]}
+        prepared = prepare_for_inference(network)
+        assert prepared.film_folded
+        calls = []
+        folded = UNet._forward_film_folded
+        monkeypatch.setattr(UNet, "_forward_film_folded",
+                            lambda self, *args: calls.append(1) or folded(self, *args))
+        for name, conditions in [("unknown", None), ("same", same), ("mixed", mixed)]:
+            torch.testing.assert_close(prepared(images, conditions), expected[name], rtol=0,
+                                       atol=1e-4)
+        # Folded for one condition vector per batch; a batch mixing them takes the long way.
+        assert len(calls) == 2
+        # A gain 1 + scale <= 0 cannot be folded (relu and the scale do not commute).
+        prepared.film[2].linear.bias.data[0] = -3.0
+        network_path = prepared(images[:1], told[None])
+        assert len(calls) == 2
+        prepared.film_folded = False
+        torch.testing.assert_close(network_path, prepared(images[:1], told[None]))
+
+
 def test_a_prepared_network_is_not_saved_as_weights(tmp_path):
     prepared = prepare_for_inference(UNet(base_channels=4, depth=2).eval())
     with pytest.raises(TEMAtomsError, match="prepared for inference"):
