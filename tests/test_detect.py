@@ -220,7 +220,7 @@ def test_prepared_network_gives_the_same_maps():
     assert double(torch.randn(1, 1, 16, 16, dtype=torch.float64)).dtype == torch.float64
 
 
-@pytest.mark.parametrize("context", [0, 1])
+@pytest.mark.parametrize("context", [0, 2])
 def test_prepared_network_folds_the_condition_layers_into_its_convolutions(monkeypatch,
                                                                             context):
     torch.manual_seed(1)
@@ -251,10 +251,23 @@ def test_prepared_network_folds_the_condition_layers_into_its_convolutions(monke
                                        atol=1e-4)
         # Folded for one condition vector per batch; a batch mixing them takes the long way.
         assert len(calls) == 2
+        # As detection runs it on the CPU: channels-last and bfloat16 (rounded in other places).
+        last = images.contiguous(memory_format=torch.channels_last)
+        prepared.to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = prepared(last, same).float()
+        assert len(calls) == 3
+        torch.testing.assert_close(rounded, expected["same"], rtol=0, atol=0.1)
+        # A bfloat16 network without autocast; and one image given several identical rows.
+        assert prepared.to(torch.bfloat16)(images.bfloat16(), same).dtype == torch.bfloat16
+        assert len(calls) == 4
+        prepared.float()
+        assert prepared(images[:1], same).shape[0] == 3  # broadcast as the unfolded path does
+        assert len(calls) == 4
         # A gain 1 + scale <= 0 cannot be folded (relu and the scale do not commute).
         prepared.film[2].linear.bias.data[0] = -3.0
         network_path = prepared(images[:1], told[None])
-        assert len(calls) == 2
+        assert len(calls) == 4
         prepared.film_folded = False
         torch.testing.assert_close(network_path, prepared(images[:1], told[None]))
 

@@ -153,7 +153,7 @@ class UNet(nn.Module):
             if conditions is None:
                 conditions = images.new_zeros((images.shape[0], self.conditions))
             if self.film_folded and not self.training:
-                terms = self._folded_film_terms(conditions)
+                terms = self._folded_film_terms(conditions, images.shape[0])
                 if terms is not None:
                     return self._forward_film_folded(images, terms)
             films = iter(self.film)
@@ -174,27 +174,31 @@ class UNet(nn.Module):
             features = condition(_decode(decoder, self.upsample(features), skip))
         return self.head(features)
 
-    def _folded_film_terms(self, conditions: torch.Tensor
+    def _folded_film_terms(self, conditions: torch.Tensor, batch: int
                            ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """Every FiLM's (gain, shift) per channel, or None where they cannot be folded.
 
-        Folding needs one condition vector for the whole batch and a positive gain (1 + scale)
-        on every channel: then ``gain · relu(z) + shift = max(gain · z + shift, shift)``.
+        Folding needs one condition vector for the whole batch of `batch` images and a positive
+        gain (1 + scale) on every channel: then ``gain · relu(z) + shift = max(gain · z +
+        shift, shift)``.
         """
+        if batch == 0 or conditions.shape[0] != batch:  # (the unfolded path broadcasts)
+            return None
         first = conditions[:1]
-        if conditions.shape[0] > 1 and not torch.equal(conditions, first.expand_as(conditions)):
+        if batch > 1 and not torch.equal(conditions, first.expand_as(conditions)):
             return None
         terms = []
-        # In float32 even under autocast: the gains scale weights that are then rounded once.
+        # At float32 or better even under autocast: the gains scale weights rounded once later.
         with torch.autocast(conditions.device.type, enabled=False):
             for film in self.film:
                 linear = film.linear
-                both = functional.linear(first.float(), linear.weight.float(), linear.bias.float())
+                dtype = torch.promote_types(linear.weight.dtype, torch.float32)
+                both = functional.linear(first.to(dtype), linear.weight.to(dtype),
+                                         linear.bias.to(dtype))
                 scale, shift = both[0].chunk(2)
-                gain = 1 + scale
-                if not bool((gain > 0).all()):
-                    return None
-                terms.append((gain, shift))
+                terms.append((1 + scale, shift))
+            if not bool(torch.cat([gain for gain, _ in terms]).gt(0).all()):  # one sync on GPU
+                return None
         return terms
 
     def _forward_film_folded(self, images: torch.Tensor,
@@ -251,8 +255,9 @@ def _run_film_folded(layers: Sequence[nn.Module], features: torch.Tensor, gain: 
         conv = tail[-2]
     else:
         conv = layers[-3]
-    out = functional.conv2d(inner, conv.weight * gain[:, None, None, None],
-                            conv.bias * gain + shift, conv.stride, conv.padding, conv.dilation,
+    weight = (conv.weight * gain[:, None, None, None]).to(conv.weight.dtype)
+    bias = (conv.bias * gain + shift).to(conv.bias.dtype)
+    out = functional.conv2d(inner, weight, bias, conv.stride, conv.padding, conv.dilation,
                             conv.groups)
     gain = gain.to(out.dtype)[None, :, None, None]
     shift = shift.to(out.dtype)[None, :, None, None]
