@@ -51,6 +51,22 @@ def test_new_refine_blocks_leave_a_trained_network_unchanged_and_are_trained():
         UNet(depth=1, refine=1)
 
 
+@pytest.mark.parametrize(("model", "message"), [
+    ("depth = 1\nrefine = 1", "refine needs depth >= 2"),
+    ("refine = -1", "refine = -1 is too small"),
+    ("depth = 0", "depth = 0 is too small"),
+])
+def test_a_configuration_with_an_impossible_network_is_refused_when_read(tmp_path, model,
+                                                                         message):
+    from napari_tem_atoms.training.config import load_config
+
+    config = tmp_path / "run.toml"
+    config.write_text(f"[model]\n{model}\n")
+    with pytest.raises(ValueError, match=message) as raised:
+        load_config(config)
+    assert str(config) in str(raised.value)
+
+
 def test_context_blocks_widen_the_receptive_field():
     """A change at one corner reaches the far corner only through the context blocks."""
     torch.manual_seed(0)

@@ -134,6 +134,13 @@ def load_config(path: str | Path) -> TrainingRun:
         if crystal not in CRYSTAL_REFLECTIONS:
             raise ValueError(f"{path}: [model] crystal = {crystal!r} is not one of "
                              f"{', '.join(map(repr, CRYSTAL_REFLECTIONS))} (or leave it out)")
+    model = updated["model"]
+    for key in ("base_channels", "depth", "context", "refine"):
+        if getattr(model, key) < (1 if key in ("base_channels", "depth") else 0):
+            raise ValueError(f"{path}: [model] {key} = {getattr(model, key)} is too small")
+    if model.refine and model.depth < 2:  # (the network would refuse it only at training)
+        raise ValueError(f"{path}: [model] refine needs depth >= 2 (a half-resolution level "
+                         f"with a decoder); depth is {model.depth}")
     output = raw.pop("output", run.output)
     if raw:
         raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
