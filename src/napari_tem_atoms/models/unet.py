@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional
 
-__all__ = ["RefineBlock", "SplitInputConv", "UNet", "prepare_for_inference"]
+__all__ = ["RefineBlock", "SplitInputConv", "UNet", "check_architecture",
+           "prepare_for_inference"]
 
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -82,6 +83,25 @@ class ConditionFiLM(nn.Module):
         return torch.addcmul(shift, features, 1 + scale)  # one pass over the features
 
 
+def check_architecture(base_channels: int = 16, depth: int = 3, context: int = 0,
+                       refine: int = 0) -> None:
+    """Refuse, in words, U-Net settings that :class:`UNet` cannot be built with.
+
+    Raises
+    ------
+    ValueError
+        Fewer than one base channel or pooling, a negative count of blocks, or refine blocks
+        without a half-resolution level that has a decoder (depth < 2).
+    """
+    for key, value, smallest in (("base_channels", base_channels, 1), ("depth", depth, 1),
+                                 ("context", context, 0), ("refine", refine, 0)):
+        if value < smallest:
+            raise ValueError(f"{key} = {value} is too small")
+    if refine and depth < 2:
+        raise ValueError(f"refine needs depth >= 2 (a half-resolution level with a decoder); "
+                         f"depth is {depth}")
+
+
 class UNet(nn.Module):
     """U-Net: `depth` poolings, channels doubling from `base_channels`; logits out.
 
@@ -112,9 +132,8 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 16,
                  depth: int = 3, context: int = 0, conditions: int = 0, refine: int = 0) -> None:
         super().__init__()
-        if refine and depth < 2:
-            raise ValueError(f"refine needs a half-resolution level with a decoder: depth >= 2 "
-                             f"(got depth {depth})")
+        check_architecture(base_channels=base_channels, depth=depth, context=context,
+                           refine=refine)
         self.depth = depth
         self.conditions = conditions
         channels = [base_channels * 2**level for level in range(depth + 1)]
@@ -149,29 +168,43 @@ class UNet(nn.Module):
         `conditions` is a (batch, conditions) tensor for a network built with conditions;
         left out, every condition is unknown (zeros).
         """
-        if self.conditions:
-            if conditions is None:
-                conditions = images.new_zeros((images.shape[0], self.conditions))
-            if self.film_folded and not self.training:
-                terms = self._folded_film_terms(conditions, images.shape[0])
-                if terms is not None:
-                    return self._forward_film_folded(images, terms)
-            films = iter(self.film)
+        if not self.conditions:
+            return self._forward_levels(images, _run_layers)
+        if conditions is None:
+            conditions = images.new_zeros((images.shape[0], self.conditions))
+        if self.film_folded and not self.training:
+            terms = self._folded_film_terms(conditions, images.shape[0])
+            if terms is not None:
+                return self._forward_film_folded(images, terms)
+        films = iter(self.film)
+        return self._forward_levels(
+            images, lambda layers, features: next(films)(_run_layers(layers, features),
+                                                          conditions))
 
-            def condition(features: torch.Tensor) -> torch.Tensor:
-                return next(films)(features, conditions)
-        else:
-            def condition(features: torch.Tensor) -> torch.Tensor:
-                return features
+    def _forward_levels(self, images: torch.Tensor,
+                        level: Callable[[Sequence[nn.Module], torch.Tensor], torch.Tensor]
+                        ) -> torch.Tensor:
+        """The U-Net's path, with ``level(layers, features)`` running each level's layers.
+
+        The levels, in order: each encoder, the bottleneck with its context blocks, each
+        decoder (after its first convolution where that is a :class:`SplitInputConv`).
+        """
         skips = []
         features = images
         for encoder in self.encoders:
-            features = condition(encoder(features))
+            features = level(encoder, features)
             skips.append(features)
             features = self.pool(features)
-        features = condition(self.context(self.bottleneck(features)))
+        if len(self.context):
+            features = level(self.context, self.bottleneck(features))
+        else:
+            features = level(self.bottleneck, features)
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
-            features = condition(_decode(decoder, self.upsample(features), skip))
+            upsampled = self.upsample(features)
+            if isinstance(decoder[0], SplitInputConv):  # prepared for inference
+                features = level(list(decoder)[1:], decoder[0](upsampled, skip))
+            else:
+                features = level(decoder, torch.cat([upsampled, skip], dim=1))
         return self.head(features)
 
     def _folded_film_terms(self, conditions: torch.Tensor, batch: int
@@ -205,34 +238,47 @@ class UNet(nn.Module):
                              terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """:meth:`forward` with each FiLM folded into the convolution before it (inference)."""
         terms = iter(terms)
-        skips = []
-        features = images
-        for encoder in self.encoders:
-            features = _run_film_folded(encoder, features, *next(terms))
-            skips.append(features)
-            features = self.pool(features)
-        if len(self.context):
-            features = _run_film_folded(self.context, self.bottleneck(features), *next(terms))
-        else:
-            features = _run_film_folded(self.bottleneck, features, *next(terms))
-        for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
-            features = decoder[0](self.upsample(features), skip)  # a SplitInputConv
-            features = _run_film_folded(list(decoder)[1:], features, *next(terms))
-        return self.head(features)
+        return self._forward_levels(
+            images, lambda layers, features: _run_film_folded(layers, features, *next(terms)))
 
 
-def _film_foldable(layers: Sequence[nn.Module]) -> bool:
-    """Whether a level ends as :func:`_run_film_folded` needs it to.
+def _run_layers(layers: Sequence[nn.Module], features: torch.Tensor) -> torch.Tensor:
+    """The layers one after the other."""
+    for layer in layers:
+        features = layer(features)
+    return features
 
-    That is conv (with bias), identity, ReLU, or a residual block whose body ends with conv,
-    identity: what :func:`prepare_for_inference` leaves of conv, batch norm (, ReLU).
+
+def _film_tail(layers: Sequence[nn.Module]
+               ) -> tuple[list[nn.Module], list[nn.Module], nn.Conv2d, bool] | None:
+    """How a level ends, for :func:`_run_film_folded`; None where it cannot fold a FiLM.
+
+    A level must end as :func:`prepare_for_inference` leaves conv, batch norm, ReLU: conv
+    (with bias), identity, ReLU; or in a residual block whose body ends with conv, identity.
+
+    Returns
+    -------
+    tuple
+        The layers before the ending; the residual block's body before its last convolution
+        (empty without a block); that convolution; whether the level ends in a residual block.
     """
     layers = list(layers)
-    if layers and isinstance(layers[-1], ResidualBlock):
-        layers = [*layers[-1].body, nn.ReLU()]
-    return (len(layers) >= 3 and type(layers[-3]) is nn.Conv2d and layers[-3].bias is not None
-            and layers[-3].padding_mode == "zeros"  # what functional.conv2d does
-            and isinstance(layers[-2], nn.Identity) and isinstance(layers[-1], nn.ReLU))
+    residual = bool(layers) and isinstance(layers[-1], ResidualBlock)
+    if residual:  # relu(x + body(x)), the ReLU in the block's forward
+        before, body = layers[:-1], list(layers[-1].body)
+        inner, ending = body[:-2], body[-2:]
+    else:
+        before, inner, ending = layers[:-3], [], layers[-3:]
+        if len(ending) < 3 or not isinstance(ending[2], nn.ReLU):
+            return None
+    if len(ending) < 2:
+        return None
+    conv, norm = ending[:2]
+    if not (type(conv) is nn.Conv2d and conv.bias is not None
+            and conv.padding_mode == "zeros"  # what functional.conv2d does
+            and isinstance(norm, nn.Identity)):
+        return None
+    return before, inner, conv, residual
 
 
 def _run_film_folded(layers: Sequence[nn.Module], features: torch.Tensor, gain: torch.Tensor,
@@ -242,26 +288,17 @@ def _run_film_folded(layers: Sequence[nn.Module], features: torch.Tensor, gain: 
     With gain > 0, ``gain · relu(z) + shift = max(gain · z + shift, shift)``: the last
     convolution gets its weights times the gain and its bias times the gain plus the shift, and
     the ReLU and the FiLM's pass over the features become one clamp (saves a pass per level).
+    The level must have the shape :func:`_film_tail` accepts.
     """
-    layers = list(layers)
-    block = layers[-1] if isinstance(layers[-1], ResidualBlock) else None
-    for layer in layers[:-1] if block is not None else layers[:-3]:
-        features = layer(features)
-    inner = features
-    if block is not None:  # relu(x + body(x)): the body's last convolution is scaled
-        tail = list(block.body)
-        for layer in tail[:-2]:
-            inner = layer(inner)
-        conv = tail[-2]
-    else:
-        conv = layers[-3]
+    before, inner, conv, residual = _film_tail(layers)
+    features = _run_layers(before, features)
     weight = (conv.weight * gain[:, None, None, None]).to(conv.weight.dtype)
     bias = (conv.bias * gain + shift).to(conv.bias.dtype)
-    out = functional.conv2d(inner, weight, bias, conv.stride, conv.padding, conv.dilation,
-                            conv.groups)
+    out = functional.conv2d(_run_layers(inner, features), weight, bias, conv.stride,
+                            conv.padding, conv.dilation, conv.groups)
     gain = gain.to(out.dtype)[None, :, None, None]
     shift = shift.to(out.dtype)[None, :, None, None]
-    if block is not None:
+    if residual:
         out.addcmul_(features, gain)
     return out.clamp_min_(shift)
 
@@ -297,17 +334,6 @@ class SplitInputConv(nn.Module):
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """``conv(cat([first, second], dim=1))``."""
         return self.first(first).add_(self.second(second))
-
-
-def _decode(decoder: nn.Sequential, upsampled: torch.Tensor, skip: torch.Tensor
-            ) -> torch.Tensor:
-    """One decoder level on the upsampled features and the encoder's skip connection."""
-    if isinstance(decoder[0], SplitInputConv):
-        features = decoder[0](upsampled, skip)
-        for layer in decoder[1:]:
-            features = layer(features)
-        return features
-    return decoder(torch.cat([upsampled, skip], dim=1))
 
 
 @torch.no_grad()
@@ -360,5 +386,5 @@ def prepare_for_inference(network: nn.Module) -> nn.Module:
         if network.conditions:
             last_low = network.context if len(network.context) else network.bottleneck
             levels = [*network.encoders, last_low, *(list(d)[1:] for d in network.decoders)]
-            network.film_folded = all(map(_film_foldable, levels))
+            network.film_folded = all(_film_tail(level) is not None for level in levels)
     return network

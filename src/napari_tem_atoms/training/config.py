@@ -127,20 +127,20 @@ def load_config(path: str | Path) -> TrainingRun:
     if has_conditions and not updated["model"].conditions:
         raise ValueError(f"{path}: [conditions] applies only to a network with condition "
                          "inputs: set conditions = true in [model], or remove the section")
-    crystal = updated["model"].crystal
-    if crystal:
+    model = updated["model"]
+    if model.crystal:
         from ..analysis.transfer import CRYSTAL_REFLECTIONS
 
-        if crystal not in CRYSTAL_REFLECTIONS:
-            raise ValueError(f"{path}: [model] crystal = {crystal!r} is not one of "
+        if model.crystal not in CRYSTAL_REFLECTIONS:
+            raise ValueError(f"{path}: [model] crystal = {model.crystal!r} is not one of "
                              f"{', '.join(map(repr, CRYSTAL_REFLECTIONS))} (or leave it out)")
-    model = updated["model"]
-    for key in ("base_channels", "depth", "context", "refine"):
-        if getattr(model, key) < (1 if key in ("base_channels", "depth") else 0):
-            raise ValueError(f"{path}: [model] {key} = {getattr(model, key)} is too small")
-    if model.refine and model.depth < 2:  # (the network would refuse it only at training)
-        raise ValueError(f"{path}: [model] refine needs depth >= 2 (a half-resolution level "
-                         f"with a decoder); depth is {model.depth}")
+    from ..models.unet import check_architecture
+
+    try:  # now, not when training starts
+        check_architecture(base_channels=model.base_channels, depth=model.depth,
+                           context=model.context, refine=model.refine)
+    except ValueError as error:
+        raise ValueError(f"{path}: [model] {error}") from None
     output = raw.pop("output", run.output)
     if raw:
         raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
