@@ -182,3 +182,13 @@ def test_imaging_conditions_show_for_a_model_that_takes_them(qtbot, viewer_with_
     widget._on_model_changed()
     assert inputs.native.isHidden()
     assert inputs.values() == {"cs": None, "defocus": None}
+
+
+def test_model_lists_hold_only_models_of_their_task(make_napari_viewer):
+    # A species network takes three images; offering it for detection ended in a traceback.
+    viewer = make_napari_viewer()
+    lists = {name: viewer.window.add_plugin_dock_widget(PLUGIN, name)[1].model.choices
+             for name in ("Detect atoms", "Live mode", "Occupancy", "Species (focal series)")}
+    for name in ("Detect atoms", "Live mode", "Occupancy"):
+        assert "au-hrtem" in lists[name] and "mos2-focal" not in lists[name], name
+    assert lists["Species (focal series)"] == ("mos2-focal",)

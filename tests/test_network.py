@@ -123,6 +123,25 @@ def test_the_card_follows_a_chain_of_training_stages(tmp_path):
     assert "stage 3: from stage 2's weights" in text and "build/m/three/m.safetensors" in text
 
 
+def test_a_regenerated_card_keeps_its_hand_written_sections(tmp_path):
+    from napari_tem_atoms.training.card import (
+        HAND_WRITTEN_END,
+        HAND_WRITTEN_START,
+        keep_hand_written,
+    )
+
+    generated = "# Card\n\n## Scores\n\nnew table\n\n## Speed (end to end)\n\n2.5 fps\n"
+    card = tmp_path / "card.md"
+    assert keep_hand_written(generated, card) == generated  # no card yet
+    card.write_text(f"# Card\n\nold table\n\n{HAND_WRITTEN_START}\n## Stage 7\n\nwhat it "
+                    f"changed\n{HAND_WRITTEN_END}\n\n## Speed\n\n1.8 fps\n")
+    kept = keep_hand_written(generated, card)
+    assert "old table" not in kept and "1.8 fps" not in kept and "new table" in kept
+    assert kept.index("new table") < kept.index("## Stage 7") < kept.index("## Speed (end")
+    assert kept.count(HAND_WRITTEN_START) == kept.count(HAND_WRITTEN_END) == 1
+    assert keep_hand_written("# Species card\n", card).endswith(f"{HAND_WRITTEN_END}\n")
+
+
 def test_the_card_lists_the_hard_regimes_of_old_and_new_weights():
     from napari_tem_atoms.models.registry import model_metadata
     from napari_tem_atoms.training.card import _regime, model_card

@@ -187,3 +187,20 @@ def test_lazy_tiff_stack_reads_pages_on_demand(tmp_path, monkeypatch):
     assert hasattr(image.data, "dask") and image.data.chunks[0] == (1,) * 6
     assert calls == [{"lazy": True}]
     np.testing.assert_allclose(np.asarray(image.data[4]), IMAGE + 4)
+
+
+@pytest.mark.parametrize("layout", ["planar", "contiguous"])
+def test_a_focal_series_saved_by_a_plain_imwrite_is_three_frames(tmp_path, layout):
+    # tifffile stores a (3, rows, cols) array as RGB unless told otherwise; measured
+    # intensities (not 8-bit) are frames, not colours.
+    import tifffile
+
+    series = np.random.default_rng(0).random((3, 24, 32)).astype(np.float32)
+    path = tmp_path / "series.tif"
+    if layout == "planar":
+        tifffile.imwrite(path, series, photometric="rgb", planarconfig="separate")
+    else:
+        tifffile.imwrite(path, np.moveaxis(series, 0, -1), photometric="rgb")
+    image = read_image(path)
+    assert image.data.shape == (3, 24, 32)
+    np.testing.assert_array_equal(np.asarray(image.data), series)

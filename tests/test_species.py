@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_tem_atoms.analysis.detect import detect_atoms
 from napari_tem_atoms.analysis.species import (
     detect_species,
     order_focal_series,
@@ -253,3 +254,21 @@ def test_species_widget_runs_a_time_series_and_cancels(qtbot, make_napari_viewer
     viewer.add_image(np.zeros((4, 2, 96, 96)), name="two")
     widget.stack_layer.value = viewer.layers["two"]
     assert "(time, 3, rows, cols)" in widget.note.value and not widget.run_button.enabled
+
+
+def test_cli_takes_defoci_that_start_with_a_minus_sign():
+    # argparse takes "-60,0,60" for an option; the documented "--defoci -60,0,60" must work.
+    from napari_tem_atoms.cli import _attach_list_values, build_parser
+
+    argv = ["species", "series.tif", "--defoci", "-60,0,60", "-o", "atoms.csv"]
+    args = build_parser().parse_args(_attach_list_values(argv))
+    assert args.defoci == "-60,0,60" and str(args.output) == "atoms.csv"
+    args = build_parser().parse_args(_attach_list_values(
+        ["species", "series.tif", "--defoci", "60,0,-60", "-o", "atoms.csv"]))
+    assert args.defoci == "60,0,-60"
+
+
+def test_detect_refuses_a_species_model(untrained_species_model):
+    with pytest.raises(TEMAtomsError, match=r"focal series.*tem-atoms species"):
+        detect_atoms(np.random.default_rng(0).normal(size=(64, 64)), untrained_species_model,
+                     sampling=0.1)

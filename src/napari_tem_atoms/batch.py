@@ -8,6 +8,7 @@ run the same function on the same frames, so the results are identical.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis.detect import iter_detect_atoms
+from .analysis.detect import SAMPLING_WARNING_START, iter_detect_atoms
 from .errors import TEMAtomsError
 from .io import TEMImage
 from .models import load_cached_model
@@ -27,14 +28,19 @@ def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: floa
                  cs: float | None = None, defocus: float | None = None) -> pd.DataFrame:
     """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels.
 
-    No :class:`~.analysis.transfer.TransferWarning` is issued per frame: whoever runs the jobs
-    says it once (``tem-atoms detect`` does, from :func:`~.analysis.transfer.model_optics`).
+    No :class:`~.analysis.transfer.TransferWarning` and no warning about a pixel size outside
+    the trained range is issued per frame: whoever runs the jobs says them once (``tem-atoms
+    detect`` does, from :func:`~.analysis.transfer.model_optics` and
+    :func:`~.analysis.detect.sampling_warning`).
     """
-    steps = iter_detect_atoms(np.asarray(frame), load_cached_model(model, device),
-                              sampling=sampling, threshold=threshold,
-                              average_mirrors=average_mirrors, cs=cs, defocus=defocus,
-                              warn_transfer=False)
-    return next(steps).atoms.drop(columns="frame")
+    with warnings.catch_warnings():
+        # Said once per file by whoever runs the jobs (tem-atoms detect does), not per frame.
+        warnings.filterwarnings("ignore", message=SAMPLING_WARNING_START)
+        steps = iter_detect_atoms(np.asarray(frame), load_cached_model(model, device),
+                                  sampling=sampling, threshold=threshold,
+                                  average_mirrors=average_mirrors, cs=cs, defocus=defocus,
+                                  warn_transfer=False)
+        return next(steps).atoms.drop(columns="frame")
 
 
 @dataclass
@@ -45,6 +51,7 @@ class FrameJob:
     frame: int
     data: Any
     sampling: float
+    path: str = ""
 
 
 def frame_jobs(images: Sequence[TEMImage], sampling: float | None = None) -> list[FrameJob]:
@@ -59,7 +66,8 @@ def frame_jobs(images: Sequence[TEMImage], sampling: float | None = None) -> lis
             raise TEMAtomsError(f"{image.path}: {image.data.ndim}-D data: an image or a stack "
                                 "of images is needed")
         frames = [image.data] if image.data.ndim == 2 else _frames(image.data)
-        jobs.extend(FrameJob(number, i, frame, float(size)) for i, frame in enumerate(frames))
+        jobs.extend(FrameJob(number, i, frame, float(size), str(image.path))
+                    for i, frame in enumerate(frames))
     return jobs
 
 
@@ -130,7 +138,8 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
             return detect_frame(np.asarray(job.data), model, job.sampling, threshold, device,
                                 average_mirrors, cs, defocus)
         except TEMAtomsError as exc:
-            raise TEMAtomsError(f"frame {job.frame}: {exc}") from None
+            where = f"{job.path}, frame {job.frame}" if job.path else f"frame {job.frame}"
+            raise TEMAtomsError(f"{where}: {exc}") from None
 
     if scheduler is None:
         return [finish(job, local(job)) for job in jobs]
@@ -138,7 +147,11 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     import dask
     from dask.distributed import Client, as_completed
 
-    with Client(scheduler) as client:
+    try:
+        client = Client(scheduler)
+    except OSError as exc:  # nothing listening there, or a timeout
+        raise TEMAtomsError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    with client:
         tasks = [dask.delayed(detect_frame)(job.data, model, job.sampling, threshold, device,
                                             average_mirrors, cs, defocus)
                  for job in jobs]

@@ -34,6 +34,50 @@ from .io import read_images
 PLUGIN_NAME = "napari-tem-atoms"
 
 
+def _positive(text: str) -> float:
+    """An argparse type: a number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a confidence threshold between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a confidence between 0 and 1, not {text}")
+    return value
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that cannot be written or would overwrite an input."""
+    inputs: list[Path] = []
+    for name in ("inputs", "series", "video", "atoms", "first", "second"):
+        value = getattr(args, name, None)
+        inputs += [Path(path) for path in (value if isinstance(value, list) else [value])
+                   if path is not None]
+    for option, output in (("-o", getattr(args, "output", None)),
+                           ("--matrix", getattr(args, "matrix", None))):
+        if output is None:
+            continue
+        output = Path(output)
+        if output.is_dir():
+            raise TEMAtomsError(f"{option} {output}: is a folder; give a file name such as "
+                                f"{output / 'atoms.csv'}")
+        if not output.parent.is_dir():
+            raise TEMAtomsError(f"{option} {output}: the folder {output.parent} does not exist")
+        if any(output.exists() and path.exists() and output.samefile(path) for path in inputs):
+            raise TEMAtomsError(f"{option} {output}: is one of the inputs; the results would "
+                                "overwrite it")
+
+
 def _info(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.paths:
@@ -125,7 +169,9 @@ def _detect(args: argparse.Namespace) -> int:
     for number, image in enumerate(images):
         atoms = [table for job, table in zip(jobs, results, strict=True) if job.image == number]
         atoms = pd.concat(atoms, ignore_index=True)
-        columns = ["y", "x"] if image.data.ndim == 2 else ["frame", "y", "x"]
+        # One table, one layout: with any stack among the inputs an image is frame 0.
+        stacks = any(other.data.ndim == 3 for other in images)
+        columns = ["frame", "y", "x"] if stacks else ["y", "x"]
         table = atoms_table(atoms[columns].to_numpy(float), atoms[["confidence"]],
                             args.sampling or image.pixel_size_angstrom)
         if len(images) > 1:
@@ -133,7 +179,8 @@ def _detect(args: argparse.Namespace) -> int:
         tables.append(table)
     result = pd.concat(tables, ignore_index=True)
     write_atoms_csv(args.output, result)
-    print(f"{len(result)} atoms in {len(jobs)} frames written to {args.output}", file=sys.stderr)
+    print(f"{len(result)} atoms in {len(jobs)} frame{'s' if len(jobs) != 1 else ''} written to "
+          f"{args.output}", file=sys.stderr)
     return 0
 
 
@@ -316,7 +363,7 @@ def _evaluate_species(args: argparse.Namespace) -> int:
 
     from .io._atomic import atomic_write
     from .models import model_path
-    from .training.card import metadata_of
+    from .training.card import keep_hand_written, metadata_of
     from .training.species import evaluate_species, load_species_config, species_card
 
     run = load_species_config(args.config)
@@ -331,7 +378,8 @@ def _evaluate_species(args: argparse.Namespace) -> int:
     if args.card:
         weights, digest = model_path(args.model)
         with atomic_write(args.card, "w", encoding="utf-8") as stream:
-            stream.write(species_card(metadata_of(weights), digest, scores, args.images))
+            stream.write(keep_hand_written(
+                species_card(metadata_of(weights), digest, scores, args.images), args.card))
         print(f"model card written to {args.card}")
     return 0
 
@@ -374,7 +422,7 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
 
     from .io._atomic import atomic_write
     from .models import model_path
-    from .training.card import metadata_of, model_card, training_stages
+    from .training.card import keep_hand_written, metadata_of, model_card, training_stages
     from .training.speed import measure_speed
 
     weights, digest = model_path(args.model)
@@ -405,8 +453,8 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
     scores.attrs["images_per_dose"] = args.images
     plot = os.path.relpath(args.plot, args.card.parent) if args.plot else None
     stages = training_stages(args.config) if args.config else None
-    card = model_card(metadata_of(weights), digest, scores=scores, plot=plot,
-                      extra="\n".join(extra), stages=stages)
+    card = keep_hand_written(model_card(metadata_of(weights), digest, scores=scores, plot=plot,
+                                        extra="\n".join(extra), stages=stages), args.card)
     with atomic_write(args.card, "w", encoding="utf-8") as stream:
         stream.write(card)
     print(f"model card written to {args.card}")
@@ -540,9 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images, stacks or folders of frames (every readable format)")
     detect.add_argument("--model", default="au-hrtem",
                         help="registered model name or .safetensors file (default: au-hrtem)")
-    detect.add_argument("--sampling", type=float, metavar="Å/px",
+    detect.add_argument("--sampling", type=_positive, metavar="Å/px",
                         help="pixel size, when the files do not give it (or to override it)")
-    detect.add_argument("--threshold", type=float, default=None,
+    detect.add_argument("--threshold", type=_fraction, default=None,
                         help="network confidence threshold, 0-1 (default: the model's own)")
     detect.add_argument("--average-mirrors", action="store_true",
                         help="average the network's maps of each frame and its three mirror "
@@ -563,16 +611,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "series of them")
     species.add_argument("--model", default="mos2-focal",
                          help="species model name or .safetensors file (default: mos2-focal)")
-    species.add_argument("--sampling", type=float, metavar="Å/px",
+    species.add_argument("--sampling", type=_positive, metavar="Å/px",
                          help="pixel size, when the file does not give it")
     species.add_argument("--defoci", metavar="D1,D2,D3",
                          help="defocus of each image in Å (abTEM sign, defocus = -C10); "
                          "default: the images are in increasing defocus")
     species.add_argument("--no-align", action="store_true",
                          help="the images are aligned already")
-    species.add_argument("--max-shift", type=float, metavar="PX",
-                         help="largest misalignment searched (default: 0.9 Å)")
-    species.add_argument("--threshold", type=float, default=None,
+    species.add_argument("--max-shift", type=_positive, metavar="PX",
+                         help="largest misalignment searched, in pixels (default: 0.9 Å in "
+                         "pixels, kept between 2 px and 1/8 of the image)")
+    species.add_argument("--threshold", type=_fraction, default=None,
                          help="confidence threshold, 0-1 (default: the model's own)")
     species.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     species.add_argument("-o", "--output", type=Path, required=True, metavar="CSV",
@@ -585,17 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a stack of frames in any readable format")
     occupancy.add_argument("--model", default="au-hrtem",
                            help="registered model name or .safetensors file (default: au-hrtem)")
-    occupancy.add_argument("--sampling", type=float, metavar="Å/px",
+    occupancy.add_argument("--sampling", type=_positive, metavar="Å/px",
                            help="pixel size, when the file does not give it")
     occupancy.add_argument("--atoms", type=Path, metavar="CSV",
                            help="reuse the detections of an atoms CSV (frame, y, x) instead of "
                            "detecting")
-    occupancy.add_argument("--threshold", type=float, default=None,
+    occupancy.add_argument("--threshold", type=_fraction, default=None,
                            help="network confidence threshold, 0-1 (default: the model's own)")
-    occupancy.add_argument("--max-shift", type=float, metavar="PX",
-                           help="largest drift between neighbouring frames (default: 0.9 Å, "
-                           "below half a lattice period)")
-    occupancy.add_argument("--site-radius", type=float, default=0.6, metavar="Å",
+    occupancy.add_argument("--max-shift", type=_positive, metavar="PX",
+                           help="largest drift between neighbouring frames, in pixels "
+                           "(default: 0.9 Å in pixels, below half a lattice period; kept "
+                           "between 2 px and 1/8 of the image)")
+    occupancy.add_argument("--site-radius", type=_positive, default=0.6, metavar="Å",
                            help="detections closer than this belong to one site (default 0.6)")
     occupancy.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     _add_condition_arguments(occupancy)
@@ -654,12 +704,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options whose value is a comma-separated list that may start with a minus sign.
+_LIST_OPTIONS = ("--defoci",)
+
+
+def _attach_list_values(argv: list[str]) -> list[str]:
+    """Join ``--defoci -60,0,60`` into ``--defoci=-60,0,60``.
+
+    argparse takes a value that starts with "-" and is not a single number for an option, so
+    a focal series in increasing defocus, the usual order, would be refused.
+    """
+    joined: list[str] = []
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument in _LIST_OPTIONS:
+            value = next(arguments, None)
+            if value is not None and value.startswith("-") and value not in _LIST_OPTIONS:
+                argument = f"{argument}={value}"
+            elif value is not None:
+                joined.append(argument)
+                argument = value
+        joined.append(argument)
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tem-atoms``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _attach_list_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     args.doses_given = "--doses" in argv
-    return int(args.run(args))
+    try:
+        _check_outputs(args)
+        return int(args.run(args))
+    except TEMAtomsError as exc:  # whatever a command did not catch itself: a line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

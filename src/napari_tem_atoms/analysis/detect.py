@@ -109,7 +109,9 @@ def normalise_image(image: np.ndarray) -> np.ndarray:
     """Zero mean, unit standard deviation (how the networks were trained)."""
     image = np.asarray(image, dtype=np.float32)
     std = float(image.std())
-    if not np.isfinite(std) or std == 0.0:
+    # Relative to the mean: a constant frame rescaled in float32 varies by rounding (~1e-7),
+    # which normalising would blow up into noise with "atoms" in it.
+    if not np.isfinite(std) or std <= 1e-5 * abs(float(image.mean())):
         raise TEMAtomsError("the image is constant (no contrast): nothing to detect")
     return (image - float(image.mean())) / std
 
@@ -302,8 +304,15 @@ def atoms_from_heatmap(heatmap: np.ndarray, threshold: float, model_sampling: fl
                          "confidence": heights.astype(float)})
 
 
+#: How the pixel-size warning begins (to filter it where it is said once per file).
+SAMPLING_WARNING_START = "pixel size .* Å/px is outside the trained range"
+
+
 def sampling_warning(sampling: float) -> str | None:
-    """A warning when `sampling` [Å/px] is outside the range the models were trained on."""
+    """A warning when `sampling` [Å/px] is well outside the range the models were trained on.
+
+    A fifth below and a quarter above the range pass without one.
+    """
     if TRAINED_SAMPLING[0] * 0.8 <= sampling <= TRAINED_SAMPLING[1] * 1.25:
         return None
     return (f"pixel size {sampling:.4g} Å/px is outside the trained range "
@@ -388,6 +397,10 @@ def iter_detect_atoms(
     if warning:
         warnings.warn(warning, stacklevel=2)
     loaded = model if isinstance(model, LoadedModel) else load_cached_model(model, device)
+    if loaded.metadata.get("task") == "species":
+        raise TEMAtomsError(f"model {loaded.name!r} finds species in a three-image focal series, "
+                            "not columns in one image: use tem-atoms species (or the Species "
+                            "widget), or a column model such as au-hrtem")
     if threshold is None:
         threshold = loaded.threshold
     conditions = None

@@ -484,10 +484,14 @@ def _read_tiff(path: Path, lazy: bool = False) -> TEMImage:
         ) from exc
 
     if "S" in axes and data.shape[axes.index("S")] in (3, 4):
-        raise TEMFileError(
-            path, "this is an RGB colour image; atom detection needs the recorded grey-scale "
-            "intensities: export the raw image rather than a rendered one"
-        )
+        if np.dtype(data.dtype) == np.uint8:
+            raise TEMFileError(
+                path, "this is an RGB colour image; atom detection needs the recorded "
+                "grey-scale intensities: export the raw image rather than a rendered one"
+            )
+        # Not a rendered picture: tifffile stores any (3 or 4, rows, cols) array as RGB(A)
+        # unless told otherwise, so a focal series saved with a plain imwrite lands here.
+        data = np.moveaxis(np.asarray(data), axes.index("S"), 0)
     if calibration is None:
         calibration, vendor = _vendor_tiff_calibration(path)
         if vendor:

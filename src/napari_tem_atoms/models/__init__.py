@@ -8,9 +8,10 @@ from .registry import (
     load_model,
     model_metadata,
     model_path,
+    registered_models,
     save_model,
     takes_conditions,
 )
 
 __all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_cached_model", "load_model",
-           "model_metadata", "model_path", "save_model", "takes_conditions"]
+           "model_metadata", "model_path", "registered_models", "save_model", "takes_conditions"]

@@ -19,7 +19,7 @@ from .._cache import CACHE_ENV, cache_dir, fetch_file
 from ..errors import TEMAtomsError
 
 __all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_cached_model", "load_model",
-           "model_metadata", "model_path", "save_model", "takes_conditions"]
+           "model_metadata", "model_path", "registered_models", "save_model", "takes_conditions"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class ModelEntry:
     crystal : str or None
         The crystal it finds columns of (``"gold"``), whose lowest-order reflections decide
         at which defoci its images can be trusted (:mod:`napari_tem_atoms.analysis.transfer`).
+    task : str
+        ``"columns"`` (one image in, atomic columns out: detection, live mode, occupancy) or
+        ``"species"`` (a three-image focal series in, columns and their species out).
     """
 
     name: str
@@ -49,6 +52,7 @@ class ModelEntry:
     sha256: str
     url: str | None = None
     crystal: str | None = None
+    task: str = "columns"
 
     @property
     def bundled(self) -> bool:
@@ -71,8 +75,14 @@ REGISTRY: dict[str, ModelEntry] = {
                     "series (80 kV)",
         filename="mos2-focal.safetensors",
         sha256="246f186f7d5e7902cf0f4073a8a9394387515569ab50cc9aa56111def4b9dfd7",
+        task="species",
     ),
 }
+
+
+def registered_models(task: str) -> list[str]:
+    """Names of the registered models of one task (``"columns"`` or ``"species"``)."""
+    return [name for name, entry in REGISTRY.items() if entry.task == task]
 
 
 @dataclass
@@ -215,7 +225,7 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None)
     from .unet import UNet, prepare_for_inference
 
     path, digest = model_path(model)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _checked_device(device)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = json.loads(handle.metadata()["napari_tem_atoms"])
@@ -230,6 +240,22 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None)
     prepare_for_inference(network.eval()).to(device, memory_format=torch.channels_last)
     return LoadedModel(network=network, metadata=metadata, device=device, name=os.fspath(model),
                        sha256=digest)
+
+
+def _checked_device(device: str | None) -> str:
+    """The device to run on: CUDA when available by default; a device that is not, refused."""
+    import torch
+
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise TEMAtomsError(f"unknown device {device!r}: use cpu or cuda") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise TEMAtomsError(f"device {device!r} was asked for, but this PyTorch sees no CUDA "
+                            "GPU: use cpu")
+    return device
 
 
 _LOADED: dict[tuple[str, str | None], LoadedModel] = {}

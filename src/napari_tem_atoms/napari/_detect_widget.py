@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..analysis.detect import atoms_from_heatmap, iter_detect_atoms
 from ..errors import TEMAtomsError
-from ..models import REGISTRY, load_cached_model, model_metadata
+from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer, show_atoms
 from ._worker import WorkerRunner, make_progress_bar
@@ -58,9 +58,10 @@ class DetectWidget(WorkerRunner, Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self.image_layer = create_widget(annotation="napari.layers.Image", label="Image")
-        self.model = ComboBox(label="Model", choices=[(name, name) for name in REGISTRY],
-                              tooltip="\n".join(f"{n}: {e.description}"
-                                                for n, e in REGISTRY.items()))
+        column_models = registered_models("columns")
+        self.model = ComboBox(label="Model", choices=column_models,
+                              tooltip="\n".join(f"{name}: {REGISTRY[name].description}"
+                                                for name in column_models))
         self.model_description = Label(value="")
         self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001, tooltip="Pixel size of the image, in ångström")

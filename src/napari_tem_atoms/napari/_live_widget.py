@@ -32,7 +32,7 @@ from napari.utils.notifications import show_error, show_warning
 from ..analysis.detect import iter_detect_atoms
 from ..errors import TEMAtomsError
 from ..live import FolderWatcher, FrameQueue, LiveStatistics
-from ..models import REGISTRY, load_cached_model, model_metadata
+from ..models import load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import axis_labels, pixel_size_of_layer, show_atoms
 
@@ -83,7 +83,7 @@ class LiveWidget(Container):
         self.folder = FileEdit(label="Folder", mode="d",
                                tooltip="The folder the camera software writes frames into")
         self.followed_layer = create_widget(annotation="napari.layers.Image", label="Layer")
-        self.model = ComboBox(label="Model", choices=list(REGISTRY))
+        self.model = ComboBox(label="Model", choices=registered_models("columns"))
         self.sampling = FloatSpinBox(label="Pixel size (Å/px; 0: from files)", min=0.0,
                                      max=100.0,
                                      step=0.0001, tooltip="0: take it from the frames' files")

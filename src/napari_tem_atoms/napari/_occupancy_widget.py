@@ -28,7 +28,7 @@ from ..analysis.align import apply_shifts
 from ..analysis.occupancy import SiteOccupancy, occupancy_map
 from ..analysis.video import iter_video_occupancy
 from ..io import write_atoms_csv
-from ..models import REGISTRY
+from ..models import registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer
 from ._worker import WorkerRunner, make_progress_bar, tagged_steps
@@ -56,7 +56,7 @@ class OccupancyWidget(WorkerRunner, Container):
             annotation="napari.layers.Points", label="Atoms", options={"nullable": True})
         self.atoms_layer.tooltip = ("Detections of every frame (e.g. from Detect atoms); "
                                     "leave empty to detect them now")
-        self.model = ComboBox(label="Model", choices=list(REGISTRY))
+        self.model = ComboBox(label="Model", choices=registered_models("columns"))
         self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001)
         self.max_shift = FloatSpinBox(label="Max drift/frame (px)", min=0.0, max=10000.0,

@@ -29,8 +29,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..analysis.species import iter_detect_species, middle_defocus_image
-from ..errors import TEMAtomsError
-from ..models import REGISTRY, model_metadata
+from ..models import registered_models
 from ._layers import pixel_size_of_layer, points_layer_kwargs
 from ._worker import WorkerRunner, make_progress_bar, tagged_steps
 
@@ -70,8 +69,7 @@ class SpeciesWidget(WorkerRunner, Container):
         self.layer_1 = create_widget(annotation="napari.layers.Image", label="Image 1")
         self.layer_2 = create_widget(annotation="napari.layers.Image", label="Image 2")
         self.layer_3 = create_widget(annotation="napari.layers.Image", label="Image 3")
-        species_models = [name for name in REGISTRY if _is_species(name)] or list(REGISTRY)
-        self.model = ComboBox(label="Model", choices=species_models)
+        self.model = ComboBox(label="Model", choices=registered_models("species"))
         self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001)
         self.defoci = LineEdit(label="Defoci (Å)", value="",
@@ -284,9 +282,3 @@ def _holds_focal_series(layer: Any) -> bool:
     shape = layer.data.shape
     return (layer.ndim == 3 and shape[0] == 3) or (layer.ndim == 4 and shape[1] == 3)
 
-
-def _is_species(name: str) -> bool:
-    try:
-        return model_metadata(name).get("task") == "species"
-    except TEMAtomsError:
-        return False

@@ -8,7 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["model_card"]
+__all__ = ["HAND_WRITTEN_END", "HAND_WRITTEN_START", "keep_hand_written", "model_card"]
+
+#: Markers around a card's hand-written sections (what each training stage changed and
+#: measured), which a regenerated card keeps.
+HAND_WRITTEN_START = "<!-- hand-written sections: tem-atoms evaluate --card keeps them -->"
+HAND_WRITTEN_END = "<!-- end of hand-written sections -->"
 
 
 def _range(values: Any, scale: float = 1.0, unit: str = "") -> str:
@@ -350,3 +355,24 @@ def metadata_of(weights: str | Path) -> dict:
 
     with safe_open(str(weights), framework="pt") as handle:
         return json.loads(handle.metadata()["napari_tem_atoms"])
+
+
+def keep_hand_written(card: str, previous: str | Path) -> str:
+    """Put the hand-written sections of the card at `previous` into a regenerated `card`.
+
+    The sections between :data:`HAND_WRITTEN_START` and :data:`HAND_WRITTEN_END` go before
+    the regenerated card's speed section (or at its end); a card without them, or no file at
+    `previous`, leaves `card` as it is.
+    """
+    try:
+        text = Path(previous).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return card
+    start, end = text.find(HAND_WRITTEN_START), text.find(HAND_WRITTEN_END)
+    if start < 0 or end < start:
+        return card
+    block = text[start:end + len(HAND_WRITTEN_END)] + "\n\n"
+    speed = card.find("\n## Speed")
+    if speed < 0:
+        return card.rstrip("\n") + "\n\n" + block.rstrip("\n") + "\n"
+    return card[:speed + 1] + block + card[speed + 1:]
