@@ -75,9 +75,14 @@ def test_rerun_replaces_the_points_layer(qtbot, viewer_with_stack):
     assert [layer.name for layer in viewer.layers].count("stack atoms") == 1
 
 
-def test_cancel_stops_mid_stack(qtbot, make_napari_viewer):
+def test_cancel_stops_mid_stack(qtbot, make_napari_viewer, monkeypatch):
+    import napari_tem_atoms.napari._detect_widget as module
+
+    # Every frame its own batch, and frames slow enough that the run cannot end before the
+    # first batch is seen (a faster network finished 30 small frames within one batch).
+    monkeypatch.setattr(module, "YIELD_INTERVAL", 0.0)
     viewer = make_napari_viewer()
-    stack = synthetic_gold_stack(n_frames=30, shape=(384, 384), seed=4)
+    stack = synthetic_gold_stack(n_frames=30, shape=(768, 768), seed=4)
     viewer.add_image(stack.images, name="long", scale=(1, 0.12, 0.12),
                      units=("pixel", "angstrom", "angstrom"))
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Detect atoms")
@@ -192,3 +197,40 @@ def test_model_lists_hold_only_models_of_their_task(make_napari_viewer):
     for name in ("Detect atoms", "Live mode", "Occupancy"):
         assert "au-hrtem" in lists[name] and "mos2-focal" not in lists[name], name
     assert lists["Species (focal series)"] == ("mos2-focal",)
+
+
+def test_pixel_size_set_on_the_layer_reaches_the_widget(make_napari_viewer):
+    # The Calibration widget sets the layer's scale; Detect followed only a change of layer.
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.random.default_rng(0).random((64, 64)), name="raw")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Detect atoms")
+    assert not widget.run_button.enabled
+    layer.scale, layer.units = (0.12, 0.12), ("angstrom", "angstrom")
+    assert widget.sampling.value == pytest.approx(0.12) and widget.run_button.enabled
+    layer.scale = (1.0, 1.0)  # far outside the trained range: said, not refused
+    assert "outside the trained range" in widget.sampling_note.value
+    assert widget.run_button.enabled
+
+
+def test_a_current_frame_run_keeps_the_other_frames(qtbot, viewer_with_stack):
+    viewer, widget, _ = viewer_with_stack
+    widget.frames.value = "all frames"
+    widget.run()
+    _wait(qtbot, widget)
+    points = viewer.layers["stack atoms"]
+    per_frame = np.bincount(points.features["frame"].astype(int), minlength=4)
+    assert (per_frame > 0).all()
+    widget.frames.value = "current frame"
+    viewer.dims.set_current_step(0, 2)
+    widget.run()
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(
+        np.bincount(points.features["frame"].astype(int), minlength=4), per_frame)
+    assert "keeps 3 frame(s) of earlier runs" in widget.status.value
+    widget.mirrors.value = True  # other settings: a new result, this frame only
+    widget.run()
+    _wait(qtbot, widget)
+    assert set(points.features["frame"]) == {2}
+    viewer.layers["stack"].scale = (1, 0.24, 0.24)  # recalibrated: the points follow
+    np.testing.assert_allclose(points.scale[-2:], (0.24, 0.24))
+    assert "detect again" in widget.status.value

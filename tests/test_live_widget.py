@@ -121,6 +121,10 @@ def test_missing_folder_is_reported(make_napari_viewer, tmp_path, monkeypatch):
     widget.start()
     assert widget.worker is None
     assert "no such folder to watch" in shown[0]
+    widget.folder.line_edit.value = ""  # empty: it watched napari's start folder unasked
+    widget.start()
+    assert widget.worker is None
+    assert "choose the folder" in shown[1]
 
 
 def test_imaging_conditions_outside_the_model_s_range_stop_the_start(make_napari_viewer,

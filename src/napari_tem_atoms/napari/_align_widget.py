@@ -74,6 +74,8 @@ class AlignWidget(WorkerRunner, Container):
         self.progress_bar = make_progress_bar()
         self.undo_button = PushButton(text="Undo", enabled=False)
         self.status = Label(value="")
+        for label in (self.note, self.status):
+            label.native.setWordWrap(True)  # long messages widened the dock over the image
         self.table = Table(value=_EMPTY_TABLE)
         self.table.read_only = True
         self.extend([self.stack_layer, self.kind, self.reference, self.max_shift, self.window,

@@ -25,7 +25,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info
 
-from ..analysis.detect import atoms_from_heatmap, iter_detect_atoms
+from ..analysis.detect import atoms_from_heatmap, iter_detect_atoms, sampling_warning
 from ..errors import TEMAtomsError
 from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
@@ -91,6 +91,7 @@ class DetectWidget(WorkerRunner, Container):
 
         self._results: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
         self._run_info: dict[str, Any] = {}
+        self._watched_layer: Any = None  # whose pixel size (scale, units) is followed
 
         self.image_layer.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
@@ -115,11 +116,33 @@ class DetectWidget(WorkerRunner, Container):
 
     def _on_image_changed(self) -> None:
         layer = self.image_layer.value
+        self._follow_pixel_size(layer)
         size = None if layer is None else pixel_size_of_layer(layer.scale, layer.units,
                                                                layer.metadata)
         self.sampling.value = 0.0 if size is None else size[1]
         self.frames.enabled = layer is not None and layer.ndim >= 3
         self._validate()
+
+    def _follow_pixel_size(self, layer: Any) -> None:
+        """Follow `layer`'s pixel size, which the Calibration widget changes on the layer."""
+        if layer is self._watched_layer:
+            return
+        for old_or_new, method in ((self._watched_layer, "disconnect"), (layer, "connect")):
+            if old_or_new is not None:
+                for name in ("scale", "units"):
+                    event = getattr(old_or_new.events, name, None)
+                    if event is not None:
+                        getattr(event, method)(self._on_pixel_size_changed)
+        self._watched_layer = layer
+
+    def _on_pixel_size_changed(self) -> None:
+        self._on_image_changed()
+        info = self._run_info
+        if self._results and info.get("layer") is self._watched_layer:
+            self._update_layers()  # the points follow the image's new scale
+            if abs(self.sampling.value - info["sampling"]) > 1e-9:
+                self.status.value = (f"The pixel size changed since the atoms were found at "
+                                     f"{info['sampling']:.4g} Å/px: detect again.")
 
     def _validate(self) -> None:
         layer = self.image_layer.value
@@ -133,8 +156,11 @@ class DetectWidget(WorkerRunner, Container):
         elif self.sampling.value <= 0:
             problem = ("⚠ No pixel size: enter it in Å/px (the file had none), or set it in "
                        "the Calibration widget.")
-        self.sampling_note.value = problem
         self.run_button.enabled = not problem and self.worker is None
+        if not problem:  # a warning, not a refusal: the run stays possible
+            warning = sampling_warning(float(self.sampling.value))
+            problem = f"⚠ {warning[0].upper()}{warning[1:]}." if warning else ""
+        self.sampling_note.value = problem
 
     # --- running --------------------------------------------------------------------------
 
@@ -157,8 +183,14 @@ class DetectWidget(WorkerRunner, Container):
         model_name, threshold = self.model.value, float(self.threshold.value)
         average_mirrors = bool(self.mirrors.value)
         conditions = self.conditions.values()
-        self._results = {}
+        # A run with the same image and settings adds to what earlier runs found (one frame
+        # after another, or a cancelled run over the rest): only its own frames are replaced.
+        settings = (model_name, sampling, average_mirrors, tuple(sorted(conditions.items())))
+        previous = self._run_info
+        if previous.get("layer") is not layer or previous.get("settings") != settings:
+            self._results = {}
         self._run_info = {"layer": layer, "sampling": sampling, "n_frames": len(indices),
+                          "settings": settings, "done": 0,
                           "start": time.perf_counter(), "stack": layer.ndim == 3,
                           "conditions": {f"{key}_angstrom": value
                                          for key, value in conditions.items()}}
@@ -214,6 +246,7 @@ class DetectWidget(WorkerRunner, Container):
                 if atoms["frame"].ne(index).any():  # a single frame of a stack comes as 0
                     atoms = atoms.assign(frame=index)
                 self._results[index] = (atoms, heatmap)
+            self._run_info["done"] += len(item[1])
             # Redrawing after every frame would cost as much as the network on a
             # software-rendered display: the status refreshes every STATUS_INTERVAL, the points
             # as the run goes but at most 5 % of the time (each redraw waits 20 times as long
@@ -222,7 +255,7 @@ class DetectWidget(WorkerRunner, Container):
             now = time.perf_counter()
             if now - info.get("status_shown", 0.0) > STATUS_INTERVAL:
                 info["status_shown"] = now
-                done = len(self._results)
+                done = info["done"]
                 self.status.value = f"{done}/{info['n_frames']} frame(s) analysed..."
                 self._advance(done)
             wait = max(2.0, 20.0 * info.get("redraw_seconds", 0.0))
@@ -239,14 +272,17 @@ class DetectWidget(WorkerRunner, Container):
         self._update_layers()
         elapsed = time.perf_counter() - self._run_info["start"]
         n_atoms = sum(len(table) for table, _ in self._results.values())
-        done, total = len(self._results), self._run_info["n_frames"]
+        done, total = self._run_info["done"], self._run_info["n_frames"]
         self._advance(done)
         error = self._run_info.get("error")
         stopped = "" if done == total else (
             f" (stopped at an error after {done} of {total}: {error})" if error
             else f" (cancelled after {done} of {total})")
-        self.status.value = (f"{n_atoms} atoms in {done} frame(s){stopped}, "
-                             f"{elapsed:.1f} s on {self._run_info.get('device', '?')}")
+        earlier = len(self._results) - done
+        kept = (f"; the layer keeps {earlier} frame(s) of earlier runs with these settings"
+                if earlier > 0 else "")
+        self.status.value = (f"{n_atoms} atoms in {len(self._results)} frame(s){stopped}, "
+                             f"{elapsed:.1f} s on {self._run_info.get('device', '?')}{kept}")
         if elapsed >= NOTIFY_AFTER:  # the user may have turned to something else meanwhile
             show_info(f"Detect atoms: {self.status.value}")
 

@@ -83,7 +83,8 @@ def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, flo
     """Show an atoms table (frame, y, x, confidence) over `image` as ``"<image> atoms"``.
 
     The layer is created with the image's scale and units, or updated in place when it exists
-    (a re-run replaces its points). Returns the Points layer.
+    (a re-run replaces its points; the scale and units follow the image's). Returns the
+    Points layer.
     """
     columns = ["frame", "y", "x"] if image.ndim == 3 else ["y", "x"]
     coordinates = atoms[columns].to_numpy(float).reshape(-1, len(columns))
@@ -92,6 +93,7 @@ def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, flo
     if name in viewer.layers:
         points = viewer.layers[name]
         points.data, points.features = coordinates, features
+        points.scale, points.units = image.scale, image.units  # the image may be recalibrated
         return points
     kwargs = points_layer_kwargs(image.ndim, pixel_size)
     kwargs.update(scale=image.scale, units=image.units)

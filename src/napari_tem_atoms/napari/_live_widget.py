@@ -94,6 +94,8 @@ class LiveWidget(Container):
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
+        for label in (self.status,):
+            label.native.setWordWrap(True)  # long messages widened the dock over the image
         self.extend([self.source, self.folder, self.followed_layer, self.model, self.sampling,
                      self.threshold, self.keep_up, self.conditions, self.start_button,
                      self.stop_button, self.status])
@@ -145,6 +147,10 @@ class LiveWidget(Container):
             return
         conditions = self.conditions.values()
         watching = self.source.value == WATCH_FOLDER
+        if watching and not self.folder.line_edit.value.strip():
+            # An empty box reads as Path("."): napari's start folder would be watched unasked.
+            show_error("Live mode: choose the folder the camera writes frames into")
+            return
         try:
             watcher = FolderWatcher(self.folder.value) if watching else None
         except TEMAtomsError as exc:

@@ -72,6 +72,8 @@ class OccupancyWidget(WorkerRunner, Container):
         self.progress_bar = make_progress_bar()
         self.status = Label(value="")
         self.output = FileEdit(label="Sites CSV", mode="w", filter="*.csv")
+        for label in (self.note, self.status):
+            label.native.setWordWrap(True)  # long messages widened the dock over the image
         self.with_matrix = CheckBox(text="also the per-frame occupancy matrix", value=False)
         self.save_button = PushButton(text="Save sites", enabled=False)
         self.extend([self.video_layer, self.atoms_layer, self.model, self.sampling,
