@@ -30,16 +30,21 @@ from pathlib import Path
 from . import __version__
 from .errors import TEMAtomsError
 from .io import read_images
+from .io._atomic import check_writable
 
 PLUGIN_NAME = "napari-tem-atoms"
 
 
-def _positive(text: str) -> float:
-    """An argparse type: a number above zero."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number above zero."""
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
     return value
@@ -47,10 +52,7 @@ def _positive(text: str) -> float:
 
 def _fraction(text: str) -> float:
     """An argparse type: a confidence threshold between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"a confidence between 0 and 1, not {text}")
     return value
@@ -67,12 +69,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
                            ("--matrix", getattr(args, "matrix", None))):
         if output is None:
             continue
-        output = Path(output)
-        if output.is_dir():
-            raise TEMAtomsError(f"{option} {output}: is a folder; give a file name such as "
-                                f"{output / 'atoms.csv'}")
-        if not output.parent.is_dir():
-            raise TEMAtomsError(f"{option} {output}: the folder {output.parent} does not exist")
+        try:
+            output = check_writable(output)
+        except TEMAtomsError as exc:
+            raise TEMAtomsError(f"{option} {exc}") from None
         if any(output.exists() and path.exists() and output.samefile(path) for path in inputs):
             raise TEMAtomsError(f"{option} {output}: is one of the inputs; the results would "
                                 "overwrite it")
@@ -165,12 +165,12 @@ def _detect(args: argparse.Namespace) -> int:
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    # One table, one layout: with any stack among the inputs an image is frame 0.
+    stacks = any(image.data.ndim == 3 for image in images)
     tables = []
     for number, image in enumerate(images):
         atoms = [table for job, table in zip(jobs, results, strict=True) if job.image == number]
         atoms = pd.concat(atoms, ignore_index=True)
-        # One table, one layout: with any stack among the inputs an image is frame 0.
-        stacks = any(other.data.ndim == 3 for other in images)
         columns = ["frame", "y", "x"] if stacks else ["y", "x"]
         table = atoms_table(atoms[columns].to_numpy(float), atoms[["confidence"]],
                             args.sampling or image.pixel_size_angstrom)
@@ -715,16 +715,11 @@ def _attach_list_values(argv: list[str]) -> list[str]:
     a focal series in increasing defocus, the usual order, would be refused.
     """
     joined: list[str] = []
-    arguments = iter(argv)
-    for argument in arguments:
-        if argument in _LIST_OPTIONS:
-            value = next(arguments, None)
-            if value is not None and value.startswith("-") and value not in _LIST_OPTIONS:
-                argument = f"{argument}={value}"
-            elif value is not None:
-                joined.append(argument)
-                argument = value
-        joined.append(argument)
+    for argument in argv:
+        if joined and joined[-1] in _LIST_OPTIONS and argument.startswith("-"):
+            joined[-1] = f"{joined[-1]}={argument}"
+        else:
+            joined.append(argument)
     return joined
 
 

@@ -108,12 +108,12 @@ def _resampling_matrix(length: int, factor: float) -> Any:
 def normalise_image(image: np.ndarray) -> np.ndarray:
     """Zero mean, unit standard deviation (how the networks were trained)."""
     image = np.asarray(image, dtype=np.float32)
-    std = float(image.std())
+    mean, std = float(image.mean()), float(image.std())
     # Relative to the mean: a constant frame rescaled in float32 varies by rounding (~1e-7),
     # which normalising would blow up into noise with "atoms" in it.
-    if not np.isfinite(std) or std <= 1e-5 * abs(float(image.mean())):
+    if not np.isfinite(std) or std <= 1e-5 * abs(mean):
         raise TEMAtomsError("the image is constant (no contrast): nothing to detect")
-    return (image - float(image.mean())) / std
+    return (image - mean) / std
 
 
 def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = DEFAULT_TILE_SIZE,

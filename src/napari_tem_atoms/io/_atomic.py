@@ -11,7 +11,23 @@ from typing import IO
 
 from ..errors import TEMFileError
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "check_writable"]
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Refuse a path :func:`atomic_write` cannot replace: a folder, or one in a missing folder.
+
+    Raises
+    ------
+    TEMFileError
+        Saying which of the two it is.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise TEMFileError(path, "is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise TEMFileError(path, f"the folder {path.parent} does not exist")
+    return path
 
 
 @contextmanager
@@ -36,9 +52,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         The open temporary file.
 
     """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise TEMFileError(path, f"the folder {path.parent} does not exist")
+    path = check_writable(path)
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                              suffix=".part")

@@ -127,12 +127,10 @@ class DetectWidget(WorkerRunner, Container):
         """Follow `layer`'s pixel size, which the Calibration widget changes on the layer."""
         if layer is self._watched_layer:
             return
-        for old_or_new, method in ((self._watched_layer, "disconnect"), (layer, "connect")):
-            if old_or_new is not None:
-                for name in ("scale", "units"):
-                    event = getattr(old_or_new.events, name, None)
-                    if event is not None:
-                        getattr(event, method)(self._on_pixel_size_changed)
+        for event in _pixel_size_events(self._watched_layer):
+            event.disconnect(self._on_pixel_size_changed)
+        for event in _pixel_size_events(layer):
+            event.connect(self._on_pixel_size_changed)
         self._watched_layer = layer
 
     def _on_pixel_size_changed(self) -> None:
@@ -344,6 +342,14 @@ class DetectWidget(WorkerRunner, Container):
                                    axis_labels=image.axis_labels[-data.ndim:],
                                    colormap="magma", blending="additive", opacity=0.6,
                                    contrast_limits=(0, 1))
+
+
+def _pixel_size_events(layer: Any) -> list[Any]:
+    """The events of `layer` (None: none) that change its pixel size."""
+    if layer is None:
+        return []
+    return [event for event in (getattr(layer.events, name, None) for name in ("scale", "units"))
+            if event is not None]
 
 
 def _steps(frame: np.ndarray, loaded: Any, sampling: float, threshold: float,

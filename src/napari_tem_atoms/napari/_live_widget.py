@@ -94,8 +94,7 @@ class LiveWidget(Container):
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
-        for label in (self.status,):
-            label.native.setWordWrap(True)  # long messages widened the dock over the image
+        self.status.native.setWordWrap(True)  # long messages widened the dock over the image
         self.extend([self.source, self.folder, self.followed_layer, self.model, self.sampling,
                      self.threshold, self.keep_up, self.conditions, self.start_button,
                      self.stop_button, self.status])
