@@ -77,7 +77,8 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", broken_to_csv)
-    with pytest.raises(OSError, match="disk full"):
+    # A message naming the file and the reason, not a traceback (and the old file is kept).
+    with pytest.raises(TEMFileError, match=r"atoms\.csv: could not be written \(disk full\)"):
         write_atoms_csv(path, atoms_table(np.array([[1.0, 2.0]])))
     assert path.read_text() == "old content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atoms.csv"]
@@ -105,3 +106,48 @@ def test_other_csv_files_are_not_taken_for_atoms(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("index,axis-0,axis-1\n0,1,2\n")
     assert not is_atoms_csv(path)
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    # pandas took the leading extra values for an index: y=3, x=4
+    ("y,x\n1,2,3,4\n5,6\n", r"line 2 has 4 values for the 2 columns of the header \(y, x\)"),
+    ("y,x,species\n\n1,2,Mo\n3,4,S1,extra\n", "Expected 3 fields in line 4, saw 4"),
+    ("y,x,y_angstrom,x_angstrom\n1,2,0.1,0.2\n3,4,oops,0.4\n",
+     "the y_angstrom column must be numbers: line 3 has 'oops'"),
+    ("y,x\n1,2\n\nnot,4\n", "the y column must be numbers: line 4 has 'not'"),
+])
+def test_malformed_rows_are_refused_naming_the_line(tmp_path, content, words):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(TEMFileError, match=words) as error:
+        read_atoms_csv(path)
+    assert str(error.value).startswith(str(path))
+
+
+def test_text_cells_that_a_spreadsheet_would_run_are_escaped(tmp_path):
+    features = pd.DataFrame({
+        "file": ["=HYPERLINK(\"http://x\")", "-cmd|' /C calc'!A0", "+1+1", "@SUM(A1)", "a.tif",
+                 "'=quoted", "-1.5"],
+        "shift": [-1.5, -2e-7, 0.0, 1.0, 2.0, 3.0, 4.0],
+    })
+    coordinates = np.column_stack([np.arange(7.0), np.arange(7.0)])
+    path = write_atoms_csv(tmp_path / "atoms.csv", atoms_table(coordinates, features))
+    rows = path.read_text().splitlines()[1:]
+    assert [row.split(",", 2)[2].rsplit(",", 1)[0] for row in rows] == [
+        "\"'=HYPERLINK(\"\"http://x\"\")\"", "'-cmd|' /C calc'!A0", "'+1+1", "'@SUM(A1)",
+        "a.tif", "''=quoted", "-1.5"]
+    assert rows[0].endswith(",-1.500000") and rows[1].endswith(",-2e-07")  # numbers stay
+    back = read_atoms_csv(path)
+    assert back.features["file"].tolist() == features["file"].tolist()
+    np.testing.assert_allclose(back.features["shift"], features["shift"])
+
+
+def test_small_values_keep_their_significant_digits(tmp_path):
+    # compare -o wrote a p-value of 3.0e-11 as 0.000000
+    table = pd.DataFrame({"p_value": [3.0e-11, 0.04, np.nan], "y": [1234.56789012, 0.5, 2.0],
+                          "x": [1.0, 2.0, 3.0]})
+    path = write_atoms_csv(tmp_path / "p.csv", table)
+    assert path.read_text().splitlines() == [
+        "p_value,y,x", "3e-11,1234.567890,1.000000", "0.04,0.5,2.000000", ",2.000000,3.000000"]
+    back = pd.read_csv(path)
+    np.testing.assert_allclose(back["p_value"], table["p_value"], rtol=1e-6)

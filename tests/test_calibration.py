@@ -12,6 +12,8 @@ from napari_tem_atoms.io.calibration import normalise_unit
     ("nm", 10.0), ("µm", 1e4), ("μm", 1e4), ("um", 1e4), ("micron", 1e4), ("\\u00B5m", 1e4),
     ("pm", 0.01), ("Å", 1.0), ("\u212b", 1.0), ("\\u00C5", 1.0), ("A", 1.0), ("angstrom", 1.0),
     ("m", 1e10), ("mm", 1e7), ("nanometer", 10.0), (b"nm", 10.0), (" nm ", 10.0),
+    # Berkeley EMD spellings (TEAM-microscope software writes them bare, without brackets)
+    ("n_m", 10.0), ("[n_m]", 10.0), ("u_m", 1e4), ("p_m", 0.01), ("A_ngstrom", 1.0),
 ])
 def test_length_units_convert_to_angstrom(unit, angstrom):
     assert angstrom_per_unit(unit) == pytest.approx(angstrom)
@@ -25,7 +27,8 @@ def test_non_lengths_have_no_angstrom_factor(unit):
 
 @pytest.mark.parametrize(("unit", "normalised"), [
     ("1 / µm", "1/µm"), ("nm^-1", "1/nm"), ("1/nm", "1/nm"), ("nm⁻¹", "1/nm"),
-    ("<undefined>", ""), ("pixel", ""), ("\\u00C5", "Å"),
+    ("<undefined>", ""), ("pixel", ""), ("\\u00C5", "Å"), ("n_m", "nm"), ("1/n_m", "1/nm"),
+    ("[1/n_m]", "1/nm"),
 ])
 def test_unit_spellings_are_unified(unit, normalised):
     assert normalise_unit(unit) == normalised

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +13,13 @@ from torch import nn
 from napari_tem_atoms import TEMAtomsError
 from napari_tem_atoms.analysis import detect_atoms, find_peaks
 from napari_tem_atoms.analysis.detect import _local_maxima, rescale_to_sampling
-from napari_tem_atoms.models import LoadedModel, load_model, save_model
+from napari_tem_atoms.models import (
+    LoadedModel,
+    load_model,
+    model_metadata,
+    registry,
+    save_model,
+)
 from napari_tem_atoms.models.registry import REGISTRY, ModelEntry
 from napari_tem_atoms.models.unet import SplitInputConv, UNet, prepare_for_inference
 
@@ -305,3 +314,76 @@ def test_fetched_model_offline_says_where_to_put_it(monkeypatch, tmp_path):
         "remote", "test", "remote.safetensors", "0" * 64, url="http://127.0.0.1:9/remote.safetensors"))
     with pytest.raises(TEMAtomsError, match=str(tmp_path / "models" / "remote.safetensors")):
         load_model("remote")
+
+
+TINY = {"architecture": {"in_channels": 1, "out_channels": 1, "base_channels": 4, "depth": 2},
+        "sampling": 0.2, "classes": ["column"]}
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"architecture": {**TINY["architecture"], "dropout": 1}},
+     "its architecture has settings this version does not know: dropout"),
+    ({"architecture": None}, "its metadata has no 'architecture'"),
+    ({"architecture": [1, 4, 2]}, "its metadata's 'architecture' is not a table"),
+    ({"architecture": {**TINY["architecture"], "depth": "2"}},
+     "in its architecture, depth = '2': not a whole number of 0 or more"),
+    ({"sampling": 0}, "its metadata's 'sampling' (the pixel size the network expects, Å/px) is "
+                      "0, not a number above 0"),
+    ({"sampling": None}, "its metadata has no 'sampling' (the pixel size the network expects"),
+    ({"classes": "column"}, "its metadata's 'classes' is 'column', not a list of names"),
+    ({"threshold": 35}, "its metadata's 'threshold' is 35, not a confidence between 0 and 1"),
+])
+def test_weights_with_unusable_metadata_are_refused_in_words(tmp_path, change, words):
+    metadata = {key: value for key, value in {**TINY, **change}.items() if value is not None}
+    path = tmp_path / "odd.safetensors"
+    save_model(path, UNet(base_channels=4, depth=2), metadata)
+    expected = re.escape(f"{path}: {words}")
+    with pytest.raises(TEMAtomsError, match=expected):
+        model_metadata(path)
+    with pytest.raises(TEMAtomsError, match=expected):
+        load_model(path, device="cpu", engine="torch")
+
+
+def test_weights_that_do_not_fit_their_architecture_are_refused_in_words(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_model(path, UNet(base_channels=8, depth=2),
+               {**TINY, "architecture": {**TINY["architecture"], "depth": 3}})
+    with pytest.raises(TEMAtomsError, match=re.escape(
+            f"{path}: the weights do not fit the architecture its metadata declares")):
+        load_model(path, device="cpu", engine="torch")
+
+
+def test_a_damaged_cached_model_is_removed_and_said_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("NAPARI_TEM_ATOMS_CACHE", str(tmp_path / "cache"))
+    good = tmp_path / "good.safetensors"
+    digest = save_model(good, UNet(base_channels=4, depth=2).eval(), TINY)
+    monkeypatch.setitem(REGISTRY, "remote", ModelEntry(
+        "remote", "test", "remote.safetensors", digest,
+        url="https://example.invalid/remote.safetensors"))
+    cached = tmp_path / "cache" / "models" / "remote.safetensors"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(good.read_bytes()[:-8] + b"tampered")
+    present_when_fetched = []
+
+    def offline(url, sha256, filename, kind):  # never contacts the URL
+        present_when_fetched.append(cached.exists())
+        raise TEMAtomsError(f"{filename} could not be downloaded from {url}")
+
+    monkeypatch.setattr(registry, "fetch_file", offline)
+    with pytest.raises(TEMAtomsError) as caught:
+        load_model("remote", device="cpu", engine="torch")
+    message = str(caught.value)
+    assert message.startswith(f"{cached}: the cached weights of model 'remote' have SHA-256 ")
+    assert f"which does not match the registered {digest[:12]}" in message
+    assert "was removed; it will be fetched again from https://example.invalid/" in message
+    assert present_when_fetched == [False] and not cached.exists()
+
+    def online(url, sha256, filename, kind):
+        shutil.copyfile(good, cached)
+        return cached
+
+    monkeypatch.setattr(registry, "fetch_file", online)
+    cached.write_bytes(b"replaced")
+    with pytest.warns(UserWarning, match="was removed and fetched again"):
+        loaded = load_model("remote", device="cpu", engine="torch")
+    assert loaded.sha256 == digest

@@ -79,8 +79,7 @@ def test_followed_layer_is_analysed_as_it_grows(qtbot, make_napari_viewer, frame
     widget.keep_up.value = False
     widget.start()
     try:
-        qtbot.waitUntil(lambda: widget.status.value.startswith("0 frames analysed"),
-                        timeout=60_000)
+        qtbot.waitUntil(lambda: "0 frames analysed" in widget.status.value, timeout=60_000)
         layer.data = frames[:3]  # another plugin streams two more frames in
         qtbot.waitUntil(lambda: widget.statistics.analysed >= 2, timeout=60_000)
     finally:
@@ -108,6 +107,57 @@ def test_keeping_up_skips_to_the_newest_frame(qtbot, make_napari_viewer, frames)
         _stop(qtbot, widget)
     assert widget.statistics.skipped >= 1
     assert "skipped" in widget.status.value
+
+
+def test_every_frame_is_shown_at_once_and_skipped_ones_keep_their_place(
+        qtbot, make_napari_viewer, tmp_path, frames):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Live mode")
+    widget.folder.value = tmp_path
+    widget.keep_up.value = True
+    widget.start()
+    try:
+        qtbot.waitUntil(lambda: "frames analysed" in widget.status.value, timeout=60_000)
+        # A burst: more frames than the network can take, all complete at once.
+        for index in range(6):
+            _save(tmp_path / f"frame_{index}.tif", frames[index % len(frames)])
+        qtbot.waitUntil(lambda: widget.statistics.received == 6 and len(widget.queue) == 0
+                        and widget.statistics.analysed + widget.statistics.skipped == 6,
+                        timeout=60_000)
+        qtbot.wait(300)  # the last result reaches the GUI thread
+    finally:
+        _stop(qtbot, widget)
+    stack = viewer.layers[f"{tmp_path.name} live"]
+    assert stack.data.shape[0] == 6  # skipped frames are shown too
+    for index in range(6):
+        np.testing.assert_array_equal(stack.data[index], frames[index % len(frames)])
+    points = viewer.layers[f"{tmp_path.name} live atoms"]
+    analysed = set(points.data[:, 0].astype(int))
+    # The newest frame is analysed, and its atoms sit on its own image, not an older one.
+    assert 5 in analysed
+    assert len(analysed) == widget.statistics.analysed
+    assert "6 received" in widget.status.value
+
+
+def test_frames_without_a_pixel_size_stop_the_session_once(qtbot, make_napari_viewer,
+                                                           tmp_path, frames, monkeypatch):
+    errors = []
+    monkeypatch.setattr("napari_tem_atoms.napari._live_widget.show_error", errors.append)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Live mode")
+    widget.folder.value = tmp_path
+    widget.start()
+    try:
+        qtbot.waitUntil(lambda: "frames analysed" in widget.status.value, timeout=60_000)
+        for index in range(3):
+            np.save(tmp_path / f"frame_{index}.npy", frames[index])
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    finally:
+        if widget.worker is not None:
+            _stop(qtbot, widget)
+    assert len(errors) == 1 and "no pixel size" in errors[0]
+    assert widget.status.value.startswith("Stopped:") and "Pixel size" in widget.status.value
+    assert widget.statistics.analysed == 0
 
 
 def test_missing_folder_is_reported(make_napari_viewer, tmp_path, monkeypatch):

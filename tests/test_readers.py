@@ -73,6 +73,21 @@ def test_reads_made_files_with_calibration(made_files, name, shape, pixel_size, 
         assert image.pixel_size_angstrom == pytest.approx(pixel_size, rel=1e-6)
 
 
+def test_berkeley_emd_with_bare_underscore_unit_is_calibrated(made_files, tmp_path):
+    # TEAM-microscope software writes "n_m" without the brackets RosettaSciIO looks for; a
+    # SrTiO3 image lost its 0.1225 Å/px.
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "team.emd"
+    shutil.copy(made_files["berkeley_emd"], path)
+    with h5py.File(path, "r+") as emd:
+        for dim in ("dim1", "dim2"):
+            emd[f"signals/made/{dim}"].attrs["units"] = "n_m"
+    assert read_image(path).pixel_size_angstrom == pytest.approx(0.31)
+
+
 def test_reciprocal_unit_is_reported_not_used(hyperspy_files):
     image = read_image(hyperspy_files / "dm3_2D_data/test_diffraction_pattern.dm3")
     assert image.calibration.unit == "1/nm"
@@ -204,3 +219,128 @@ def test_a_focal_series_saved_by_a_plain_imwrite_is_three_frames(tmp_path, layou
     image = read_image(path)
     assert image.data.shape == (3, 24, 32)
     np.testing.assert_array_equal(np.asarray(image.data), series)
+
+
+def test_lazy_npy_maps_the_file_instead_of_copying_it(tmp_path):
+    # dask's from_array copied the memory map: RAM grew with the file, and a later change to
+    # the file was not seen.
+    path = tmp_path / "stack.npy"
+    np.save(path, STACK)
+    image = read_image(path, lazy=True)
+    on_disk = np.load(path, mmap_mode="r+")
+    on_disk[2] += 1000
+    on_disk.flush()
+    del on_disk
+    frame = image.data[2].compute()
+    assert isinstance(frame.base, np.memmap) or isinstance(frame, np.memmap)
+    np.testing.assert_allclose(frame, STACK[2] + 1000)
+    np.testing.assert_allclose(np.asarray(image.data[:2]), STACK[:2])
+
+
+def _npy_with_header(path, shape, data=b"\0" * 16):
+    from numpy.lib import format as npy_format
+
+    with open(path, "wb") as stream:
+        npy_format.write_array_header_1_0(
+            stream, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        stream.write(data)
+    return path
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize(("shape", "words"), [
+    ((100000, 100000), r"declares shape \(100000, 100000\) of float32 \(40000000000 bytes\)"),
+    ((-4, 4), r"negative shape \(-4, 4\)"),
+    ((2**62, 2**62), "truncated or damaged"),
+])
+def test_npy_declaring_more_than_it_holds_is_refused_in_words(tmp_path, shape, words, lazy):
+    path = _npy_with_header(tmp_path / "bad.npy", shape)
+    with pytest.raises(TEMFileError, match=words) as error:
+        read_image(path, lazy=lazy)
+    assert str(error.value).startswith(str(path))
+
+
+def test_data_beyond_the_size_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    import tifffile
+
+    # A deflate TIFF of 288 bytes declaring a 100000 x 100000 float32 image (40 GB).
+    tiff = tmp_path / "huge.tif"
+    tifffile.imwrite(tiff, np.zeros((16, 16), np.float32), compression="zlib")
+    with tifffile.TiffFile(tiff, mode="r+") as tif:
+        for tag in ("ImageWidth", "ImageLength", "RowsPerStrip"):
+            tif.pages[0].tags[tag].overwrite(100000)
+    with pytest.raises(TEMFileError, match=r"shape \(100000, 100000\) of float32.*40 GB") as error:
+        read_image(tiff)
+    assert str(error.value).startswith(str(tiff))
+    assert "NAPARI_TEM_ATOMS_MAX_BYTES" in str(error.value)
+
+    npy = tmp_path / "stack.npy"
+    np.save(npy, STACK)  # 24 kB, 8 kB a frame
+    monkeypatch.setenv("NAPARI_TEM_ATOMS_MAX_BYTES", "10000")
+    with pytest.raises(TEMFileError, match=r"shape \(3, 40, 50\).*NAPARI_TEM_ATOMS_MAX_BYTES"):
+        read_image(npy)
+    assert read_image(npy, lazy=True).data.shape == (3, 40, 50)  # a frame at a time fits
+    monkeypatch.setenv("NAPARI_TEM_ATOMS_MAX_BYTES", "1e6")
+    np.testing.assert_array_equal(read_image(npy).data, STACK)
+
+
+def test_hdf5_dataset_beyond_the_size_limit_is_refused(tmp_path):
+    import h5py
+
+    path = tmp_path / "huge.emd"
+    with h5py.File(path, "w") as emd:  # unallocated: a file of a few kB
+        emd.create_dataset("signals/huge/data", shape=(100000, 100000), dtype="f4")
+    for lazy in (False, True):
+        with pytest.raises(TEMFileError, match=r"/signals/huge/data is declared as shape "
+                           r"\(100000, 100000\).*NAPARI_TEM_ATOMS_MAX_BYTES"):
+            read_image(path, lazy=lazy)
+
+
+@pytest.mark.parametrize("kind", ["external_raw", "virtual", "external_link"])
+def test_hdf5_data_from_other_files_is_refused_unless_allowed(made_files, tmp_path,
+                                                              monkeypatch, kind):
+    import shutil
+
+    import h5py
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(40 * 50, dtype="<f4").tobytes())
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as source:
+        source["data"] = IMAGE
+    path = tmp_path / "image.emd"
+    shutil.copy(made_files["berkeley_emd"], path)
+    with h5py.File(path, "r+") as emd:
+        del emd["signals/made/data"]
+        if kind == "external_raw":
+            emd.create_dataset("signals/made/data", shape=(50, 40), dtype="<f4",
+                               external=[(str(secret), 0, secret.stat().st_size)])
+        elif kind == "virtual":
+            layout = h5py.VirtualLayout(shape=(40, 50), dtype="f4")
+            layout[:] = h5py.VirtualSource(str(other), "data", shape=(40, 50))
+            emd.create_virtual_dataset("signals/made/data", layout)
+        else:
+            emd["signals/made/data"] = h5py.ExternalLink(str(other), "/data")
+    with pytest.raises(TEMFileError, match=r"/signals/made/data .*"
+                       "NAPARI_TEM_ATOMS_ALLOW_EXTERNAL_HDF5=1") as error:
+        read_image(path)
+    assert str(error.value).startswith(str(path))
+    monkeypatch.setenv("NAPARI_TEM_ATOMS_ALLOW_EXTERNAL_HDF5", "1")
+    if kind != "external_link":  # RosettaSciIO itself does not follow links to data
+        assert read_image(path).data.size == 40 * 50
+
+
+def test_lazy_folder_refuses_a_frame_its_type_cannot_hold(tmp_path):
+    # The first frame fixes a lazy stack's type: a later float32 frame was cut to uint16.
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "f1.tif", IMAGE.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "f2.tif", IMAGE.astype(np.uint8))  # fits: read as uint16
+    tifffile.imwrite(tmp_path / "f3.tif", IMAGE + 0.5)
+    image = read_image(tmp_path, lazy=True)
+    np.testing.assert_array_equal(np.asarray(image.data[1]), IMAGE.astype(np.uint8))
+    with pytest.raises(TEMFileError, match=r"f3\.tif: the frame's values are float32.*uint16"):
+        np.asarray(image.data[2])
+    eager = read_image(tmp_path)  # reads every frame: one type holds them all
+    assert eager.data.dtype == np.float32
+    np.testing.assert_array_equal(eager.data[2], IMAGE + 0.5)

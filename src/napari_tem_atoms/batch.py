@@ -8,6 +8,7 @@ run the same function on the same frames, so the results are identical.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ __all__ = ["FrameJob", "detect_frame", "frame_jobs", "run_jobs"]
 
 def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: float | None,
                  device: str | None = None, average_mirrors: bool = False,
-                 cs: float | None = None, defocus: float | None = None) -> pd.DataFrame:
+                 cs: float | None = None, defocus: float | None = None,
+                 precision: str | None = "auto", engine: str | None = "auto") -> pd.DataFrame:
     """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels.
 
     No :class:`~.analysis.transfer.TransferWarning` and no warning about a pixel size outside
@@ -36,10 +38,10 @@ def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: floa
     with warnings.catch_warnings():
         # Said once per file by whoever runs the jobs (tem-atoms detect does), not per frame.
         warnings.filterwarnings("ignore", message=SAMPLING_WARNING_START)
-        steps = iter_detect_atoms(np.asarray(frame), load_cached_model(model, device),
-                                  sampling=sampling, threshold=threshold,
-                                  average_mirrors=average_mirrors, cs=cs, defocus=defocus,
-                                  warn_transfer=False)
+        loaded = load_cached_model(model, device, precision, engine)
+        steps = iter_detect_atoms(np.asarray(frame), loaded, sampling=sampling,
+                                  threshold=threshold, average_mirrors=average_mirrors, cs=cs,
+                                  defocus=defocus, warn_transfer=False)
         return next(steps).atoms.drop(columns="frame")
 
 
@@ -105,7 +107,9 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
              scheduler: str | None = None, device: str | None = None,
              on_done: Callable[[FrameJob], None] | None = None,
              average_mirrors: bool = False, cs: float | None = None,
-             defocus: float | None = None) -> list[pd.DataFrame]:
+             defocus: float | None = None, precision: str | None = "auto",
+             engine: str | None = "auto", errors: str = "raise"
+             ) -> list[pd.DataFrame | TEMAtomsError]:
     """Run every job; return one table per job (same order), each with its frame index.
 
     Parameters
@@ -127,39 +131,111 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     cs, defocus : float, optional
         Imaging conditions [Å] for a model that takes them (see ``detect_atoms``; whether
         they transfer the lattice is not checked here: see :mod:`.analysis.transfer`).
+    precision, engine : str, optional
+        How each worker runs the network (``auto``: chosen by each worker's own processor,
+        see ``detect_atoms``).
+    errors : {"raise", "collect"}, optional
+        ``"raise"``: the first frame that fails stops the run (TEMAtomsError naming it);
+        ``"collect"``: the other frames go on, and a failed frame's entry in the list is the
+        TEMAtomsError that says why, naming its file and frame.
+
+    Raises
+    ------
+    TEMAtomsError
+        A frame failed (with ``errors="raise"``), or `scheduler` is not a scheduler's address
+        or cannot be reached.
     """
-    def finish(job: FrameJob, table: pd.DataFrame) -> pd.DataFrame:
+    if errors not in ("raise", "collect"):
+        raise ValueError(f"errors must be 'raise' or 'collect', not {errors!r}")
+
+    def where(job: FrameJob) -> str:
+        return f"{job.path}, frame {job.frame}" if job.path else f"frame {job.frame}"
+
+    def finish(job: FrameJob, table: pd.DataFrame | TEMAtomsError
+               ) -> pd.DataFrame | TEMAtomsError:
         if on_done:
             on_done(job)
-        return table.assign(frame=job.frame)
+        return table if isinstance(table, TEMAtomsError) else table.assign(frame=job.frame)
 
-    def local(job: FrameJob) -> pd.DataFrame:
+    def failure(job: FrameJob, exc: BaseException) -> TEMAtomsError:
+        if isinstance(exc, TEMAtomsError):
+            return TEMAtomsError(f"{where(job)}: {exc}")
+        # Not one of ours (a frame the reader cannot decode, ...): said with its type.
+        return TEMAtomsError(f"{where(job)}: {type(exc).__name__}: {exc}")
+
+    def local(job: FrameJob) -> pd.DataFrame | TEMAtomsError:
         try:
             return detect_frame(np.asarray(job.data), model, job.sampling, threshold, device,
-                                average_mirrors, cs, defocus)
+                                average_mirrors, cs, defocus, precision, engine)
         except TEMAtomsError as exc:
-            where = f"{job.path}, frame {job.frame}" if job.path else f"frame {job.frame}"
-            raise TEMAtomsError(f"{where}: {exc}") from None
+            if errors == "raise":
+                raise failure(job, exc) from None
+            return failure(job, exc)
+        except Exception as exc:
+            if errors == "raise":
+                raise
+            return failure(job, exc)
 
     if scheduler is None:
         return [finish(job, local(job)) for job in jobs]
 
     import dask
-    from dask.distributed import Client, as_completed
+    from dask.distributed import as_completed
 
-    try:
-        client = Client(scheduler)
-    except OSError as exc:  # nothing listening there, or a timeout
-        raise TEMAtomsError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    client = _connect(scheduler)
     with client:
         tasks = [dask.delayed(detect_frame)(job.data, model, job.sampling, threshold, device,
-                                            average_mirrors, cs, defocus)
+                                            average_mirrors, cs, defocus, precision, engine)
                  for job in jobs]
         futures = client.compute(tasks)
         index = {future.key: i for i, future in enumerate(futures)}
-        results: list[pd.DataFrame | None] = [None] * len(jobs)
-        for future, table in as_completed(futures, with_results=True):
+        results: list[pd.DataFrame | TEMAtomsError | None] = [None] * len(jobs)
+        for future in as_completed(futures):
             i = index[future.key]
-            results[i] = finish(jobs[i], table)
+            if future.status == "error":  # as the local run: ours named, others as they are
+                exc = future.exception()
+                if errors == "raise" and isinstance(exc, TEMAtomsError):
+                    raise failure(jobs[i], exc) from None
+                if errors == "collect":
+                    results[i] = finish(jobs[i], failure(jobs[i], exc))
+                    future.release()
+                    continue
+            results[i] = finish(jobs[i], future.result())
             future.release()
     return results  # type: ignore[return-value]
+
+
+#: A scheduler's address as ``dask scheduler`` prints it: tcp://host:port, tls://..., or
+#: host:port (tcp); an IPv6 host in brackets.
+_SCHEDULER_ADDRESS = re.compile(
+    r"(?:(?:tcp|tls|ucx|ws|wss)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*)"
+    r":(?P<port>[0-9]{1,5})")
+
+
+def _connect(scheduler: str) -> Any:
+    """A dask.distributed client of the scheduler at `scheduler`, or TEMAtomsError in words.
+
+    The address is checked first: ``Client`` given something else fails with errors that do
+    not name it (``ValueError``, ``TypeError``...). A port answered by another kind of server
+    (a web server) gives a ``MemoryError``: its reply is read as the length of a message of
+    exabytes.
+    """
+    expected = ("give the address the scheduler prints when it starts: tcp://host:port (or "
+                "tls://host:port, or host:port)")
+    address = scheduler.strip()
+    match = _SCHEDULER_ADDRESS.fullmatch(address)
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise TEMAtomsError(f"scheduler {scheduler!r} is not a Dask scheduler's address; "
+                            f"{expected}")
+    from dask.distributed import Client
+
+    try:
+        return Client(address)
+    except MemoryError:
+        raise TEMAtomsError(
+            f"{address} answered, but not as a Dask scheduler (another kind of server uses "
+            f"that port?); {expected}") from None
+    except Exception as exc:  # OSError, TimeoutError, ValueError, TypeError...
+        raise TEMAtomsError(
+            f"cannot connect to a Dask scheduler at {address} ({type(exc).__name__}: {exc}): "
+            f"is the scheduler running, and reachable from here? {expected}") from None

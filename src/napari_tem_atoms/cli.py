@@ -7,7 +7,8 @@ Sub-commands
 ``tem-atoms view [FILE...]``
     Open napari with the files (or the synthetic sample) and the plugin's widgets docked.
 ``tem-atoms detect INPUT... -o atoms.csv``
-    Find atomic columns with a trained network; write the atoms CSV.
+    Find atomic columns with a trained network; write the atoms CSV. Inputs or frames that
+    fail are named on stderr and left out; the exit status is then 2.
 ``tem-atoms species SERIES -o atoms.csv``
     Columns and their species (Mo, S2, S1) from a three-image focal series.
 ``tem-atoms occupancy VIDEO -o sites.csv``
@@ -26,11 +27,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import TEMAtomsError
 from .io import read_images
 from .io._atomic import check_writable
+from .models.engines import ENGINES
+from .models.runtime import PRECISIONS
 
 PLUGIN_NAME = "napari-tem-atoms"
 
@@ -131,6 +135,13 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
+    """Detect atoms in every input; exit status 0, 1 (nothing written) or 2 (partial result).
+
+    An input that cannot be read, or a frame that fails, is said on stderr and left out; the
+    CSV holds the atoms of the rest, in the layout a run without failures gives.
+    """
+    from dataclasses import replace
+
     import pandas as pd
     from tqdm import tqdm
 
@@ -139,10 +150,21 @@ def _detect(args: argparse.Namespace) -> int:
     from .io import atoms_table, write_atoms_csv
     from .models import load_cached_model
 
+    images, jobs, unusable = [], [], []
+    for path in args.inputs:  # each on its own: one unreadable input does not stop the others
+        try:
+            found = read_images(path, lazy=True)
+            found_jobs = frame_jobs(found, args.sampling)  # no pixel size, not an image...
+        except TEMAtomsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            unusable.append(str(path))
+            continue
+        jobs += [replace(job, image=job.image + len(images)) for job in found_jobs]
+        images += found
+    if not images:
+        return 1
     try:
-        images = [image for path in args.inputs for image in read_images(path, lazy=True)]
-        jobs = frame_jobs(images, args.sampling)
-        loaded = load_cached_model(str(args.model), args.device)
+        loaded = load_cached_model(str(args.model), args.device, args.precision, args.engine)
         conditions = _conditions_of(args)
         if any(value is not None for value in conditions.values()):  # once, before any frame
             _check_conditions(str(args.model), loaded.metadata, conditions)
@@ -150,8 +172,7 @@ def _detect(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     where = f"scheduler {args.scheduler}" if args.scheduler else "this computer"
-    print(f"model {args.model} on {loaded.device}, {len(jobs)} frames on {where}",
-          file=sys.stderr)
+    print(f"{_runtime_line(loaded)}; {len(jobs)} frames on {where}", file=sys.stderr)
     for image in images:
         warning = sampling_warning(args.sampling or image.pixel_size_angstrom)
         if warning:  # said once per file here: the frames' own warnings stay in the workers
@@ -161,26 +182,47 @@ def _detect(args: argparse.Namespace) -> int:
         with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
             results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
                                args.device, on_done=lambda job: bar.update(1),
-                               average_mirrors=args.average_mirrors, **conditions)
+                               average_mirrors=args.average_mirrors, precision=args.precision,
+                               engine=args.engine, errors="collect", **conditions)
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    # One table, one layout: with any stack among the inputs an image is frame 0.
+    failed = [result for result in results if isinstance(result, TEMAtomsError)]
+    for error in failed:  # each names its file and frame
+        print(f"error: {error}", file=sys.stderr)
+    # One table, one layout, whatever failed: with any stack among the inputs an image is
+    # frame 0; with several inputs, every row names its file.
     stacks = any(image.data.ndim == 3 for image in images)
     tables = []
     for number, image in enumerate(images):
-        atoms = [table for job, table in zip(jobs, results, strict=True) if job.image == number]
+        atoms = [table for job, table in zip(jobs, results, strict=True)
+                 if job.image == number and not isinstance(table, TEMAtomsError)]
+        if not atoms:  # every frame of it failed
+            continue
         atoms = pd.concat(atoms, ignore_index=True)
         columns = ["frame", "y", "x"] if stacks else ["y", "x"]
-        table = atoms_table(atoms[columns].to_numpy(float), atoms[["confidence"]],
+        features = [c for c in ("confidence", "n_atoms") if c in atoms.columns]
+        table = atoms_table(atoms[columns].to_numpy(float), atoms[features],
                             args.sampling or image.pixel_size_angstrom)
-        if len(images) > 1:
+        if len(images) > 1 or len(args.inputs) > 1:
             table["file"] = str(image.path)
         tables.append(table)
+    if not tables:
+        print(f"error: no frame could be analysed; {args.output} was not written",
+              file=sys.stderr)
+        return 1
     result = pd.concat(tables, ignore_index=True)
     write_atoms_csv(args.output, result)
-    print(f"{len(result)} atoms in {len(jobs)} frame{'s' if len(jobs) != 1 else ''} written to "
+    done = len(jobs) - len(failed)
+    print(f"{len(result)} atoms in {done} frame{'s' if done != 1 else ''} written to "
           f"{args.output}", file=sys.stderr)
+    if failed or unusable:  # a partial result: exit status 2, what is missing said last
+        missing = ([f"{len(unusable)} of {len(args.inputs)} inputs could not be read "
+                    f"({', '.join(unusable)})"] if unusable else [])
+        missing += [f"{len(failed)} of {len(jobs)} frames failed"] if failed else []
+        print(f"error: incomplete: {' and '.join(missing)} (see above); their atoms are not in "
+              f"{args.output}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -192,6 +234,7 @@ def _species(args: argparse.Namespace) -> int:
 
     from .analysis.species import iter_detect_species, middle_defocus_image
     from .io import atoms_table, read_image, write_atoms_csv
+    from .models import load_cached_model
 
     defoci = None
     if args.defoci:
@@ -204,9 +247,11 @@ def _species(args: argparse.Namespace) -> int:
     try:
         series = read_image(args.series, lazy=True)
         sampling = args.sampling or series.pixel_size_angstrom
-        steps = iter_detect_species(series.data, args.model, sampling, defoci,
+        loaded = load_cached_model(str(args.model), args.device, args.precision, args.engine)
+        print(_runtime_line(loaded), file=sys.stderr)
+        steps = iter_detect_species(series.data, loaded, sampling, defoci,
                                     align=not args.no_align, threshold=args.threshold,
-                                    max_shift=args.max_shift, device=args.device)
+                                    max_shift=args.max_shift)
         n_series = 1 if series.data.ndim == 3 else int(series.data.shape[0])
         with warnings.catch_warnings(record=True) as caught, tqdm(
                 total=n_series, desc="species", unit="series", file=sys.stderr) as bar:
@@ -247,7 +292,7 @@ def _occupancy(args: argparse.Namespace) -> int:
     from .analysis.transfer import TransferWarning
     from .analysis.video import iter_video_occupancy
     from .io import read_atoms_csv, read_image, write_atoms_csv
-    from .models import model_metadata
+    from .models import load_cached_model, model_metadata
 
     try:
         video = read_image(args.video, lazy=True)
@@ -265,9 +310,13 @@ def _occupancy(args: argparse.Namespace) -> int:
             metadata = model_metadata(str(args.model))  # said before the drift, not after it
             _check_conditions(str(args.model), metadata, conditions)
             _say_transfer(conditions, metadata)
-        steps = iter_video_occupancy(video, args.model, sampling, atoms=atoms,
+        model: object = args.model
+        if atoms is None:  # the detector runs: say where and how
+            model = load_cached_model(str(args.model), args.device, args.precision, args.engine)
+            print(_runtime_line(model), file=sys.stderr)
+        steps = iter_video_occupancy(video, model, sampling, atoms=atoms,
                                      threshold=args.threshold, max_shift=args.max_shift,
-                                     site_radius=radius, device=args.device, **conditions)
+                                     site_radius=radius, method=args.method, **conditions)
         bar = None
         # The detector's TransferWarning was said above, as a line of its own.
         with warnings.catch_warnings():
@@ -297,6 +346,9 @@ def _occupancy(args: argparse.Namespace) -> int:
         print(f"  {layer}: {len(group)} sites, median occupancy {group['occupancy'].median():.2f}"
               f", median transition rate {group['transition_rate'].median():.3f} per frame",
               file=sys.stderr)
+    print(f"method: {result.method}", file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.matrix:
         write_atoms_csv(args.matrix, result.occupancy_matrix())
         print(f"occupancy matrix (frames × sites) written to {args.matrix}", file=sys.stderr)
@@ -336,6 +388,8 @@ def _is_species_config(path: Path) -> bool:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .training import load_config
     from .training.train import train
 
@@ -350,6 +404,8 @@ def _train(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 1
+    if args.precision:  # the command line over the configuration's precision
+        run = replace(run, train=replace(run.train, precision=args.precision))
     try:  # what the configuration points at is missing or does not fit
         (train_species if species else train)(run, log=log)
     except TEMAtomsError as exc:
@@ -423,33 +479,12 @@ def _write_card(args: argparse.Namespace, scores: object) -> None:
     from .io._atomic import atomic_write
     from .models import model_path
     from .training.card import keep_hand_written, metadata_of, model_card, training_stages
-    from .training.speed import measure_speed
+    from .training.speed import measure_speed, speed_section
 
     weights, digest = model_path(args.model)
     speed = measure_speed(str(weights))
     print(speed.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    extra = ["## Speed (end to end, model loaded once)", "",
-             f"On this machine ({speed.device[0]}, {speed.threads[0]} threads): frames per "
-             "second of `detect_atoms` (rescale, normalise, tile, network, peaks) on "
-             "synthetic frames; measured by `benchmarks/detection_speed.py`.", "",
-             "| Frame [px] | Input sampling [Å/px] | Network input [px] | Frames/s |",
-             "|---:|---:|---:|---:|"]
-    extra += [f"| {r.size}² | {r.sampling:g} | {r.model_pixels}² | {r.frames_per_second:.2f} |"
-              for r in speed.itertuples()]
-    large = speed[speed["size"] == 1024]
-    if len(large):
-        below = large[large["frames_per_second"] < 2.0]
-        if below.empty:
-            slowest = large.loc[large["frames_per_second"].idxmin()]
-            verdict = (f"met at every sampling measured (slowest: "
-                       f"{slowest['frames_per_second']:.2f} frames/s at "
-                       f"{slowest['sampling']:g} Å/px)")
-        else:
-            verdict = "**not met** at " + ", ".join(
-                f"{r.sampling:g} Å/px ({r.frames_per_second:.2f} frames/s)"
-                for r in below.itertuples())
-        extra += ["", "The project's target, at least 2 frames/s for 1024² frames end to end "
-                  f"on this machine, is {verdict}."]
+    extra = [speed_section(speed)]
     scores.attrs["images_per_dose"] = args.images
     plot = os.path.relpath(args.plot, args.card.parent) if args.plot else None
     stages = training_stages(args.config) if args.config else None
@@ -551,6 +586,34 @@ def _conditions_of(args: argparse.Namespace) -> dict[str, float | None]:
     return {"cs": None if args.cs_um is None else args.cs_um * 1e4, "defocus": args.defocus}
 
 
+def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """--precision and --engine: how the network runs."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="network precision (default auto: bf16 where the processor "
+                             "computes it natively, AMX or AVX-512-BF16, else fp32)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (default auto: OpenVINO on the CPU when "
+                             "installed, napari-tem-atoms[fast]; else PyTorch)")
+
+
+def _runtime_line(loaded: Any) -> str:
+    """``model au-hrtem on cpu (openvino, bf16) · <processor>``: what ran, for the log.
+
+    Weights given as a file, not a registered name, are not checked against a known hash:
+    the line gives theirs (``model w.safetensors, SHA-256 <16 hex digits>, on cpu ...``), for
+    the user to record which weights made the results.
+    """
+    from .models import REGISTRY
+    from .models.runtime import processor
+
+    where = (processor().describe() if loaded.device == "cpu" else loaded.device)
+    name = loaded.name
+    if loaded.name not in REGISTRY and loaded.sha256:
+        name += f", SHA-256 {loaded.sha256[:16]},"
+    return (f"model {name} on {loaded.device} ({loaded.engine_name}, "
+            f"{loaded.precision}); processor: {where}")
+
+
 def _dock_plugin_widgets(viewer: object) -> None:
     """Dock every widget this plugin contributes, as tabs (Detect atoms in front)."""
     from npe2 import PluginManager
@@ -597,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "images (4x slower, a little more accurate at low dose)")
     _add_condition_arguments(detect)
     detect.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_runtime_arguments(detect)
     detect.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on a dask.distributed cluster (e.g. tcp://host:8786); "
                         "default: this computer")
@@ -624,6 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     species.add_argument("--threshold", type=_fraction, default=None,
                          help="confidence threshold, 0-1 (default: the model's own)")
     species.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_runtime_arguments(species)
     species.add_argument("-o", "--output", type=Path, required=True, metavar="CSV",
                          help="atoms CSV to write (with a species column)")
     species.set_defaults(run=_species)
@@ -648,6 +713,12 @@ def build_parser() -> argparse.ArgumentParser:
     occupancy.add_argument("--site-radius", type=_positive, default=0.6, metavar="Å",
                            help="detections closer than this belong to one site (default 0.6)")
     occupancy.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_runtime_arguments(occupancy)
+    occupancy.add_argument("--method", choices=("evidence", "detections"), default="evidence",
+                           help="evidence (default): sites from the mean of the network's maps, "
+                                "a hidden Markov model per site over the whole video; "
+                                "detections: a frame is occupied where a detection was found "
+                                "(used with --atoms)")
     _add_condition_arguments(occupancy)
     occupancy.add_argument("--matrix", type=Path, metavar="CSV",
                            help="also write the per-frame occupancy matrix (frames × sites)")
@@ -682,6 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="simulate data and train a network")
     train.add_argument("config", type=Path, metavar="CONFIG.toml")
+    train.add_argument("--precision", choices=PRECISIONS, default=None,
+                       help="training precision, over the configuration's [train] precision "
+                            "(auto: bf16 only where the CPU computes it natively)")
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("evaluate", help="score a model on held-out simulations")

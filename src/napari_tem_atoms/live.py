@@ -6,11 +6,14 @@ No Qt here: the napari widget drives these from a worker thread, and scripts can
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .errors import TEMFileError
 from .io import FRAME_EXTENSIONS, natural_sort_key, read_image
@@ -18,11 +21,28 @@ from .io import FRAME_EXTENSIONS, natural_sort_key, read_image
 __all__ = ["FolderWatcher", "FrameQueue", "LiveStatistics"]
 
 
+#: A file's identity and version: (device, inode, size, modification time in ns). A rename
+#: keeps it; writing the file again, or deleting it and writing a new one, changes it.
+_Key = tuple[int, int, int, int]
+
+
+def _key(status: os.stat_result) -> _Key:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
 @dataclass
 class _Pending:
-    size: int
-    modified: float
-    since: float
+    """A frame file not reported yet: its version, since when, and whether a read is put off."""
+
+    key: _Key
+    since: float  # when this version (key) was first seen
+    held_until: float | None = None  # a read failed or gave a blank frame: not again before
+
+
+def _is_blank(data: object) -> bool:
+    """True when every value of the image is the same (zeros before the pixels are written)."""
+    values = np.asarray(data).ravel()
+    return values.size == 0 or bool((values == values[0]).all())
 
 
 class FolderWatcher:
@@ -31,6 +51,23 @@ class FolderWatcher:
     A file counts as complete when its size and modification time have not changed for
     `settle_seconds` and it opens cleanly; a file still being written is looked at again on the
     next poll, never read half-way.
+
+    What :meth:`read_ready` does with a file that does not look complete:
+
+    - A file that cannot be read is read again once it changes (its writer paused longer than
+      `settle_seconds`), and reported in :attr:`failed` only when it has stayed unchanged and
+      unreadable for `give_up_seconds`. Should it change after that, it is read again.
+    - A frame whose pixels all have one value (a file written as a memory map, e.g. with
+      ``numpy.lib.format.open_memmap``, holds zeros until its pixels are written, at its final
+      size) is held back until it has stayed unchanged for ``3 * settle_seconds``, then read
+      again: a frame still blank then (the beam blanked) is reported as it is. Comparing the
+      content of successive polls would catch more, at the cost of reading every file twice.
+
+    Files are told apart by inode as well as name: a file written again under a name already
+    reported, or deleted and written anew, is a new frame; a reported file renamed (to a frame
+    name, or from a temporary name such as ``x.tmp`` to ``x.tif``) is not reported again.
+    Entries that cannot be looked at (a link that leads nowhere or to itself) are skipped, with
+    one entry in :attr:`failed` each.
 
     Parameters
     ----------
@@ -41,75 +78,178 @@ class FolderWatcher:
     settle_seconds : float, optional
         How long a file's size must stay the same before it is read.
     include_existing : bool, optional
-        Also report the files already there when watching starts.
+        Also report the files already there when watching starts (those left out are reported
+        only if they are written again).
+    give_up_seconds : float, optional
+        How long an unreadable file must stay unchanged before it is reported as failed;
+        default ``5 * settle_seconds``.
+
+    Attributes
+    ----------
+    failed : list of TEMFileError
+        Files given up on, for the caller to show and clear.
     """
 
     def __init__(self, folder: str | os.PathLike, extensions: tuple[str, ...] = FRAME_EXTENSIONS,
-                 settle_seconds: float = 0.2, include_existing: bool = False) -> None:
+                 settle_seconds: float = 0.2, include_existing: bool = False,
+                 give_up_seconds: float | None = None) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise TEMFileError(self.folder, "no such folder to watch")
         self.extensions = tuple(e.lower() for e in extensions)
         self.settle_seconds = settle_seconds
-        self._done: set[str] = set()
+        self.give_up_seconds = 5 * settle_seconds if give_up_seconds is None else give_up_seconds
+        self._reported: dict[str, _Key] = {}  # name -> the version reported (read or failed)
         self._pending: dict[str, _Pending] = {}
+        self._unreachable: set[str] = set()  # said once each in `failed`
         self.failed: list[TEMFileError] = []
         if not include_existing:
-            self._done.update(p.name for p in self._candidates())
+            self._reported = {name: key for name, (_, key) in self._scan(quiet=True).items()}
 
-    def _candidates(self) -> list[Path]:
+    def _scan(self, quiet: bool = False) -> dict[str, tuple[Path, _Key]]:
+        """The frame files in the folder now: name -> (path, key)."""
         try:
             entries = list(os.scandir(self.folder))
         except OSError as exc:
             raise TEMFileError(self.folder, f"cannot be read ({exc.strerror})") from exc
-        return [Path(e.path) for e in entries
-                if e.is_file() and not e.name.startswith(".")
-                and Path(e.name).suffix.lower() in self.extensions]
-
-    def poll(self, now: float | None = None) -> list[Path]:
-        """The files that became complete since the last poll, in natural order."""
-        now = time.monotonic() if now is None else now
-        ready = []
-        for path in self._candidates():
-            if path.name in self._done:
+        found = {}
+        unreachable = set()
+        for entry in entries:
+            suffix = Path(entry.name).suffix.lower()
+            if entry.name.startswith(".") or suffix not in self.extensions:
                 continue
             try:
-                stat = path.stat()
-            except OSError:  # removed or renamed meanwhile
+                status = entry.stat()  # follows links: the file a link leads to
+            except OSError as exc:
+                # Removed meanwhile (skipped), or a link that leads nowhere or loops (said once:
+                # DirEntry.is_file() raises for a loop, which stopped the watching).
+                if entry.is_symlink():
+                    unreachable.add(entry.name)
+                    if entry.name not in self._unreachable and not quiet:
+                        self.failed.append(TEMFileError(
+                            entry.path, f"a link that cannot be followed ({exc.strerror}); "
+                            "skipped until the link is mended"))
                 continue
-            pending = self._pending.get(path.name)
-            if (pending is None or pending.size != stat.st_size
-                    or pending.modified != stat.st_mtime):
-                self._pending[path.name] = _Pending(stat.st_size, stat.st_mtime, now)
+            if stat.S_ISREG(status.st_mode):
+                found[entry.name] = (Path(entry.path), _key(status))
+        self._unreachable = unreachable
+        return found
+
+    def _settled(self, now: float) -> list[Path]:
+        """Files complete and not reported yet, in natural order; updates what is pending."""
+        found = self._scan()
+        reported_keys = set(self._reported.values())
+        ready = []
+        for name, (path, key) in found.items():
+            if self._reported.get(name) == key:
                 continue
-            if stat.st_size == 0 or now - pending.since < self.settle_seconds:
+            if key in reported_keys:  # a reported file under a new name: renamed, not new
+                self._reported[name] = key
+                self._pending.pop(name, None)
+                continue
+            pending = self._pending.get(name)
+            if pending is None or pending.key != key:  # new, or changed since the last poll
+                self._pending[name] = _Pending(key, now)
+                continue
+            if key[2] == 0 or now - pending.since < self.settle_seconds:
+                continue
+            if pending.held_until is not None and now < pending.held_until:
                 continue
             ready.append(path)
+        # Forget what left the folder: memory stays bounded by what the folder holds.
+        self._pending = {name: p for name, p in self._pending.items() if name in found}
+        self._reported = {name: k for name, k in self._reported.items() if name in found}
         ready.sort(key=lambda p: natural_sort_key(p.name))
-        for path in ready:
-            self._pending.pop(path.name, None)
-            self._done.add(path.name)
         return ready
 
-    def read_ready(self, now: float | None = None) -> list[tuple[Path, object]]:
-        """Read the complete new files: (path, TEMImage); unreadable ones go to `failed`."""
+    def _mark_reported(self, path: Path) -> None:
+        pending = self._pending.pop(path.name, None)
+        if pending is not None:
+            self._reported[path.name] = pending.key
+
+    def _changed_while_read(self, path: Path, now: float) -> bool:
+        """True (and the file pending again) when it is not the version that was settled."""
+        pending = self._pending[path.name]
+        try:
+            key = _key(path.stat())
+        except OSError:  # gone, or renamed: the next poll sees what is there
+            self._pending.pop(path.name, None)
+            return True
+        if key != pending.key:
+            self._pending[path.name] = _Pending(key, now)
+            return True
+        return False
+
+    def poll(self, now: float | None = None) -> list[Path]:
+        """The files that became complete since the last poll, in natural order.
+
+        Each is reported once, whether or not the caller reads it; :meth:`read_ready` reads
+        them and gives files that do not read cleanly more time.
+        """
+        ready = self._settled(time.monotonic() if now is None else now)
+        for path in ready:
+            self._mark_reported(path)
+        return ready
+
+    def read_ready(self, now: float | None = None,
+                   max_files: int | None = 8) -> list[tuple[Path, object]]:
+        """Read the complete new files: (path, TEMImage); unreadable ones go to `failed`.
+
+        Parameters
+        ----------
+        now : float, optional
+            The time (:func:`time.monotonic` by default; tests pass their own).
+        max_files : int or None, optional
+            Read at most this many files per call (those after them in natural order wait,
+            complete, for the next call), so that a burst of files neither blocks the caller
+            for long nor holds every frame in memory at once; None: every complete file.
+
+        Returns
+        -------
+        list of (pathlib.Path, TEMImage)
+            In natural order of the file names.
+        """
+        now = time.monotonic() if now is None else now
         images = []
-        for path in self.poll(now):
+        ready = self._settled(now)
+        for path in ready if max_files is None else ready[:max(max_files, 0)]:
+            pending = self._pending[path.name]
+            unchanged_for = now - pending.since
             try:
-                images.append((path, read_image(path)))
+                image = read_image(path)
             except TEMFileError as exc:
+                if self._changed_while_read(path, now):
+                    continue
+                if unchanged_for < self.give_up_seconds:  # its writer may only have paused
+                    pending.held_until = pending.since + self.give_up_seconds
+                    continue
                 self.failed.append(exc)
+                self._mark_reported(path)
+                continue
+            if self._changed_while_read(path, now):
+                continue
+            blank_wait = 3 * self.settle_seconds
+            if unchanged_for < blank_wait and _is_blank(image.data):  # pixels maybe not written
+                pending.held_until = pending.since + blank_wait
+                continue
+            self._mark_reported(path)
+            images.append((path, image))
         return images
 
 
 @dataclass
 class LiveStatistics:
-    """Frames analysed, rate and backlog of a live session, for the status line."""
+    """Frames received, analysed and skipped, the rate and the backlog, for the status line."""
 
     analysed: int = 0
     skipped: int = 0
+    received: int = 0
     started: float = field(default_factory=time.monotonic)
     recent: deque = field(default_factory=lambda: deque(maxlen=20))
+
+    def frame_received(self) -> None:
+        """Count one frame that arrived (shown at once, analysed when the network is free)."""
+        self.received += 1
 
     def frame_done(self, now: float | None = None) -> None:
         """Count one analysed frame."""
@@ -125,11 +265,14 @@ class LiveStatistics:
         return (len(self.recent) - 1) / span if span > 0 else 0.0
 
     def describe(self, backlog: int) -> str:
-        """One line for the widget."""
+        """One line for the widget: analysed, rate, backlog; received and skipped once known."""
         text = (f"{self.analysed} frames analysed, {self.frames_per_second:.1f} frames/s, "
                 f"backlog {backlog}")
+        if self.received:
+            text += f"; {self.received} received"
         if self.skipped:
-            text += f"; frames arrive faster than they are analysed: skipped {self.skipped}"
+            text += (f"; frames arrive faster than they are analysed: skipped {self.skipped} "
+                     "(shown without atoms)")
         return text
 
 

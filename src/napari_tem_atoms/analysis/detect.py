@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+from scipy import ndimage, special
 
 from ..errors import TEMAtomsError
 from ._steps import run_steps
@@ -27,6 +27,7 @@ from .transfer import TransferWarning, model_optics
 __all__ = [
     "DetectionStep",
     "atoms_from_heatmap",
+    "default_tile_size",
     "detect_atoms",
     "find_peaks",
     "iter_detect_atoms",
@@ -43,6 +44,8 @@ TRAINED_SAMPLING = (0.05, 0.25)
 #: Tile edge at the model's sampling [px]: a 1024² frame at 0.25 Å/px (1280² at the model's
 #: 0.2 Å/px) runs as two tiles a side; 512² tiles need three, with 20 % of the pixels twice.
 DEFAULT_TILE_SIZE = 768
+#: Tile edge per engine (see :func:`default_tile_size`).
+TILE_SIZES = {"torch": 768, "openvino": 1344}
 
 
 def rescale_to_sampling(image: np.ndarray, sampling: float, target_sampling: float
@@ -116,13 +119,14 @@ def normalise_image(image: np.ndarray) -> np.ndarray:
     return (image - mean) / std
 
 
-def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = DEFAULT_TILE_SIZE,
-                    overlap: int = 32, bfloat16: bool | None = None, average_mirrors: bool = False,
+def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int | None = None,
+                    overlap: int = 32, average_mirrors: bool = False,
                     conditions: np.ndarray | None = None) -> np.ndarray:
     """Run the network over a normalised image at the model's sampling, tile by tile.
 
     Tiles of `tile_size` overlap by `overlap` pixels on each side; only their centres are kept,
     so the result does not depend on the tiling and memory stays bounded for any image size.
+    The network runs on the model's engine at its precision (``loaded.describe_runtime()``).
     With `average_mirrors` the network also sees the image flipped up-down, left-right and
     both, and the four maps (flipped back) are averaged: four times the network's time.
     `conditions` is the (4,) vector of
@@ -132,22 +136,20 @@ def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = DEFAULT_TIL
     Returns
     -------
     numpy.ndarray
-        (classes, H, W) probabilities in [0, 1].
+        (classes, H, W) probabilities in [0, 1]; for a model with counts, one more map after
+        them: log(atoms along the beam), meaningful at the columns' centres.
     """
+    if tile_size is None:
+        tile_size = default_tile_size(loaded)
     if average_mirrors:
-        total = np.zeros((loaded.network.head.out_channels, *image.shape[-2:]), np.float32)
+        total = np.zeros((len(loaded.classes) + loaded.counts, *image.shape[-2:]), np.float32)
         for axes in ((), (-2,), (-1,), (-2, -1)):
             mirrored = np.ascontiguousarray(np.flip(image, axes))
-            heatmap = predict_heatmap(loaded, mirrored, tile_size, overlap, bfloat16,
+            heatmap = predict_heatmap(loaded, mirrored, tile_size, overlap,
                                       conditions=conditions)
             total += np.flip(heatmap, axes)
         return total / 4
-    import torch
-
-    network, device = loaded.network, loaded.device
-    multiple = 2 ** network.depth
-    if bfloat16 is None:
-        bfloat16 = device == "cpu"
+    multiple = 2 ** loaded.network.depth
     rows, cols = image.shape[-2:]
     channels = image.shape[0] if image.ndim == 3 else 1
     image = image.reshape(channels, rows, cols)
@@ -155,12 +157,13 @@ def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = DEFAULT_TIL
     # A side that fits in one tile is not cut (two overlapping tiles cost a third more).
     step_r = rows if rows <= tile_size else step
     step_c = cols if cols <= tile_size else step
-    out = np.zeros((network.head.out_channels, rows, cols), dtype=np.float32)
-    extra = ()
+    n_classes = len(loaded.classes)
+    out = np.zeros((n_classes + loaded.counts, rows, cols), dtype=np.float32)
+    condition_rows = None
     if conditions is not None:
-        if not getattr(network, "conditions", 0):
+        if not loaded.takes_conditions:
             raise TEMAtomsError("this model does not take imaging conditions (Cs, defocus)")
-        extra = (torch.as_tensor(np.asarray(conditions, np.float32)[None], device=device),)
+        condition_rows = np.asarray(conditions, np.float32)[None]
     for top in range(0, rows, step_r):
         for left in range(0, cols, step_c):
             # The tile with its margin, clipped to the image, then padded to a valid size.
@@ -172,18 +175,25 @@ def predict_heatmap(loaded: Any, image: np.ndarray, tile_size: int = DEFAULT_TIL
             if pad_r or pad_c:
                 mode = "reflect" if min(tile.shape[1:]) > max(pad_r, pad_c) else "edge"
                 tile = np.pad(tile, ((0, 0), (0, pad_r), (0, pad_c)), mode=mode)
-            batch = torch.from_numpy(np.ascontiguousarray(tile[None])).to(device)
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(
-                device_type="cuda" if device.startswith("cuda") else "cpu",
-                dtype=torch.bfloat16, enabled=bool(bfloat16),
-            ):
-                logits = network(batch, *extra)
-            probability = torch.sigmoid(logits.float())[0].cpu().numpy()
+            logits = loaded.run(tile[None], condition_rows)[0]
             keep_r1, keep_c1 = min(rows, top + step_r), min(cols, left + step_c)
-            out[:, top:keep_r1, left:keep_c1] = probability[
-                :, top - r0: keep_r1 - r0, left - c0: keep_c1 - c0]
+            kept = logits[:, top - r0: keep_r1 - r0, left - c0: keep_c1 - c0]
+            # The logistic function, in place on the kept part only (the tile's margins are
+            # thrown away).
+            out[:n_classes, top:keep_r1, left:keep_c1] = special.expit(kept[:n_classes])
+            out[n_classes:, top:keep_r1, left:keep_c1] = kept[n_classes:]  # log(atoms)
     return out
+
+
+def default_tile_size(loaded: Any) -> int:
+    """Tile edge [px at the model's sampling] for `loaded`'s engine, as measured.
+
+    ``benchmarks/engine_speed.py --tiles`` times 512² to 1344² tiles per engine and precision
+    (1024² frames at 0.25 Å/px, a 1280² network input): PyTorch is fastest at 768² (bfloat16;
+    512-1024 within noise at fp32), OpenVINO keeps gaining up to one whole 1344² tile (3.59
+    frames/s in bfloat16 against 3.13 at 768²).
+    """
+    return TILE_SIZES.get(loaded.engine_name, DEFAULT_TILE_SIZE)
 
 
 def find_peaks(heatmap: np.ndarray, threshold: float = 0.5, min_distance: float = 3.0
@@ -276,7 +286,8 @@ def _local_maxima(heatmap: np.ndarray, threshold: float, distance: int) -> np.nd
 
 
 def atoms_from_heatmap(heatmap: np.ndarray, threshold: float, model_sampling: float,
-                       factor: float, frame: int = 0) -> pd.DataFrame:
+                       factor: float, frame: int = 0, log_counts: np.ndarray | None = None
+                       ) -> pd.DataFrame:
     """The atoms table of one frame from the network's map at the model's sampling.
 
     Parameters
@@ -291,17 +302,24 @@ def atoms_from_heatmap(heatmap: np.ndarray, threshold: float, model_sampling: fl
         Input pixels per map pixel (from :func:`rescale_to_sampling`).
     frame : int, optional
         Frame index written in the ``frame`` column.
+    log_counts : numpy.ndarray, optional
+        (H, W) the count head's log(atoms) map (a model with counts): adds ``n_atoms``.
 
     Returns
     -------
     pandas.DataFrame
-        ``frame``, ``y``, ``x`` (input pixels), ``confidence``.
+        ``frame``, ``y``, ``x`` (input pixels), ``confidence``; with `log_counts`, ``n_atoms``
+        (the estimated atoms along the beam, a whole number ≥ 1).
     """
     positions, heights = find_peaks(heatmap, threshold, MIN_COLUMN_DISTANCE / model_sampling)
-    positions = positions * factor
-    return pd.DataFrame({"frame": np.full(len(positions), frame, dtype=int),
-                         "y": positions[:, 0], "x": positions[:, 1],
-                         "confidence": heights.astype(float)})
+    table = pd.DataFrame({"frame": np.full(len(positions), frame, dtype=int),
+                          "y": positions[:, 0] * factor, "x": positions[:, 1] * factor,
+                          "confidence": heights.astype(float)})
+    if log_counts is not None:
+        values = ndimage.map_coordinates(log_counts, positions.T.reshape(2, -1), order=1,
+                                         mode="nearest") if len(positions) else np.zeros(0)
+        table["n_atoms"] = np.maximum(np.round(np.exp(values)), 1).astype(int)
+    return table
 
 
 #: How the pixel-size warning begins (to filter it where it is said once per file).
@@ -333,12 +351,15 @@ class DetectionStep:
         The atoms of that frame (frame, y, x, confidence).
     heatmap : numpy.ndarray or None
         The network's map at the model's sampling (kept when asked for).
+    log_counts : numpy.ndarray or None
+        A model with counts: its log(atoms) map at the model's sampling (kept when asked for).
     """
 
     frame: int
     n_frames: int
     atoms: pd.DataFrame
     heatmap: np.ndarray | None = None
+    log_counts: np.ndarray | None = None
 
 
 def _as_frames(image: Any, sampling: float | None) -> tuple[Any, float | None, bool]:
@@ -368,12 +389,14 @@ def iter_detect_atoms(
     sampling: float | None = None,
     threshold: float | None = None,
     device: str | None = None,
-    tile_size: int = DEFAULT_TILE_SIZE,
+    tile_size: int | None = None,
     keep_heatmaps: bool = False,
     average_mirrors: bool = False,
     cs: float | None = None,
     defocus: float | None = None,
     warn_transfer: bool = True,
+    precision: str | None = "auto",
+    engine: str | None = "auto",
 ) -> Generator[DetectionStep, None, pd.DataFrame]:
     """Detect atomic columns frame by frame, yielding after each frame (for progress bars).
 
@@ -396,7 +419,8 @@ def iter_detect_atoms(
     warning = sampling_warning(sampling)
     if warning:
         warnings.warn(warning, stacklevel=2)
-    loaded = model if isinstance(model, LoadedModel) else load_cached_model(model, device)
+    loaded = (model if isinstance(model, LoadedModel)
+              else load_cached_model(model, device, precision, engine))
     if loaded.metadata.get("task") == "species":
         raise TEMAtomsError(f"model {loaded.name!r} finds species in a three-image focal series, "
                             "not columns in one image: use tem-atoms species (or the Species "
@@ -436,11 +460,14 @@ def iter_detect_atoms(
             raise TEMAtomsError(f"{where(index)}{exc}") from None
         heatmap = predict_heatmap(loaded, normalised, tile_size=tile_size,
                                   average_mirrors=average_mirrors, conditions=conditions)
-        table = atoms_from_heatmap(heatmap[0], threshold, loaded.sampling, factor, index)
+        table = atoms_from_heatmap(heatmap[0], threshold, loaded.sampling, factor, index,
+                                   heatmap[-1] if loaded.counts else None)
         tables.append(table)
-        yield DetectionStep(index, n_frames, table, heatmap[0] if keep_heatmaps else None)
+        yield DetectionStep(index, n_frames, table, heatmap[0] if keep_heatmaps else None,
+                            heatmap[-1] if keep_heatmaps and loaded.counts else None)
     atoms = pd.concat(tables, ignore_index=True)
     atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
+                       precision=loaded.precision, engine=loaded.engine_name,
                        model_sampling=loaded.sampling, threshold=threshold,
                        average_mirrors=average_mirrors, cs=cs, defocus=defocus,
                        transfer_warning=transfer)
@@ -453,10 +480,12 @@ def detect_atoms(
     sampling: float | None = None,
     threshold: float | None = None,
     device: str | None = None,
-    tile_size: int = DEFAULT_TILE_SIZE,
+    tile_size: int | None = None,
     average_mirrors: bool = False,
     cs: float | None = None,
     defocus: float | None = None,
+    precision: str | None = "auto",
+    engine: str | None = "auto",
 ) -> pd.DataFrame:
     """Find the atomic columns in an HRTEM image or stack.
 
@@ -477,7 +506,7 @@ def detect_atoms(
         says which was used.
     tile_size : int, optional
         Tile edge [px at the model's sampling]; bounds the memory per step (768² tiles: about
-        0.2 GB on the CPU).
+        0.2 GB on the CPU). Default: the fastest for the engine (:func:`default_tile_size`).
     average_mirrors : bool, optional
         Average the network's maps of the image and its three mirror images: four times slower,
         a little more accurate at low dose (see the model card).
@@ -487,12 +516,20 @@ def detect_atoms(
     defocus : float, optional
         The defocus set [Å], abTEM's sign (``-C10``: positive is underfocus, negative-Cs
         imaging uses a negative one); tens of Å off is fine. None: not known.
+    precision : {"auto", "fp32", "bf16"}, optional
+        ``"auto"``: bfloat16 where the processor computes it natively (AMX, AVX-512-BF16, a
+        GPU with bfloat16), else float32 (emulated bfloat16 is several times slower).
+        Ignored when `model` is a LoadedModel (it has its own).
+    engine : {"auto", "torch", "openvino"}, optional
+        ``"auto"``: OpenVINO on the CPU when installed (``napari-tem-atoms[fast]``), else
+        PyTorch. Ignored when `model` is a LoadedModel.
 
     Returns
     -------
     pandas.DataFrame
         One row per column: ``frame``, ``y``, ``x`` (input pixels, napari convention),
-        ``confidence``. ``attrs`` holds ``sampling``, ``model``, ``device``, ``threshold``,
+        ``confidence``. ``attrs`` holds ``sampling``, ``model``, ``device``, ``precision``,
+        ``engine``, ``threshold``,
         ``average_mirrors``, ``cs``, ``defocus`` and ``transfer_warning``: with both Cs and
         the defocus given, a sentence (also issued as a warning) when they barely transfer
         the crystal's lowest-order reflections, where the detector is less reliable (see
@@ -506,4 +543,4 @@ def detect_atoms(
     """
     return run_steps(iter_detect_atoms(image, model, sampling, threshold, device, tile_size,
                                        average_mirrors=average_mirrors, cs=cs,
-                                       defocus=defocus))
+                                       defocus=defocus, precision=precision, engine=engine))

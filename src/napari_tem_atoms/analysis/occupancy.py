@@ -16,8 +16,8 @@ sub-surface and bulk.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -29,9 +29,12 @@ __all__ = [
     "SiteOccupancy",
     "compare_transition_rates",
     "edge_distances",
+    "evidence_occupancy",
+    "field_of_view",
     "occupancy_map",
     "occupancy_statistics",
     "site_occupancy",
+    "sites_in_view",
 ]
 
 #: Default radius within which detections of different frames are one site [Å] (gold's closest
@@ -63,9 +66,20 @@ class SiteOccupancy:
     drift : numpy.ndarray
         (frames, 2) drift ``(dy, dx)`` [px] that was undone.
     site_of_detection : numpy.ndarray
-        Site index of every input detection, −1 when it was left unassigned.
+        Site index of every input detection, −1 when it was left unassigned (empty for the
+        evidence method).
     sampling : float or None
         Pixel size [Å/px].
+    method : str
+        ``"evidence"`` (a hidden Markov model per site over the network's evidence, see
+        :func:`evidence_occupancy`) or ``"detections"`` (a frame is occupied when a detection
+        was assigned to the site, see :func:`site_occupancy`).
+    evidence : numpy.ndarray or None
+        (frames, sites) the evidence per frame (evidence method), NaN where not observed.
+    posterior : numpy.ndarray or None
+        (frames, sites) probability of being occupied given the whole video (evidence method).
+    notes : list of str
+        What a user should know about the result (e.g. no particle edge in the field).
     """
 
     sites: pd.DataFrame
@@ -74,10 +88,19 @@ class SiteOccupancy:
     drift: np.ndarray
     site_of_detection: np.ndarray
     sampling: float | None
+    method: str = "detections"
+    evidence: np.ndarray | None = None
+    posterior: np.ndarray | None = None
+    notes: list = field(default_factory=list)
 
     def occupancy_matrix(self) -> pd.DataFrame:
-        """Per-frame occupancy as a table: 1 occupied, 0 empty, empty cell when out of view."""
-        matrix = np.where(self.observed, self.occupied.astype(float), np.nan)
+        """Per-frame occupancy as a table: 1 occupied, 0 empty, empty cell when out of view.
+
+        With the evidence method, each cell is the probability that the site is occupied in
+        that frame given the whole video (the posterior), not a hard 0/1.
+        """
+        values = self.posterior if self.posterior is not None else self.occupied.astype(float)
+        matrix = np.where(self.observed, values, np.nan)
         table = pd.DataFrame(matrix, columns=[f"site_{i}" for i in range(matrix.shape[1])])
         table.insert(0, "frame", np.arange(matrix.shape[0]))
         return table
@@ -217,7 +240,9 @@ def occupancy_statistics(occupied: np.ndarray, observed: np.ndarray | None = Non
     return table
 
 
-def edge_distances(sites: np.ndarray, spacing: float | None = None) -> tuple[np.ndarray, float]:
+def edge_distances(sites: np.ndarray, spacing: float | None = None,
+                   seen: Callable[[np.ndarray], np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, float]:
     """Distance of every site to the particle's edge (pixel units).
 
     The particle is the union of discs of radius one nearest-neighbour spacing around every site
@@ -226,17 +251,23 @@ def edge_distances(sites: np.ndarray, spacing: float | None = None) -> tuple[np.
     zero); every other site's edge distance is its distance to the nearest surface site: one
     layer spacing for the next layer, and so on.
 
+    Where the video never showed (outside the field of view) nothing is known, so it is not
+    vacuum: with `seen`, the outline only runs where the field shows vacuum. A field full of
+    crystal has no edge: every distance is then infinite (and no site is surface).
+
     Parameters
     ----------
     sites : numpy.ndarray
         (N, 2) site positions ``(y, x)``.
     spacing : float, optional
         Nearest-neighbour spacing; default: the median distance of each site to its nearest one.
+    seen : callable, optional
+        ``seen(points)`` → bool per (M, 2) point: whether any frame showed it. Default: all.
 
     Returns
     -------
     distances : numpy.ndarray
-        (N,) edge distances, ≥ 0, same units as `sites`.
+        (N,) edge distances, ≥ 0 (``inf`` without an edge), same units as `sites`.
     spacing : float
         The nearest-neighbour spacing used.
     """
@@ -252,16 +283,78 @@ def edge_distances(sites: np.ndarray, spacing: float | None = None) -> tuple[np.
     index = np.round((sites - origin) / step).astype(int)
     grid[index[:, 0], index[:, 1]] = True
     inside = ndimage.distance_transform_edt(~grid) * step <= spacing
+    if seen is not None:
+        cells = np.indices(shape).reshape(2, -1).T * step + origin
+        inside |= ~seen(cells).reshape(shape)  # unseen: maybe crystal, never vacuum
+        if inside.all():
+            return np.full(len(sites), np.inf), spacing
+        # (An outline left only at the grid's own border is no particle edge either.)
+        border = np.zeros(shape, dtype=bool)
+        border[[0, -1], :] = border[:, [0, -1]] = True
+        if not (~inside & ~border).any():
+            return np.full(len(sites), np.inf), spacing
     inside = ndimage.binary_fill_holes(inside)
     depth = ndimage.distance_transform_edt(inside) * step - spacing
     depth = depth[index[:, 0], index[:, 1]]
     # The disc union's outline is scalloped between surface sites (up to 13 % of a spacing
     # closer), so depths below the surface are measured to the surface sites themselves.
     surface = depth < 0.5 * spacing
+    if not surface.any():
+        return np.full(len(sites), np.inf), spacing
     distances = np.zeros(len(sites))
-    if surface.any() and not surface.all():
+    if not surface.all():
         distances[~surface], _ = spatial.cKDTree(sites[surface]).query(sites[~surface])
     return distances, spacing
+
+
+def field_of_view(drift: np.ndarray, frame_shape: Sequence[int], margin: float = 0.0
+                  ) -> Callable[[np.ndarray], np.ndarray]:
+    """``seen(points)``: whether any frame of a drifting video showed each reference point.
+
+    Parameters
+    ----------
+    drift : numpy.ndarray
+        (frames, 2) drift ``(dy, dx)`` [px]: reference point ``p`` is at ``p + drift`` in a frame.
+    frame_shape : (int, int)
+        Frame size [px].
+    margin : float, optional
+        Points closer than this to a frame's border count as unseen in it [px].
+    """
+    drift = np.asarray(drift, dtype=float)
+    limits = np.asarray(frame_shape[-2:], dtype=float) - 1 - margin
+
+    def seen(points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=float)
+        result = np.zeros(len(points), dtype=bool)
+        for shift in np.unique(np.round(drift, 1), axis=0):
+            moved = points + shift
+            result |= np.all((moved >= margin) & (moved <= limits), axis=1)
+        return result
+
+    return seen
+
+
+def _describe_sites(table: pd.DataFrame, sites: np.ndarray, sampling: float | None,
+                    seen: Callable[[np.ndarray], np.ndarray] | None, notes: list[str]
+                    ) -> pd.DataFrame:
+    """Add positions, Å columns, edge distance and layer to a per-site statistics table."""
+    distance, spacing_px = edge_distances(sites, seen=seen)
+    table.insert(0, "site", np.arange(len(sites)))
+    table.insert(1, "y", sites[:, 0])
+    table.insert(2, "x", sites[:, 1])
+    if sampling:
+        table.insert(3, "y_angstrom", sites[:, 0] * sampling)
+        table.insert(4, "x_angstrom", sites[:, 1] * sampling)
+        table.insert(table.columns.get_loc("n_frames") + 1, "edge_distance_angstrom",
+                     distance * sampling)
+    else:
+        table.insert(table.columns.get_loc("n_frames") + 1, "edge_distance_px", distance)
+    if len(sites) > 1 and not np.isfinite(distance).any():
+        notes.append("no particle edge (vacuum next to the crystal) in the field of view: no "
+                     "site is called surface; every site is counted as bulk")
+    layer = np.digitize(distance, [0.5 * spacing_px, 1.5 * spacing_px])
+    table["layer"] = np.asarray(LAYER_NAMES)[layer] if len(sites) > 1 else LAYER_NAMES[0]
+    return table
 
 
 def site_occupancy(detections: pd.DataFrame | np.ndarray, n_frames: int | None = None,
@@ -342,31 +435,102 @@ def site_occupancy(detections: pd.DataFrame | np.ndarray, n_frames: int | None =
     occupied = np.zeros((n_frames, len(sites)), dtype=bool)
     assigned = site_of_detection >= 0
     occupied[frames[assigned], site_of_detection[assigned]] = True
-    if frame_shape is not None:
-        in_frame = sites[None, :, :] + drift[:, None, :]
-        limits = np.asarray(frame_shape[-2:], dtype=float) - 1 - margin
-        observed = np.all((in_frame >= margin) & (in_frame <= limits), axis=2)
-        observed |= occupied  # a detection proves the site was in view
-    else:
-        observed = np.ones_like(occupied)
+    observed = sites_in_view(sites, drift, frame_shape, margin)
+    observed |= occupied  # a detection proves the site was in view
 
-    table = occupancy_statistics(occupied, observed)
-    distance, spacing_px = edge_distances(sites)
-    layer = np.digitize(distance, [0.5 * spacing_px, 1.5 * spacing_px])
-    table.insert(0, "site", np.arange(len(sites)))
-    table.insert(1, "y", sites[:, 0])
-    table.insert(2, "x", sites[:, 1])
-    if sampling:
-        table.insert(3, "y_angstrom", sites[:, 0] * sampling)
-        table.insert(4, "x_angstrom", sites[:, 1] * sampling)
-        table.insert(table.columns.get_loc("n_frames") + 1, "edge_distance_angstrom",
-                     distance * sampling)
-    else:
-        table.insert(table.columns.get_loc("n_frames") + 1, "edge_distance_px", distance)
-    table["layer"] = np.asarray(LAYER_NAMES)[layer] if len(sites) > 1 else LAYER_NAMES[0]
+    notes: list[str] = []
+    seen = None if frame_shape is None else field_of_view(drift, frame_shape)
+    table = _describe_sites(occupancy_statistics(occupied, observed), sites, sampling, seen,
+                            notes)
     table["n_detections"] = counts
     return SiteOccupancy(sites=table, occupied=occupied, observed=observed, drift=drift,
-                         site_of_detection=site_of_detection, sampling=sampling)
+                         site_of_detection=site_of_detection, sampling=sampling, notes=notes)
+
+
+def sites_in_view(sites: np.ndarray, drift: np.ndarray, frame_shape: Sequence[int] | None,
+                  margin: float = 2.0) -> np.ndarray:
+    """(frames, sites) bool: the site lies at least `margin` px inside the frame.
+
+    Reference positions `sites` are at ``site + drift[frame]`` in each frame; without a
+    `frame_shape` every frame sees every site.
+    """
+    sites = np.asarray(sites, dtype=float).reshape(-1, 2)
+    if frame_shape is None:
+        return np.ones((len(drift), len(sites)), dtype=bool)
+    in_frame = sites[None, :, :] + np.asarray(drift, dtype=float)[:, None, :]
+    limits = np.asarray(frame_shape[-2:], dtype=float) - 1 - margin
+    return np.all((in_frame >= margin) & (in_frame <= limits), axis=2)
+
+
+def evidence_occupancy(evidence: np.ndarray, sites: np.ndarray, observed: np.ndarray | None = None,
+                       drift: np.ndarray | None = None, frame_shape: Sequence[int] | None = None,
+                       sampling: float | None = None, threshold: float | None = None
+                       ) -> SiteOccupancy:
+    """Occupancy and transitions of every site from per-frame evidence, by a two-state HMM.
+
+    Parameters
+    ----------
+    evidence : numpy.ndarray
+        (frames, sites) evidence that each site is occupied in each frame (larger: more likely;
+        e.g. the logit of the network's confidence there); NaN where not observed.
+    sites : numpy.ndarray
+        (sites, 2) reference positions ``(y, x)`` [px] (drift undone).
+    observed : numpy.ndarray, optional
+        (frames, sites) bool; default: where `evidence` is finite.
+    drift : numpy.ndarray, optional
+        (frames, 2) drift [px] that was undone (kept with the result; with `frame_shape` it
+        tells where the field showed vacuum).
+    frame_shape : (int, int), optional
+        Frame size [px].
+    sampling : float, optional
+        Pixel size [Å/px]: adds Å columns.
+    threshold : float, optional
+        Evidence above which a frame starts the fit as occupied (see
+        :func:`~napari_tem_atoms.analysis.hmm.fit_two_state`).
+
+    Returns
+    -------
+    SiteOccupancy
+        ``method="evidence"``; its sites table has the columns of :func:`site_occupancy`, with
+        the occupancy as the mean posterior over the observed frames (95 % Wilson interval on the
+        effective number of frames of the fitted chain), the expected numbers of transitions
+        (``transitions_off``, ``transitions_on``, fractional), the fitted per-frame rates
+        (``rate_off``, ``rate_on``), and ``n_detections`` the frames whose more probable state is
+        occupied. ``posterior`` and ``evidence`` hold the per-frame values.
+    """
+    from .hmm import fit_two_state
+
+    evidence = np.asarray(evidence, dtype=float)
+    sites = np.asarray(sites, dtype=float).reshape(-1, 2)
+    if evidence.ndim != 2 or evidence.shape[1] != len(sites):
+        raise TEMAtomsError(f"evidence {evidence.shape} does not fit {len(sites)} sites")
+    n_frames = evidence.shape[0]
+    drift = np.zeros((n_frames, 2)) if drift is None else np.asarray(drift, dtype=float)
+    observed = (np.isfinite(evidence) if observed is None
+                else np.asarray(observed, bool) & np.isfinite(evidence))
+    fit = fit_two_state(evidence, observed, threshold=threshold)
+    occupancy = fit.occupancy
+    n_frames_seen = observed.sum(axis=0)
+    pairs = (observed[:-1] & observed[1:]).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.clip(1.0 - fit.p_off - fit.p_on, 0.0, 0.99)
+        effective = np.maximum(n_frames_seen * (1 - rho) / (1 + rho), 1.0)
+        low, high = _wilson_interval(occupancy * effective, effective)
+        table = pd.DataFrame({
+            "occupancy": occupancy, "occupancy_low": low, "occupancy_high": high,
+            "transitions_off": fit.expected_off, "transitions_on": fit.expected_on,
+            "n_frames": n_frames_seen, "rate_off": fit.p_off, "rate_on": fit.p_on,
+            "transition_rate": (fit.expected_off + fit.expected_on) / pairs,
+        })
+    notes: list[str] = []
+    seen = None if frame_shape is None else field_of_view(drift, frame_shape)
+    table = _describe_sites(table, sites, sampling, seen, notes)
+    states = fit.states
+    table["n_detections"] = states.sum(axis=0)
+    return SiteOccupancy(sites=table, occupied=states, observed=observed, drift=drift,
+                         site_of_detection=np.zeros(0, dtype=int), sampling=sampling,
+                         method="evidence", evidence=np.where(observed, evidence, np.nan),
+                         posterior=fit.posterior, notes=notes)
 
 
 def occupancy_map(sites: np.ndarray, values: np.ndarray, shape: Sequence[int],

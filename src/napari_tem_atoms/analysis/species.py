@@ -164,6 +164,8 @@ def iter_detect_species(
     threshold: float | None = None,
     max_shift: float | None = None,
     device: str | None = None,
+    precision: str | None = "auto",
+    engine: str | None = "auto",
 ) -> Generator[DetectionStep, None, pd.DataFrame]:
     """Generator form of :func:`detect_species`: yields a step per series."""
     from ..models import LoadedModel, load_cached_model
@@ -172,7 +174,8 @@ def iter_detect_species(
     if sampling is None:
         raise TEMAtomsError("the pixel size of the series is not known: give it in Å/px "
                             "(sampling=..., --sampling)")
-    loaded = model if isinstance(model, LoadedModel) else load_cached_model(model, device)
+    loaded = (model if isinstance(model, LoadedModel)
+              else load_cached_model(model, device, precision, engine))
     if loaded.metadata.get("task") != "species":
         raise TEMAtomsError(f"model {loaded.name!r} does not tell species apart; use a species "
                             "model such as mos2-focal")
@@ -211,6 +214,7 @@ def iter_detect_species(
         warnings.warn(note, stacklevel=2)
     atoms = pd.concat(tables, ignore_index=True)
     atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
+                       precision=loaded.precision, engine=loaded.engine_name,
                        threshold=threshold, notes=notes)
     return atoms
 
@@ -224,6 +228,8 @@ def detect_species(
     threshold: float | None = None,
     max_shift: float | None = None,
     device: str | None = None,
+    precision: str | None = "auto",
+    engine: str | None = "auto",
 ) -> pd.DataFrame:
     """Find the columns of a focal series and their species.
 
@@ -247,6 +253,8 @@ def detect_species(
         Largest misalignment searched [px] (default 0.9 Å, below half a lattice period).
     device : str, optional
         ``"cpu"`` or ``"cuda"``.
+    precision, engine : str, optional
+        How the network runs (see :func:`~napari_tem_atoms.detect_atoms`).
 
     Returns
     -------
@@ -255,4 +263,4 @@ def detect_species(
         ``species`` (``Mo``, ``S2``, ``S1``), ``confidence``.
     """
     return run_steps(iter_detect_species(series, model, sampling, defoci, align, threshold,
-                                         max_shift, device))
+                                         max_shift, device, precision, engine))

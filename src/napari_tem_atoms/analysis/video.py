@@ -1,4 +1,12 @@
-"""Occupancy of a whole video in one go: drift, detection, sites (the `tem-atoms occupancy` job)."""
+"""Occupancy of a whole video in one go: drift, detection, sites (the `tem-atoms occupancy` job).
+
+Two methods. ``"evidence"`` (the default): the network's maps of every frame, drift undone,
+are averaged to find the sites (a site occupied in a tenth of the frames still shows), each
+frame gives a continuous evidence per site, and a two-state hidden Markov model per site
+decides the states, occupancy and rates from the whole video. ``"detections"``: a frame is
+occupied where a thresholded detection was assigned to the site (for comparison, and for
+atoms detected elsewhere).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +21,10 @@ from ..errors import TEMAtomsError
 from ._steps import run_steps
 from .align import iter_estimate_drift
 from .detect import _as_frames, iter_detect_atoms
-from .occupancy import SiteOccupancy, site_occupancy
+from .occupancy import SiteOccupancy, evidence_occupancy, site_occupancy
+
+#: The occupancy methods (see the module's docstring).
+OCCUPANCY_METHODS = ("evidence", "detections")
 
 __all__ = ["VideoStep", "iter_video_occupancy", "video_occupancy"]
 
@@ -58,8 +69,14 @@ def iter_video_occupancy(
     device: str | None = None,
     cs: float | None = None,
     defocus: float | None = None,
+    precision: str | None = "auto",
+    engine: str | None = "auto",
+    method: str = "evidence",
 ) -> Generator[VideoStep, None, SiteOccupancy]:
     """Generator form of :func:`video_occupancy`: yields a :class:`VideoStep` per frame."""
+    if method not in OCCUPANCY_METHODS:
+        raise TEMAtomsError(f"unknown occupancy method {method!r}: use one of "
+                            f"{', '.join(OCCUPANCY_METHODS)}")
     frames, sampling, is_stack = _as_frames(video, sampling)
     if not is_stack or frames.shape[0] < 2:
         raise TEMAtomsError(f"an occupancy needs a video of at least 2 frames, got data of "
@@ -68,9 +85,28 @@ def iter_video_occupancy(
     if drift is None:
         drift = yield from _forward(iter_estimate_drift(frames, max_shift=max_shift,
                                                         sampling=sampling), "drift", n_frames)
+    if atoms is None and method == "evidence":
+        maps: list[np.ndarray] = []
+        steps = iter_detect_atoms(frames, model, sampling, threshold, device, cs=cs,
+                                  defocus=defocus, precision=precision, engine=engine,
+                                  keep_heatmaps=True)
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                atoms = stop.value
+                break
+            maps.append(step.heatmap.astype(np.float16))  # half the memory; 1e-3 is plenty
+            step.heatmap = None
+            yield VideoStep("detect", int(step.frame) + 1, n_frames)
+        yield VideoStep("sites", 0, 1)
+        result = _evidence_result(maps, atoms, drift, tuple(frames.shape[-2:]), sampling)
+        yield VideoStep("sites", 1, 1)
+        return result
     if atoms is None:
         atoms = yield from _forward(iter_detect_atoms(frames, model, sampling, threshold,
-                                                      device, cs=cs, defocus=defocus),
+                                                      device, cs=cs, defocus=defocus,
+                                                      precision=precision, engine=engine),
                                     "detect", n_frames)
     elif len(atoms) and "frame" in atoms.columns and atoms["frame"].max() >= n_frames:
         raise TEMAtomsError(f"the atoms reach frame {int(atoms['frame'].max())} but the video "
@@ -80,6 +116,33 @@ def iter_video_occupancy(
                             frame_shape=tuple(frames.shape[-2:]), sampling=sampling,
                             site_radius=site_radius)
     yield VideoStep("sites", 1, 1)
+    return result
+
+
+def _evidence_result(maps: list[np.ndarray], atoms: pd.DataFrame, drift: np.ndarray,
+                     frame_shape: tuple[int, int], sampling: float) -> SiteOccupancy:
+    """Sites from the mean map, evidence per frame, and the HMM fit (the evidence method)."""
+    from .site_evidence import mean_map, site_evidence, sites_from_mean_map
+
+    model_sampling = float(atoms.attrs["model_sampling"])
+    factor = model_sampling / sampling  # input pixels per map pixel
+    drift_map = np.asarray(drift, dtype=float) / factor
+    mean = mean_map(maps, drift_map)
+    sites = sites_from_mean_map(mean, model_sampling)
+    if len(sites) == 0:
+        raise TEMAtomsError("no site was found in the mean of the network's maps: the video "
+                            "shows no atomic columns the detector can see")
+    evidence, observed = site_evidence(maps, sites, drift_map, model_sampling)
+    threshold = float(atoms.attrs.get("threshold", 0.5))
+    result = evidence_occupancy(evidence, sites * factor, observed, drift=drift,
+                                frame_shape=frame_shape, sampling=sampling,
+                                threshold=float(np.log(threshold / (1 - threshold))))
+    # A peak of the mean map that the model never calls occupied is no site.
+    keep = (np.nan_to_num(result.posterior, nan=0.0) > 0.5).any(axis=0)
+    if not keep.all():
+        result = evidence_occupancy(evidence[:, keep], sites[keep] * factor, observed[:, keep],
+                                    drift=drift, frame_shape=frame_shape, sampling=sampling,
+                                    threshold=float(np.log(threshold / (1 - threshold))))
     return result
 
 
@@ -95,6 +158,9 @@ def video_occupancy(
     device: str | None = None,
     cs: float | None = None,
     defocus: float | None = None,
+    precision: str | None = "auto",
+    engine: str | None = "auto",
+    method: str = "evidence",
 ) -> SiteOccupancy:
     """Drift-correct a video, detect its atoms and measure every site's occupancy.
 
@@ -122,6 +188,13 @@ def video_occupancy(
     cs, defocus : float, optional
         Imaging conditions [Å] for a detector that takes them (see
         :func:`~napari_tem_atoms.detect_atoms`).
+    precision, engine : str, optional
+        How the detector runs (see :func:`~napari_tem_atoms.detect_atoms`).
+    method : {"evidence", "detections"}, optional
+        ``"evidence"``: sites from the mean of the network's maps, a hidden Markov model per
+        site over its per-frame evidence (see the module's docstring); ``"detections"``: a frame
+        is occupied where a detection was assigned to the site. With `atoms` given, the
+        detections method is used.
 
     Returns
     -------
@@ -129,4 +202,5 @@ def video_occupancy(
         Sites (positions in first-frame pixels after drift correction), occupancy matrix, drift.
     """
     return run_steps(iter_video_occupancy(video, model, sampling, atoms, drift, threshold,
-                                          max_shift, site_radius, device, cs, defocus))
+                                          max_shift, site_radius, device, cs, defocus,
+                                          precision, engine, method))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -51,6 +52,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     file object
         The open temporary file.
 
+    Raises
+    ------
+    TEMFileError
+        When the system refuses to write or rename the file (a full disk, a quota, a
+        read-only or vanished folder): the message names `path` and the system's reason.
+
     """
     path = check_writable(path)
     try:
@@ -66,7 +73,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         # mkstemp makes the file private (0600); give it the permissions a plain open() would.
         os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(temporary, path)
+    except OSError as exc:  # the disk is full, the folder went away...: a message, no traceback
+        Path(temporary).unlink(missing_ok=True)
+        raise TEMFileError(path, f"could not be written ({_reason(exc)}); any earlier file of "
+                           "that name is unchanged") from exc
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
+
+def _reason(error: OSError) -> str:
+    """The system's reason for a failed write, with what to do about the usual ones."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason}: free some space, or write the file elsewhere"
+    if error.errno == errno.EROFS:
+        return f"{reason}: write the file elsewhere"
+    return reason

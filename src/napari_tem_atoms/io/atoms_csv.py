@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,10 @@ __all__ = ["AtomsTable", "atoms_table", "is_atoms_csv", "read_atoms_csv", "write
 
 POSITION_COLUMNS = ("frame", "image", "y", "x")
 ANGSTROM_COLUMNS = ("y_angstrom", "x_angstrom")
+
+#: First characters that make a spreadsheet run a text cell as a formula (OWASP's list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass
@@ -118,11 +123,51 @@ def write_atoms_csv(path: str | os.PathLike, table: pd.DataFrame) -> Path:
     pathlib.Path
         The written file.
 
+    Notes
+    -----
+    Numbers get 6 decimals, or 6 significant digits below 1. Text cells a spreadsheet would
+    run as a formula (starting with ``=``, ``+``, ``-``, ``@``...) get a leading ``'``, which
+    :func:`read_atoms_csv` removes.
+
     """
     path = Path(path)
+    text_columns = [column for column in table.columns if _is_text(table[column])]
+    if text_columns:
+        table = table.copy()
+        for column in text_columns:
+            table[column] = table[column].astype(object).map(_escaped)
     with atomic_write(path, "w", newline="", encoding="utf-8") as stream:
-        table.to_csv(stream, index=False, float_format="%.6f")
+        table.to_csv(stream, index=False, float_format=_float_text)
     return path
+
+
+def _is_text(column: pd.Series) -> bool:
+    return column.dtype.kind == "O" or pd.api.types.is_string_dtype(column.dtype)
+
+
+def _float_text(value: float) -> str:
+    """Six decimals, or six significant digits below 1 (a p-value of 3e-11 was 0.000000)."""
+    return f"{value:.6g}" if 0 < abs(value) < 1 else f"{value:.6f}"
+
+
+def _escaped(cell: object) -> object:
+    """A text cell a spreadsheet would run as a formula, with a leading ``'`` (OWASP's rule).
+
+    A file name or species label such as ``=HYPERLINK(...)`` would otherwise run when the CSV
+    is opened in a spreadsheet. Text that is a plain number (``-1.5``) is left as it is; so is
+    text that starts with ``'`` but not before a formula, so :func:`_unescaped` is exact.
+    """
+    if (isinstance(cell, str) and cell.lstrip("'").startswith(_FORMULA_STARTS)
+            and not _NUMBER.fullmatch(cell)):
+        return "'" + cell
+    return cell
+
+
+def _unescaped(cell: object) -> object:
+    """Undo :func:`_escaped`."""
+    if isinstance(cell, str) and cell.startswith("'") and _escaped(cell[1:]) == cell:
+        return cell[1:]
+    return cell
 
 
 def read_atoms_csv(path: str | os.PathLike) -> AtomsTable:
@@ -141,7 +186,8 @@ def read_atoms_csv(path: str | os.PathLike) -> AtomsTable:
     Raises
     ------
     TEMFileError
-        When the file is not a CSV with ``y`` and ``x`` columns of numbers.
+        When the file is not a CSV with ``y`` and ``x`` columns of numbers, or a row has more
+        values than the header has columns.
 
     """
     path = Path(path)
@@ -149,6 +195,10 @@ def read_atoms_csv(path: str | os.PathLike) -> AtomsTable:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TEMFileError(path, f"not a readable CSV file ({exc})") from exc
+    if not isinstance(table.index, pd.RangeIndex):
+        # pandas takes the extra leading values of a row longer than the header for an
+        # index: "1,2,3,4" under "y,x" was read as y=3, x=4.
+        raise TEMFileError(path, _ragged_row(path))
     missing = [c for c in ("y", "x") if c not in table.columns]
     if missing:
         raise TEMFileError(
@@ -156,25 +206,58 @@ def read_atoms_csv(path: str | os.PathLike) -> AtomsTable:
         )
     position_columns = [c for c in POSITION_COLUMNS if c in table.columns
                         and (c != "image" or "frame" in table.columns)]
-    try:
-        coordinates = table[position_columns].to_numpy(dtype=float)
-    except ValueError as exc:
-        columns = ", ".join(position_columns)
-        raise TEMFileError(path, f"the {columns} columns must be numbers") from exc
+    coordinates = np.column_stack([_numbers(path, table, c) for c in position_columns])
     if not np.all(np.isfinite(coordinates)):
         raise TEMFileError(path, "some positions are empty or not finite")
     pixel_size = None
     if all(c in table.columns for c in ANGSTROM_COLUMNS):
         pixel_size = (
-            _fitted_ratio(table["y"].to_numpy(float), table["y_angstrom"].to_numpy(float)),
-            _fitted_ratio(table["x"].to_numpy(float), table["x_angstrom"].to_numpy(float)),
+            _fitted_ratio(_numbers(path, table, "y"), _numbers(path, table, "y_angstrom")),
+            _fitted_ratio(_numbers(path, table, "x"), _numbers(path, table, "x_angstrom")),
         )
         if None in pixel_size:
             pixel_size = None
     feature_columns = [c for c in table.columns if c not in (*position_columns, *ANGSTROM_COLUMNS)]
     features = table[feature_columns].reset_index(drop=True)
+    for column in features.columns:
+        if _is_text(features[column]):
+            features[column] = features[column].map(_unescaped)
     return AtomsTable(coordinates=coordinates, features=features,
                       pixel_size_angstrom=pixel_size)  # type: ignore[arg-type]
+
+
+def _numbers(path: Path, table: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as floats, or a TEMFileError naming the column and the first line that is not."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() & table[column].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TEMFileError(
+            path, f"the {column} column must be numbers: line {_line_of_row(path, row)} has "
+            f"{table[column].iloc[row]!r}"
+        )
+    return values.to_numpy(dtype=float)
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """The line number of data row `row` (from 0), skipping blank lines as pandas does."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = csv.reader(stream)
+        next(rows, None)  # the header
+        data_rows = (rows.line_num for values in rows if values)
+        return next((n for i, n in enumerate(data_rows) if i == row), row + 2)
+
+
+def _ragged_row(path: Path) -> str:
+    """Which line has more values than the header has columns (pandas does not say)."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = csv.reader(stream)
+        header = next(rows, [])
+        for row in rows:
+            if len(row) > len(header):
+                return (f"line {rows.line_num} has {len(row)} values for the {len(header)} "
+                        f"columns of the header ({', '.join(header)}): fix or remove it")
+    return "a row has more values than the header has columns"
 
 
 def _fitted_ratio(pixels: np.ndarray, angstrom: np.ndarray) -> float | None:

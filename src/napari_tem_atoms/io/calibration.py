@@ -58,7 +58,8 @@ def normalise_unit(unit: object) -> str:
     Parameters
     ----------
     unit : object
-        The unit as a file wrote it (``None``, ``"nm"``, ``"\\u00B5m"``, ``"1 / µm"``, ...).
+        The unit as a file wrote it (``None``, ``"nm"``, ``"\\u00B5m"``, ``"1 / µm"``,
+        ``"n_m"``, ...).
 
     Returns
     -------
@@ -73,6 +74,9 @@ def normalise_unit(unit: object) -> str:
         unit = unit.decode("utf-8", "replace")
     text = _decode_escapes(str(unit)).strip().replace(" ", "")
     text = text.replace("μ", "µ").replace("\u212b", "Å")  # Greek mu, ångström sign
+    # Berkeley EMD writes units as "[n_m]", and TEAM-microscope software as a bare "n_m" that
+    # RosettaSciIO passes on: no unit has an underscore, so drop them with the brackets.
+    text = re.sub(r"^\[(.+)\]$", r"\1", text).replace("_", "")
     if text.lower() in _NO_UNIT:
         return ""
     reciprocal = re.fullmatch(r"1/(.+)|(.+)\^-1|(.+)-1|(.+)⁻¹", text)

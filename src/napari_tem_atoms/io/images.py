@@ -6,12 +6,19 @@ RosettaSciIO for vendor tags); NPY; and a folder of frames read in natural order
 
 Every problem is raised as :class:`~napari_tem_atoms.errors.TEMFileError`, whose message names
 the file and says what is wrong.
+
+Data larger than :data:`MAX_BYTES` (what one read may allocate: the whole image or stack, or
+one frame when reading lazily) is refused from the file's header, before anything is
+allocated; the environment variable ``NAPARI_TEM_ATOMS_MAX_BYTES`` raises the limit. HDF5
+files (EMD, HSPY) whose data lies in other files are refused unless
+``NAPARI_TEM_ATOMS_ALLOW_EXTERNAL_HDF5=1``.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 import re
 import threading
@@ -31,6 +38,7 @@ from .calibration import Calibration, calibration_from_axes, normalise_unit
 __all__ = [
     "FRAME_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "MAX_BYTES",
     "TEMImage",
     "frame_files",
     "natural_sort_key",
@@ -61,6 +69,14 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (*_RSCIIO_MODULES, *_TIFF_EXTENSIONS, ".npy"
 FRAME_EXTENSIONS: tuple[str, ...] = (
     ".tif", ".tiff", ".dm3", ".dm4", ".mrc", ".npy", ".ser", ".emd",
 )
+
+#: Most bytes of decoded data one read may allocate (an image or stack, or one frame of a lazily
+#: read stack). A damaged or hostile header can declare terabytes in a file of a few bytes;
+#: allocating them fails with MemoryError at best, and at worst gets the process (napari, with
+#: the user's work) killed by the system. Raised by the environment variable below.
+MAX_BYTES = 8_000_000_000
+_MAX_BYTES_VARIABLE = "NAPARI_TEM_ATOMS_MAX_BYTES"
+_ALLOW_EXTERNAL_VARIABLE = "NAPARI_TEM_ATOMS_ALLOW_EXTERNAL_HDF5"
 
 _SPECTRAL_SIGNALS = ("EELS", "EDS", "EDX", "CL", "SPECTRUM")
 _SPECTRAL_UNITS = {"eV", "keV", "meV"}
@@ -229,6 +245,7 @@ def read_folder(path: str | os.PathLike, *, lazy: bool = False) -> TEMImage:
             for f in frames
         ])
     else:
+        _check_size(path, (len(frames), *first.data.shape), first.data.dtype)
         data = np.stack(
             [first.data] + [_frame_data(f, first.data.shape, None) for f in frames[1:]]
         )
@@ -266,10 +283,72 @@ def _frame_data(frame: Path, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         raise TEMFileError(
             frame, f"frame shape {data.shape} differs from the first frame's {shape}"
         )
-    return data if dtype is None else data.astype(dtype, copy=False)
+    if dtype is None:
+        return data
+    # A lazy stack's type is the first frame's, fixed before the others are read: a frame
+    # that does not fit it (float32 in uint16) would be cut silently.
+    fits = np.can_cast(data.dtype, dtype, "safe") or (
+        np.issubdtype(data.dtype, np.floating) and np.issubdtype(dtype, np.floating))
+    if not fits:
+        raise TEMFileError(
+            frame, f"the frame's values are {data.dtype}, which the stack's {np.dtype(dtype)} "
+            "(the first frame's type) cannot hold without loss: save every frame with one "
+            "type, or read the folder without lazy loading, which picks a type that holds "
+            "them all"
+        )
+    return data.astype(dtype, copy=False)
 
 
 # --- checks -----------------------------------------------------------------------------------
+
+
+def _max_bytes() -> int:
+    """:data:`MAX_BYTES`, or the environment variable that overrides it."""
+    value = os.environ.get(_MAX_BYTES_VARIABLE, "").strip()
+    if not value:
+        return MAX_BYTES
+    try:
+        return int(float(value))  # "16e9" as well as "16000000000"
+    except ValueError:
+        raise TEMFileError(
+            _MAX_BYTES_VARIABLE, f"{value!r} is not a number of bytes (e.g. 16e9)"
+        ) from None
+
+
+def _check_size(path: Path, shape: tuple[int, ...], dtype: Any, *,
+                at_once: tuple[int, ...] | None = None, what: str = "the data") -> None:
+    """Refuse, from a header, data larger than the limit before anything is allocated.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file, named in the message.
+    shape, dtype
+        What the header declares.
+    at_once : tuple of int, optional
+        The shape read at once when that is less than all of it (a frame, read lazily).
+    what : str, optional
+        What the header declares it for (``"the dataset /data"``), for the message.
+
+    Raises
+    ------
+    TEMFileError
+        Naming the declared shape, the size, and how to raise the limit.
+
+    """
+    shape = tuple(int(n) for n in shape)
+    part = shape if at_once is None else tuple(int(n) for n in at_once)
+    size = math.prod(part) * np.dtype(dtype).itemsize
+    limit = _max_bytes()
+    if size > limit:
+        read = "it" if part == shape else f"one frame {part} of it"
+        raise TEMFileError(
+            path, f"{what} is declared as shape {shape} of {np.dtype(dtype)}: reading {read} "
+            f"takes {size / 1e9:.3g} GB, more than the limit of {limit / 1e9:.3g} GB (is the "
+            f"file damaged?). If the data is really that large, raise the limit: set the "
+            f"environment variable {_MAX_BYTES_VARIABLE} to a number of bytes, e.g. "
+            f"{_MAX_BYTES_VARIABLE}={math.ceil(size / 1e9)}e9"
+        )
 
 
 def _check_file(path: Path) -> None:
@@ -327,6 +406,8 @@ def _checked(image: TEMImage) -> TEMImage:
 
 def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
     module_name, label = _RSCIIO_MODULES[path.suffix.lower()]
+    if label in ("EMD", "HSPY"):
+        _check_hdf5(path, lazy=lazy)
     module = importlib.import_module(f"rsciio.{module_name}")
     try:
         with warnings.catch_warnings():
@@ -369,6 +450,59 @@ def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
             original_metadata=_plain(signal.get("original_metadata", {})),
         ))
     return results
+
+
+def _check_hdf5(path: Path, *, lazy: bool) -> None:
+    """Refuse, before RosettaSciIO reads an HDF5 file, data in other files and oversized data.
+
+    External raw storage, virtual datasets and external links read whatever files they name
+    (any file the user can read) into the image, without a word; a file from elsewhere is
+    refused unless ``NAPARI_TEM_ATOMS_ALLOW_EXTERNAL_HDF5=1``. Image-like datasets (2-D or
+    more) larger than the limit are refused as in :func:`_check_size` (when reading lazily,
+    one image of them: their two largest axes).
+    """
+    import h5py
+
+    try:
+        hdf5 = h5py.File(path, "r")
+    except OSError:
+        return  # not HDF5: RosettaSciIO says so in its words
+    allow_external = os.environ.get(_ALLOW_EXTERNAL_VARIABLE, "").strip() == "1"
+
+    def refuse(name: str, how: str) -> None:
+        raise TEMFileError(
+            path, f"the HDF5 object /{name} {how}: reading it would pull another file into "
+            f"this one, so it is refused. If you trust this file, set the environment "
+            f"variable {_ALLOW_EXTERNAL_VARIABLE}=1"
+        )
+
+    groups: list[tuple[str, Any]] = [("", hdf5)]
+
+    def check(name: str, item: Any) -> None:
+        if isinstance(item, h5py.Group):
+            groups.append((f"{name}/", item))
+        if not isinstance(item, h5py.Dataset):
+            return
+        if not allow_external and item.external:
+            refuse(name, f"stores its data in the raw file(s) "
+                   f"{', '.join(str(e[0]) for e in item.external)}")
+        if not allow_external and item.is_virtual:
+            # "." is this file itself
+            sources = sorted({str(s.file_name) for s in item.virtual_sources()} - {"."})
+            if sources:
+                refuse(name, f"is a virtual dataset that maps data from {', '.join(sources)}")
+        if item.ndim >= 2:
+            _check_size(path, item.shape, item.dtype, what=f"the dataset /{name}",
+                        at_once=tuple(sorted(item.shape)[-2:]) if lazy else None)
+
+    with hdf5:
+        hdf5.visititems(check)  # every object once, following neither soft nor external links
+        for prefix, group in [] if allow_external else groups:
+            for name in group:
+                link = group.get(name, getlink=True)
+                if isinstance(link, h5py.ExternalLink):
+                    refuse(f"{prefix}{name}", f"is an external link to {link.path} in "
+                           f"{link.filename}")
 
 
 def _why_not_an_image(signal: Mapping[str, Any]) -> str | None:
@@ -456,7 +590,10 @@ def _read_tiff(path: Path, lazy: bool = False) -> TEMImage:
             axes = series.axes
             one_page_per_frame = (len(series.shape) == 3 and "S" not in axes
                                   and len(series.pages) == series.shape[0])
-            if lazy and one_page_per_frame:
+            lazy_pages = lazy and one_page_per_frame
+            _check_size(path, series.shape, series.dtype,
+                        at_once=series.shape[1:] if lazy_pages else None)
+            if lazy_pages:
                 data = _lazy_tiff_frames(path, tuple(series.shape), series.dtype)
             else:
                 data = series.asarray()
@@ -472,6 +609,8 @@ def _read_tiff(path: Path, lazy: bool = False) -> TEMImage:
                 metadata["tags"] = {
                     tag.name: _tag_value(tag.value) for tag in tif.pages[0].tags.values()
                 }
+    except TEMFileError:
+        raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
         if "imagecodecs" in str(exc):
             raise TEMFileError(
@@ -558,24 +697,89 @@ def _vendor_tiff_calibration(path: Path) -> tuple[Calibration, str | None]:
 # --- NPY ----------------------------------------------------------------------------------
 
 
-def _read_npy(path: Path, *, lazy: bool) -> TEMImage:
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an NPY file declares, checked against the bytes the file holds.
+
+    Raises
+    ------
+    TEMFileError
+        When the header is unreadable, holds Python objects, or declares a negative shape or
+        more data than the file holds (NumPy would raise MemoryError or OverflowError, or try
+        to allocate it all).
+
+    """
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as stream:
+        if stream.read(2) == b"PK":  # a zip file
+            raise TEMFileError(path, "not a single NumPy array (an .npz archive?)")
     try:
-        data = np.load(path, mmap_mode="r" if lazy else None, allow_pickle=False)
-    except ValueError as exc:
-        problem = ("it holds Python objects, which are not loaded for safety (pickle)"
-                   if "allow_pickle" in str(exc) else f"not a readable NPY file ({exc})")
-        raise TEMFileError(path, problem) from exc
-    except (OSError, EOFError) as exc:
+        with open(path, "rb") as stream:
+            version = npy_format.read_magic(stream)
+            # Versions 2 and 3 differ only in the header's text encoding.
+            read_header = (npy_format.read_array_header_1_0 if version == (1, 0)
+                           else npy_format.read_array_header_2_0)
+            shape, _, dtype = read_header(stream)
+            data_bytes = os.fstat(stream.fileno()).st_size - stream.tell()
+    except (ValueError, OSError, EOFError) as exc:
         raise TEMFileError(
             path, f"not a readable NPY file: it may be truncated or damaged ({exc})"
         ) from exc
-    if not isinstance(data, np.ndarray):
-        raise TEMFileError(path, "not a single NumPy array (an .npz archive?)")
+    if dtype.hasobject:
+        raise TEMFileError(
+            path, "it holds Python objects, which are not loaded for safety (pickle)"
+        )
+    if any(n < 0 for n in shape):
+        raise TEMFileError(path, f"the header declares a negative shape {shape}: the file is "
+                           "damaged")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > data_bytes:
+        raise TEMFileError(
+            path, f"the header declares shape {shape} of {dtype} ({needed} bytes) but the file "
+            f"holds {data_bytes} bytes of data: it is truncated or damaged"
+        )
+    return shape, dtype
+
+
+class _NpyFile:
+    """An NPY file as an array dask can slice: each slice maps the file, nothing is copied.
+
+    Given the memory map itself, ``dask.array.from_array`` copies it (the whole file into
+    memory), and ``tokenize`` hashes every byte of it.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype, self.ndim = path, shape, dtype, len(shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)[key]
+
+
+def _read_npy(path: Path, *, lazy: bool) -> TEMImage:
+    shape, dtype = _npy_header(path)
+    _check_size(path, shape, dtype, at_once=shape[1:] if lazy and len(shape) >= 3 else None)
     if lazy:
         import dask.array as da
 
-        chunks = (1, *data.shape[1:]) if data.ndim >= 3 else data.shape
-        data = da.from_array(data, chunks=chunks)
+        status = path.stat()
+        chunks = (1, *shape[1:]) if len(shape) >= 3 else shape
+        data = da.from_array(
+            _NpyFile(path, shape, dtype), chunks=chunks,
+            name=f"npy-{path.resolve()}-{status.st_mtime_ns}-{status.st_size}",
+        )
+    else:
+        try:
+            data = np.load(path, allow_pickle=False)
+        except MemoryError as exc:
+            size = math.prod(shape) * dtype.itemsize
+            raise TEMFileError(
+                path, f"not enough memory to read its {size / 1e9:.3g} GB: close other "
+                "programs, or read it lazily"
+            ) from exc
+        except (ValueError, OSError, EOFError) as exc:
+            raise TEMFileError(
+                path, f"not a readable NPY file: it may be truncated or damaged ({exc})"
+            ) from exc
     return TEMImage(
         data=data, path=path, name=path.stem,
         calibration=Calibration.uncalibrated(

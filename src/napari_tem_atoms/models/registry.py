@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -99,6 +101,14 @@ class LoadedModel:
         Where it runs (``"cpu"``, ``"cuda"``).
     name : str
         Registry name or file path.
+    sha256 : str
+        SHA-256 of the weights file.
+    precision : str
+        ``"fp32"`` or ``"bf16"``: what the network runs at (see
+        :func:`~napari_tem_atoms.models.runtime.resolve_precision`).
+    engine : object
+        What runs the network on a tile (:mod:`~napari_tem_atoms.models.engines`); None: PyTorch
+        at `precision`.
     """
 
     network: Any
@@ -106,6 +116,27 @@ class LoadedModel:
     device: str
     name: str
     sha256: str = field(default="")
+    precision: str = "fp32"
+    engine: Any = None
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            from .engines import TorchEngine
+
+            self.engine = TorchEngine(self.network, self.device, self.precision)
+
+    @property
+    def engine_name(self) -> str:
+        """``"torch"`` or ``"openvino"``."""
+        return str(self.engine.name)
+
+    def describe_runtime(self) -> str:
+        """Where and how the network runs, for status lines: ``cpu, openvino, bf16``."""
+        return f"{self.device}, {self.engine_name}, {self.precision}"
+
+    def run(self, tiles: Any, conditions: Any = None) -> Any:
+        """Logits (batch, classes, H, W), float32, of normalised (batch, channels, H, W) tiles."""
+        return self.engine(tiles, conditions)
 
     @property
     def sampling(self) -> float:
@@ -126,6 +157,11 @@ class LoadedModel:
     def classes(self) -> list[str]:
         """Names of the output maps."""
         return list(self.metadata.get("classes", ["column"]))
+
+    @property
+    def counts(self) -> bool:
+        """True when the network also estimates the atoms along the beam of each column."""
+        return bool(self.metadata.get("architecture", {}).get("counts", 0))
 
 
 def takes_conditions(metadata: dict) -> bool:
@@ -167,9 +203,9 @@ def model_path(model: str | os.PathLike) -> tuple[Path, str]:
                     f"the bundled weights of model {name!r} are missing from the package "
                     f"({path}); reinstall napari-tem-atoms"
                 )
+            digest = _sha256(path)
         else:
-            path = fetch_file(entry.url, entry.sha256, entry.filename, kind="models")
-        digest = _sha256(path)
+            path, digest = _fetched(entry)
         if digest != entry.sha256:
             raise TEMAtomsError(
                 f"{path}: SHA-256 {digest[:12]}... does not match the registered "
@@ -189,19 +225,124 @@ def model_path(model: str | os.PathLike) -> tuple[Path, str]:
     )
 
 
-def model_metadata(model: str | os.PathLike) -> dict:
-    """The metadata of a model's weights (sampling, threshold, training), without loading them."""
+def _fetched(entry: ModelEntry) -> tuple[Path, str]:
+    """The cached weights of a fetched model and their SHA-256, fetched when missing or damaged.
+
+    A cached file whose hash does not match is removed before fetching: when the fetch fails
+    (offline), the message says so rather than only that a download failed.
+    """
+    cached = cache_dir("models") / entry.filename
+    if cached.is_file():
+        digest = _sha256(cached)
+        if digest == entry.sha256:
+            return cached, digest
+        mismatch = (f"{cached}: the cached weights of model {entry.name!r} have SHA-256 "
+                    f"{digest[:12]}..., which does not match the registered "
+                    f"{entry.sha256[:12]}...: the file is damaged or was replaced")
+        try:
+            cached.unlink(missing_ok=True)
+        except OSError as exc:  # a shared, read-only cache
+            raise TEMAtomsError(f"{mismatch}, and could not be removed ({exc.strerror}): remove "
+                                "it, or put the right file there") from None
+        replaced = f"{mismatch}, and was removed"
+        try:
+            path = fetch_file(entry.url, entry.sha256, entry.filename, kind="models")
+        except TEMAtomsError as exc:
+            raise TEMAtomsError(
+                f"{replaced}; it will be fetched again from {entry.url} the next time the model "
+                f"is used (fetching it now failed: {exc})") from exc
+        warnings.warn(f"{replaced} and fetched again", UserWarning, stacklevel=3)
+    else:
+        path = fetch_file(entry.url, entry.sha256, entry.filename, kind="models")
+    return path, _sha256(path)
+
+
+def _architecture_keys() -> set[str]:
+    """The keys an ``architecture`` may have: the arguments of :class:`~.unet.UNet`."""
+    import inspect
+
+    from .unet import UNet
+
+    return set(inspect.signature(UNet.__init__).parameters) - {"self"}
+
+
+def _checked_metadata(path: Path, metadata: Any) -> dict:
+    """The metadata of a weights file, refused in words when a network cannot be built from it.
+
+    Raises
+    ------
+    TEMAtomsError
+        Naming the file and what is missing or wrong: the ``architecture`` (absent, not a
+        table, unknown keys, values that are not whole numbers), ``sampling`` (not a number
+        above 0), ``classes`` (not a list of names) or ``threshold`` (not between 0 and 1).
+    """
+    def refuse(problem: str) -> TEMAtomsError:
+        return TEMAtomsError(f"{path}: {problem}; these weights cannot be used")
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not isinstance(metadata, dict):
+        raise refuse("its napari_tem_atoms metadata is not a table of settings")
+    architecture = metadata.get("architecture")
+    if not isinstance(architecture, dict):
+        raise refuse("its metadata has no 'architecture' (the network's layer settings)"
+                     if architecture is None else "its metadata's 'architecture' is not a table")
+    known = _architecture_keys()
+    unknown = sorted(set(architecture) - known)
+    if unknown:
+        raise refuse(f"its architecture has settings this version does not know: "
+                     f"{', '.join(unknown)} (known: {', '.join(sorted(known))}); a newer "
+                     "napari-tem-atoms may read it")
+    wrong = sorted(key for key, value in architecture.items()
+                   if not isinstance(value, int) or isinstance(value, bool) or value < 0)
+    if wrong:
+        said = ", ".join(f"{key} = {architecture[key]!r}" for key in wrong)
+        raise refuse(f"in its architecture, {said}: not a whole number of 0 or more")
+    sampling = metadata.get("sampling")
+    if sampling is None:
+        raise refuse("its metadata has no 'sampling' (the pixel size the network expects, Å/px)")
+    if not is_number(sampling) or not math.isfinite(sampling) or sampling <= 0:
+        raise refuse(f"its metadata's 'sampling' (the pixel size the network expects, Å/px) is "
+                     f"{sampling!r}, not a number above 0")
+    classes = metadata.get("classes", ["column"])
+    if not isinstance(classes, list) or not classes or not all(
+            isinstance(name, str) for name in classes):
+        raise refuse(f"its metadata's 'classes' is {classes!r}, not a list of names")
+    threshold = metadata.get("threshold", 0.5)
+    if not is_number(threshold) or not 0 <= threshold <= 1:
+        raise refuse(f"its metadata's 'threshold' is {threshold!r}, not a confidence between "
+                     "0 and 1")
+    return metadata
+
+
+def _read_metadata(path: Path) -> dict:
+    """The checked napari-tem-atoms metadata of a weights file (see :func:`_checked_metadata`)."""
     from safetensors import safe_open
 
-    path, _ = model_path(model)
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return json.loads(handle.metadata()["napari_tem_atoms"])
+            metadata = json.loads(handle.metadata()["napari_tem_atoms"])
     except Exception as exc:  # damaged file, wrong format, missing metadata
         raise TEMAtomsError(f"{path}: not a napari-tem-atoms weights file ({exc})") from exc
+    return _checked_metadata(path, metadata)
 
 
-def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None) -> LoadedModel:
+def model_metadata(model: str | os.PathLike) -> dict:
+    """The metadata of a model's weights (sampling, threshold, training), without loading them.
+
+    Raises
+    ------
+    TEMAtomsError
+        As :func:`model_path`; or metadata a network cannot be built from, naming the file
+        and what is wrong.
+    """
+    path, _ = model_path(model)
+    return _read_metadata(path)
+
+
+def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None,
+               precision: str | None = "auto", engine: str | None = "auto") -> LoadedModel:
     """Load a model for inference, without pickle.
 
     Parameters
@@ -210,6 +351,11 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None)
         A registry name (see :data:`REGISTRY`) or a ``.safetensors`` file.
     device : str, optional
         ``"cpu"``, ``"cuda"``...; default: CUDA when available, else the CPU.
+    precision : {"auto", "fp32", "bf16"}, optional
+        ``"auto"``: bfloat16 where the device computes it natively (a CPU with AMX or
+        AVX-512-BF16, a GPU with bfloat16), float32 elsewhere.
+    engine : {"auto", "torch", "openvino"}, optional
+        ``"auto"``: OpenVINO on the CPU when it is installed, else PyTorch.
 
     Returns
     -------
@@ -219,27 +365,41 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None)
         for training), and its metadata.
     """
     import torch
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    from .engines import make_engine, resolve_engine
+    from .runtime import resolve_precision, use_allowed_cores
     from .unet import UNet, prepare_for_inference
 
     path, digest = model_path(model)
     device = _checked_device(device)
+    precision = resolve_precision(precision, device)
+    engine = resolve_engine(engine, device)
+    threads = use_allowed_cores()
+    metadata = _read_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = json.loads(handle.metadata()["napari_tem_atoms"])
         state = load_file(str(path), device="cpu")
-    except Exception as exc:  # damaged file, wrong format, missing metadata
+    except Exception as exc:  # damaged file, wrong format
         raise TEMAtomsError(f"{path}: not a napari-tem-atoms weights file ({exc})") from exc
     architecture = metadata["architecture"]
-    network = UNet(**architecture)
-    network.load_state_dict(state)
+    try:
+        network = UNet(**architecture)
+    except ValueError as exc:  # check_architecture: too few channels or poolings
+        raise TEMAtomsError(f"{path}: its architecture cannot be built ({exc})") from None
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:  # layers missing, extra, or of other shapes
+        first = (str(exc).splitlines()[1:] or [str(exc)])[0].strip()  # after "Error(s) in..."
+        raise TEMAtomsError(
+            f"{path}: the weights do not fit the architecture its metadata declares "
+            f"({first[:200]}); the file is damaged or its metadata was edited") from None
     # predict_heatmap feeds channels-last tiles; weights in the same layout spare oneDNN a
     # reorder per convolution: a 768² tile takes 0.17 s instead of 0.36 s on 2 cores.
     prepare_for_inference(network.eval()).to(device, memory_format=torch.channels_last)
+    runner = make_engine(network, device, precision, engine, digest,
+                         int(architecture.get("conditions", 0)), threads)
     return LoadedModel(network=network, metadata=metadata, device=device, name=os.fspath(model),
-                       sha256=digest)
+                       sha256=digest, precision=precision, engine=runner)
 
 
 def _checked_device(device: str | None) -> str:
@@ -258,15 +418,16 @@ def _checked_device(device: str | None) -> str:
     return device
 
 
-_LOADED: dict[tuple[str, str | None], LoadedModel] = {}
+_LOADED: dict[tuple[str, str | None, str, str], LoadedModel] = {}
 
 
-def load_cached_model(model: str | os.PathLike = "au-hrtem", device: str | None = None
+def load_cached_model(model: str | os.PathLike = "au-hrtem", device: str | None = None,
+                      precision: str | None = "auto", engine: str | None = "auto"
                       ) -> LoadedModel:
     """:func:`load_model`, once per process: widgets, batch runs and cluster workers reuse it."""
-    key = (os.fspath(model), device)
+    key = (os.fspath(model), device, (precision or "auto").lower(), (engine or "auto").lower())
     if key not in _LOADED:
-        _LOADED[key] = load_model(model, device=device)
+        _LOADED[key] = load_model(model, device=device, precision=precision, engine=engine)
     return _LOADED[key]
 
 

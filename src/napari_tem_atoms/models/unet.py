@@ -127,10 +127,14 @@ class UNet(nn.Module):
         :class:`RefineBlock` s appended to the second level's encoder and decoder (each, at
         half resolution). Earlier layers keep their names, so weights without them load into
         the network unchanged.
+    counts : int
+        1: a second head estimates log(atoms along the beam) at each column's centre, as one
+        more output channel after the `out_channels` maps (not a probability: no sigmoid).
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 16,
-                 depth: int = 3, context: int = 0, conditions: int = 0, refine: int = 0) -> None:
+                 depth: int = 3, context: int = 0, conditions: int = 0, refine: int = 0,
+                 counts: int = 0) -> None:
         super().__init__()
         check_architecture(base_channels=base_channels, depth=depth, context=context,
                            refine=refine)
@@ -154,6 +158,10 @@ class UNet(nn.Module):
             self.encoders[1].append(RefineBlock(channels[1]))
             self.decoders[-2].append(RefineBlock(channels[1]))
         self.head = nn.Conv2d(channels[0], out_channels, 1)
+        # With counts: one more output, log(atoms along the beam) at each column's centre.
+        self.counts = counts
+        if counts:
+            self.count_head = nn.Conv2d(channels[0], 1, 1)
         # Set by prepare_for_inference once it has checked that every level's FiLM can be
         # folded into the level's last convolution.
         self.film_folded = False
@@ -205,6 +213,8 @@ class UNet(nn.Module):
                 features = level(list(decoder)[1:], decoder[0](upsampled, skip))
             else:
                 features = level(decoder, torch.cat([upsampled, skip], dim=1))
+        if self.counts:
+            return torch.cat([self.head(features), self.count_head(features)], dim=1)
         return self.head(features)
 
     def _folded_film_terms(self, conditions: torch.Tensor, batch: int

@@ -90,6 +90,8 @@ class DetectWidget(WorkerRunner, Container):
                      self.run_button, self.cancel_button, self.progress_bar, self.status])
 
         self._results: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
+        # A model with counts: each frame's log(atoms) map, for n_atoms at a new threshold.
+        self._log_counts: dict[int, np.ndarray] = {}
         self._run_info: dict[str, Any] = {}
         self._watched_layer: Any = None  # whose pixel size (scale, units) is followed
 
@@ -186,7 +188,7 @@ class DetectWidget(WorkerRunner, Container):
         settings = (model_name, sampling, average_mirrors, tuple(sorted(conditions.items())))
         previous = self._run_info
         if previous.get("layer") is not layer or previous.get("settings") != settings:
-            self._results = {}
+            self._results, self._log_counts = {}, {}
         self._run_info = {"layer": layer, "sampling": sampling, "n_frames": len(indices),
                           "settings": settings, "done": 0,
                           "start": time.perf_counter(), "stack": layer.ndim == 3,
@@ -213,7 +215,8 @@ class DetectWidget(WorkerRunner, Container):
             try:
                 for step in _steps(frames, loaded, sampling, threshold, average_mirrors,
                                    **conditions):
-                    batch.append((indices[step.frame], step.atoms, step.heatmap))
+                    batch.append((indices[step.frame], step.atoms, step.heatmap,
+                                  step.log_counts))
                     if time.perf_counter() - sent >= YIELD_INTERVAL:
                         yield ("frames", batch)
                         batch, sent = [], time.perf_counter()
@@ -234,13 +237,17 @@ class DetectWidget(WorkerRunner, Container):
         kind = item[0]
         if kind == "model":
             self._run_info["device"] = item[1].device
+            # Device, engine and precision: the speed a user sees depends on all three.
+            self._run_info["runtime"] = item[1].describe_runtime()
             self._run_info["model_sampling"] = item[1].sampling
         elif kind == "error":
             show_error(f"Detect atoms: {item[1]}")
             self.status.value = item[1]
             self._run_info["error"] = item[1]
         else:
-            for index, atoms, heatmap in item[1]:
+            for index, atoms, heatmap, log_counts in item[1]:
+                if log_counts is not None:
+                    self._log_counts[index] = log_counts
                 if atoms["frame"].ne(index).any():  # a single frame of a stack comes as 0
                     atoms = atoms.assign(frame=index)
                 self._results[index] = (atoms, heatmap)
@@ -280,7 +287,7 @@ class DetectWidget(WorkerRunner, Container):
         kept = (f"; the layer keeps {earlier} frame(s) of earlier runs with these settings"
                 if earlier > 0 else "")
         self.status.value = (f"{n_atoms} atoms in {len(self._results)} frame(s){stopped}, "
-                             f"{elapsed:.1f} s on {self._run_info.get('device', '?')}{kept}")
+                             f"{elapsed:.1f} s on {self._run_info.get('runtime', '?')}{kept}")
         if elapsed >= NOTIFY_AFTER:  # the user may have turned to something else meanwhile
             show_info(f"Detect atoms: {self.status.value}")
 
@@ -293,7 +300,8 @@ class DetectWidget(WorkerRunner, Container):
         info, threshold = self._run_info, float(self.threshold.value)
         factor = info["model_sampling"] / info["sampling"]
         for index, (_, heatmap) in list(self._results.items()):
-            atoms = atoms_from_heatmap(heatmap, threshold, info["model_sampling"], factor, index)
+            atoms = atoms_from_heatmap(heatmap, threshold, info["model_sampling"], factor, index,
+                                       self._log_counts.get(index))
             self._results[index] = (atoms, heatmap)
         self._update_layers()
 
@@ -315,7 +323,7 @@ class DetectWidget(WorkerRunner, Container):
                                average_mirrors=bool(self.mirrors.value),
                                **info.get("conditions", {}),
                                pixel_size_angstrom=pixel_size,
-                               device=info.get("device"))
+                               device=info.get("device"), runtime=info.get("runtime"))
         self._update_heatmap(image)
 
     def _update_heatmap(self, image: Any) -> None:

@@ -88,7 +88,9 @@ def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, flo
     """
     columns = ["frame", "y", "x"] if image.ndim == 3 else ["y", "x"]
     coordinates = atoms[columns].to_numpy(float).reshape(-1, len(columns))
-    features = atoms[["frame", "confidence"]].reset_index(drop=True)
+    # n_atoms: a model with counts (atoms along the beam per column).
+    kept = [c for c in ("frame", "confidence", "n_atoms") if c in atoms.columns]
+    features = atoms[kept].reset_index(drop=True)
     name = f"{image.name} atoms"
     if name in viewer.layers:
         points = viewer.layers[name]
@@ -97,6 +99,9 @@ def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, flo
         return points
     kwargs = points_layer_kwargs(image.ndim, pixel_size)
     kwargs.update(scale=image.scale, units=image.units)
+    if "n_atoms" in features.columns:  # rings coloured by the atoms along the beam
+        kwargs.update(face_color="n_atoms", face_colormap="plasma",
+                      face_contrast_limits=(1.0, 10.0))
     return viewer.add_points(coordinates, name=name, features=features, **kwargs)
 
 

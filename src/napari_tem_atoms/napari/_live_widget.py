@@ -3,8 +3,10 @@
 Two sources: a folder the acquisition software writes frames into (each complete file is
 appended to a stack layer and analysed), or an image layer that another plugin streams into
 (new or changed frames are analysed). One worker thread runs the network; the GUI thread only
-moves frames in and results out. When frames come faster than they can be analysed, the widget
-says so and, if asked, skips to the newest frame rather than falling ever further behind.
+moves frames in and results out. Every frame is shown as soon as it arrives; its atoms are
+overlaid when the network has found them. When frames come faster than they can be analysed,
+the widget says so and, if asked, skips to the newest frame (the skipped ones stay in the
+stack, without atoms) rather than falling ever further behind.
 """
 
 from __future__ import annotations
@@ -158,6 +160,10 @@ class LiveWidget(Container):
         if not watching and self.followed_layer.value is None:
             show_error("Live mode: choose the layer to follow")
             return
+        if not watching and not self.sampling.value:
+            show_error(f"Live mode: layer {self.followed_layer.value.name!r} has no pixel size: "
+                       "type it in 'Pixel size' (Å/px) or set it with the Calibration widget")
+            return
         self.statistics = LiveStatistics()
         self.queue = FrameQueue(keep_up=self.keep_up.value, statistics=self.statistics)
         self._atoms, self._stack, self._image_layer = [], None, None
@@ -173,7 +179,7 @@ class LiveWidget(Container):
         self.worker.yielded.connect(self._on_yielded)
         self.worker.finished.connect(self._on_finished)
         self.start_button.enabled, self.stop_button.enabled = False, True
-        self.status.value = "Waiting for frames..."
+        self.status.value = "Loading the model..."
         self.worker.start()
 
     def stop(self) -> None:
@@ -186,7 +192,9 @@ class LiveWidget(Container):
             self._image_layer.events.data.disconnect(self._on_followed_data)
         self.worker = None
         self.start_button.enabled, self.stop_button.enabled = True, False
-        self.status.value = "Stopped: " + self.statistics.describe(len(self.queue))
+        reason = self._session.get("fatal")
+        self.status.value = (f"Stopped: {reason}" if reason
+                             else "Stopped: " + self.statistics.describe(len(self.queue)))
 
     def _on_followed_data(self, event: Any = None) -> None:
         """The followed layer grew or changed: queue its new frames (or the changed image)."""
@@ -194,9 +202,11 @@ class LiveWidget(Container):
         if layer.ndim == 3:
             count = int(layer.data.shape[0])
             for index in range(self._seen_frames, count):
+                self.statistics.frame_received()
                 self.queue.put((index, np.asarray(layer.data[index]), None))
             self._seen_frames = max(self._seen_frames, count)
         else:
+            self.statistics.frame_received()
             self.queue.put((self._seen_frames, np.array(layer.data), None))
             self._seen_frames += 1
 
@@ -205,12 +215,26 @@ class LiveWidget(Container):
     def _work(self, watcher: FolderWatcher | None):
         session = self._session
         loaded = load_cached_model(session["model"])
-        yield ("ready", loaded.device)
-        next_index = 0
+        yield ("ready", loaded.describe_runtime())
+        next_index, shape = 0, None
         while True:
             if watcher is not None:
-                for _path, image in watcher.read_ready():
-                    self.queue.put((next_index, np.asarray(image.data), image))
+                for path, image in watcher.read_ready():
+                    frame = np.asarray(image.data)
+                    sampling = session["sampling"] or image.pixel_size_angstrom
+                    if sampling is None:  # every frame would fail: say it once, and stop
+                        yield ("fatal", f"{path.name} carries no pixel size "
+                               f"({image.calibration.note}): type it in 'Pixel size' (Å/px) "
+                               "and start again")
+                        return
+                    if frame.ndim != 2 or (shape is not None and frame.shape != shape):
+                        yield ("warning", f"{path.name}: shape {frame.shape} is not one 2-D "
+                               f"image of the stack's {shape or 'shape'}; left out")
+                        continue
+                    shape = frame.shape
+                    self.statistics.frame_received()
+                    yield ("received", next_index, frame, sampling)  # shown before analysis
+                    self.queue.put((next_index, frame, sampling))
                     next_index += 1
                 for error in watcher.failed:
                     yield ("warning", str(error))
@@ -220,8 +244,8 @@ class LiveWidget(Container):
                 yield ("idle", None)
                 time.sleep(0.03)
                 continue
-            index, frame, image = item
-            sampling = session["sampling"] or (image.pixel_size_angstrom if image else None)
+            index, frame, sampling = item
+            sampling = sampling or session["sampling"]
             if frame.ndim != 2:
                 yield ("warning", f"frame {index}: shape {frame.shape} is not one 2-D image")
                 continue
@@ -235,7 +259,7 @@ class LiveWidget(Container):
                 yield ("warning", f"frame {index}: {exc}")
                 continue
             self.statistics.frame_done()
-            yield ("frame", index, frame, image, atoms, sampling)
+            yield ("frame", index, atoms, sampling)
 
     # --- GUI thread --------------------------------------------------------------------------
 
@@ -243,15 +267,29 @@ class LiveWidget(Container):
         kind = item[0]
         if kind == "warning":
             show_warning(f"Live mode: {item[1]}")
+        elif kind == "fatal":
+            show_error(f"Live mode: {item[1]}")
+            self._session["fatal"] = item[1]
+        elif kind == "ready":
+            self._session["runtime"] = item[1]
+        elif kind == "received":
+            _, _index, frame, sampling = item
+            self._append_frame(frame, sampling)
         elif kind == "frame":
-            _, _index, frame, image, atoms, sampling = item
-            if self._session["watching"]:
-                self._append_frame(frame, image, sampling)
+            _, _index, atoms, sampling = item
             self._atoms.append(atoms)
             self._update_points(sampling)
-        self.status.value = self.statistics.describe(len(self.queue))
+        if kind != "fatal":
+            self.status.value = self._describe()
 
-    def _append_frame(self, frame: np.ndarray, image: Any, sampling: float) -> None:
+    def _describe(self) -> str:
+        runtime = self._session.get("runtime")
+        line = self.statistics.describe(len(self.queue))
+        if self.statistics.received == 0 and self.statistics.analysed == 0:
+            line = "Waiting for frames... " + line
+        return f"{line} ({runtime})" if runtime else line
+
+    def _append_frame(self, frame: np.ndarray, sampling: float) -> None:
         if self._stack is None:
             self._stack = _GrowingStack(frame)
             name = f"{Path(self.folder.value).name} live"

@@ -86,14 +86,26 @@ class OccupancyPlot(QWidget):
             row = result.sites.iloc[site]
             state = np.where(result.observed[:, site], result.occupied[:, site], np.nan)
             frames = np.arange(len(state))
-            axes.step(frames, state, where="mid", color="#1d3557", linewidth=1)
+            axes.step(frames, state, where="mid", color="#1d3557", linewidth=1,
+                      label="inferred state" if result.posterior is not None else "state")
             axes.fill_between(frames, 0, np.nan_to_num(state), step="mid", alpha=0.3,
                               color="#457b9d")
-            axes.set_ylim(-0.1, 1.1)
+            if result.posterior is not None and result.evidence is not None:
+                # The HMM's probability of "occupied", and the evidence of each frame (the
+                # network's confidence at the site, 0-1) behind it.
+                axes.plot(frames, result.posterior[:, site], color="#e4572e", linewidth=1,
+                          label="P(occupied)")
+                evidence = 1.0 / (1.0 + np.exp(-result.evidence[:, site]))
+                axes.plot(frames, evidence, "o", markersize=2.5, color="#2a9d8f",
+                          label="evidence (confidence)")
+                axes.legend(fontsize=6, loc="upper right", ncol=3, framealpha=0.6)
+            axes.set_ylim(-0.1, 1.25)
             axes.set_yticks([0, 1], ["empty", "occupied"])
             axes.set_xlabel("frame")
+            # Whole frames only (ticks at half frames read as sub-frame times).
+            axes.xaxis.get_major_locator().set_params(integer=True)
             axes.set_title(f"site {site} ({row['layer']}): occupancy {row['occupancy']:.2f}, "
-                           f"{int(row['transitions_off'])} off / {int(row['transitions_on'])} on",
+                           f"{row['transitions_off']:.1f} off / {row['transitions_on']:.1f} on",
                            fontsize=8)
             if self.frame is not None:
                 self._frame_line = axes.axvline(self.frame, color="#e63946", linewidth=1)

@@ -22,7 +22,7 @@ from magicgui.widgets import (
     PushButton,
     create_widget,
 )
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..analysis.align import apply_shifts
 from ..analysis.occupancy import SiteOccupancy, occupancy_map
@@ -65,6 +65,15 @@ class OccupancyWidget(WorkerRunner, Container):
         self.site_radius = FloatSpinBox(label="Site radius (Å)", min=0.05, max=5.0, step=0.05,
                                         value=0.6, tooltip="Detections closer than this to a "
                                         "site belong to it")
+        self.method = ComboBox(
+            label="Method", choices=[("whole video (HMM per site)", "evidence"),
+                                     ("per-frame detections", "detections")],
+            value="evidence",
+            tooltip="Whole video: sites from the mean of the network's maps (a site occupied in "
+                    "a tenth of the frames still shows), a hidden Markov model per site over its "
+                    "evidence in every frame. Per-frame detections: a frame is occupied where a "
+                    "detection above the threshold was found (for comparison; used with given "
+                    "atoms)")
         self.conditions = ImagingConditionsInputs()
         self.note = Label(value="")
         self.run_button = PushButton(text="Measure occupancy")
@@ -77,7 +86,7 @@ class OccupancyWidget(WorkerRunner, Container):
         self.with_matrix = CheckBox(text="also the per-frame occupancy matrix", value=False)
         self.save_button = PushButton(text="Save sites", enabled=False)
         self.extend([self.video_layer, self.atoms_layer, self.model, self.sampling,
-                     self.max_shift, self.site_radius, self.conditions, self.note,
+                     self.max_shift, self.site_radius, self.method, self.conditions, self.note,
                      self.run_button,
                      self.cancel_button, self.progress_bar, self.status, self.output,
                      self.with_matrix, self.save_button])
@@ -145,6 +154,7 @@ class OccupancyWidget(WorkerRunner, Container):
         radius = float(self.site_radius.value) / sampling if sampling else None
         max_shift = float(self.max_shift.value) or None
         model, data = self.model.value, layer.data
+        method = self.method.value
         conditions = self.conditions.values() if atoms is None else {}
         refusal = self.conditions.refusal(model) if atoms is None else None
         if refusal:  # said before the drift is measured, not after it
@@ -156,7 +166,7 @@ class OccupancyWidget(WorkerRunner, Container):
         def work():
             yield from tagged_steps(iter_video_occupancy(
                 data, model, sampling, atoms=atoms, max_shift=max_shift, site_radius=radius,
-                **conditions))
+                method=method, **conditions))
 
         # One bar for the whole run: drift, detection (unless the atoms are given), sites.
         n_frames = int(data.shape[0])
@@ -238,8 +248,11 @@ class OccupancyWidget(WorkerRunner, Container):
         layers = sites.groupby("layer")["occupancy"].median()
         summary = ", ".join(f"{k} {v:.2f}" for k, v in layers.items())
         self.status.value = (f"{len(sites)} sites over {result.occupied.shape[0]} frames; "
-                             f"median occupancy {summary}")
+                             f"median occupancy {summary}"
+                             + "".join(f". Note: {note}" for note in result.notes))
         self.save_button.enabled = True
+        for note in result.notes:  # e.g. no particle edge in the field: no surface sites
+            show_warning(f"Occupancy: {note}")
         show_info(f"Occupancy: {self.status.value}")
 
     def _show_plot(self) -> None:

@@ -273,7 +273,10 @@ class SpeciesWidget(WorkerRunner, Container):
         counts = features["species"].value_counts()
         summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in SPECIES_COLOURS)
         series_note = f" in {atoms['frame'].nunique()} series" if time_series else ""
-        self.status.value = f"{len(features)} columns{series_note}: {summary}"
+        runtime = ", ".join(str(atoms.attrs[k]) for k in ("device", "engine", "precision")
+                            if atoms.attrs.get(k))
+        self.status.value = (f"{len(features)} columns{series_note}: {summary}"
+                             + (f" ({runtime})" if runtime else ""))
         show_info(f"Species: {self.status.value}")
 
 

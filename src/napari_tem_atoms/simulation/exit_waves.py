@@ -50,6 +50,9 @@ class ExitWaveConfig:
         Lateral size of the carbon slabs [Å].
     carbon_thickness : tuple of float
         Carbon slab thicknesses [Å].
+    adatom_columns : tuple of int
+        Range of adatom columns (one or two atoms on surface hollow sites) per fcc particle;
+        (0, 0): none, the particles of the caches made before adatoms existed.
     """
 
     energy: float = 300e3
@@ -63,6 +66,7 @@ class ExitWaveConfig:
     diameter: tuple[float, float] = (10.0, 50.0)
     carbon_size: float = 80.0
     carbon_thickness: tuple[float, float] = (20.0, 50.0)
+    adatom_columns: tuple[int, int] = (0, 0)
 
 
 def _configure_abtem() -> None:
@@ -111,7 +115,8 @@ def simulate_particle(rng: np.random.Generator, config: ExitWaveConfig, seed: in
     """Simulate one random particle: band-limited exit waves and column truth."""
     from .structures import random_gold_particle
 
-    atoms, info = random_gold_particle(rng, config.diameter)
+    atoms, info = random_gold_particle(rng, config.diameter,
+                                       adatom_columns=tuple(config.adatom_columns))
     extent_xy = np.ptp(atoms.positions[:, :2], axis=0).max()
     field = max(config.min_field, 4.0 * math.ceil((extent_xy + 16.0) / 4.0))
     offset = rng.uniform(-1, 1, size=2) * max(0.0, (field - extent_xy - 16.0) / 2.0)

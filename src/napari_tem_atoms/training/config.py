@@ -25,6 +25,8 @@ class DataConfig:
     seed: int = 2018
     support_probability: float = 0.5
     balance_zones: bool = False  # draw each zone axis equally often, whatever the particle counts
+    # Columns with fewer atoms are masked out of the loss; 1 trains on every column (adatoms).
+    min_column_atoms: int = 3
     # Shares of the training images from regimes the network gets wrong ([[data.hard_regimes]]
     # tables with zone_axis, defocus and fraction); none: every image from the envelope.
     hard_regimes: tuple[HardRegime, ...] = ()
@@ -48,6 +50,8 @@ class ModelConfig:
     # The crystal whose columns it finds (a key of analysis.transfer.CRYSTAL_REFLECTIONS), kept
     # in the weights: detection then says when the microscope does not transfer its lattice.
     crystal: str = ""
+    # A second head that estimates the atoms along the beam of each column (n_atoms).
+    counts: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,31 @@ class TrainConfig:
     validate_every: int = 250
     validation_images: int = 24
     workers: int = 1
-    threads: int = 1
-    bfloat16: bool = True
+    threads: int = 1  # 0: every core the process may use
+    # "auto": bfloat16 autocast only where the CPU computes it natively (AMX, AVX-512-BF16):
+    # emulated, a step takes several times as long as in float32. Or "fp32", "bf16".
+    precision: str = "auto"
+    bfloat16: bool | None = None  # older configurations: true reads as "auto", false as "fp32"
     # Weights (.safetensors) to start from: layers the file lacks keep their initialisation.
     init_from: str = ""
     # Learning rate of the imaging-condition layers, as a multiple of learning_rate.
     condition_learning_rate_factor: float = 1.0
+
+    @property
+    def use_bfloat16(self) -> bool:
+        """Whether training and validation run under bfloat16 autocast on this machine."""
+        from ..models.runtime import resolve_precision
+
+        precision = self.precision
+        if self.bfloat16 is False and precision == "auto":
+            precision = "fp32"
+        return resolve_precision(precision, "cpu") == "bf16"
+
+    def torch_threads(self) -> int:
+        """Threads for PyTorch: `threads`, or every core this process may use when 0."""
+        from ..models.runtime import allowed_cores
+
+        return self.threads if self.threads > 0 else allowed_cores()
 
 
 @dataclass(frozen=True)
@@ -141,6 +164,11 @@ def load_config(path: str | Path) -> TrainingRun:
                            context=model.context, refine=model.refine)
     except ValueError as error:
         raise ValueError(f"{path}: [model] {error}") from None
+    from ..models.runtime import PRECISIONS
+
+    if updated["train"].precision not in PRECISIONS:
+        raise ValueError(f"{path}: [train] precision = {updated['train'].precision!r} is not "
+                         f"one of {', '.join(map(repr, PRECISIONS))}")
     output = raw.pop("output", run.output)
     if raw:
         raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")

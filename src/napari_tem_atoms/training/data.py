@@ -24,8 +24,11 @@ __all__ = ["ConditionDraw", "HardRegime", "Sample", "SampleMaker", "column_targe
 
 #: Width (standard deviation) of a column in the target map [Å].
 TARGET_SIGMA = 0.4
-#: Columns with fewer atoms are neither targets nor errors (a loss mask) [atoms].
+#: By default, columns with fewer atoms are neither targets nor errors (a loss mask) [atoms];
+#: ``[data] min_column_atoms = 1`` trains on every column (what surface diffusion needs).
 MIN_COLUMN_ATOMS = 3
+#: Radius around a column's centre where its atom count is a target [Å].
+COUNT_RADIUS = 0.4
 #: Radius of the ignored disk around columns of 1-2 atoms [Å].
 IGNORE_RADIUS = 0.8
 
@@ -176,11 +179,47 @@ class Sample:
     recorded: np.ndarray
     recorded_sampling: float
     conditions: np.ndarray | None = None
+    count_target: np.ndarray | None = None
+    count_weight: np.ndarray | None = None
 
 
-def column_targets(shape: tuple[int, int], columns: np.ndarray, sampling: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Target map and loss mask for columns (y, x [px], n_atoms) at `sampling` [Å/px]."""
+def count_targets(shape: tuple[int, int], columns: np.ndarray, sampling: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """log(atoms) of each column within :data:`COUNT_RADIUS` of its centre, and where it counts.
+
+    Returns
+    -------
+    target, weight : numpy.ndarray
+        (H, W) float32: ``log n_atoms`` on each column's disc (the nearer column where two
+        overlap), and 1 there, 0 elsewhere.
+    """
+    target = np.zeros(shape, dtype=np.float32)
+    weight = np.zeros(shape, dtype=np.float32)
+    radius = COUNT_RADIUS / sampling
+    half = int(np.ceil(radius))
+    offsets = np.arange(-half, half + 1)
+    nearest = np.full(shape, np.inf, dtype=np.float32)
+    for y, x, n_atoms in columns:
+        rows, cols = round(y) + offsets, round(x) + offsets
+        rows, cols = rows[(rows >= 0) & (rows < shape[0])], cols[(cols >= 0) & (cols < shape[1])]
+        if not len(rows) or not len(cols):
+            continue
+        d2 = (rows[:, None] - y) ** 2 + (cols[None, :] - x) ** 2
+        block = np.ix_(rows, cols)
+        closer = (d2 <= radius**2) & (d2 < nearest[block])
+        nearest[block] = np.where(closer, d2, nearest[block])
+        target[block] = np.where(closer, np.log(max(n_atoms, 1.0)), target[block])
+        weight[block] = np.where(closer, 1.0, weight[block])
+    return target, weight
+
+
+def column_targets(shape: tuple[int, int], columns: np.ndarray, sampling: float,
+                   min_atoms: int = MIN_COLUMN_ATOMS) -> tuple[np.ndarray, np.ndarray]:
+    """Target map and loss mask for columns (y, x [px], n_atoms) at `sampling` [Å/px].
+
+    Columns of fewer than `min_atoms` atoms are masked out of the loss (neither targets nor
+    errors); with ``min_atoms=1`` every column is a target.
+    """
     target = np.zeros(shape, dtype=np.float32)
     mask = np.ones(shape, dtype=np.float32)
     sigma = TARGET_SIGMA / sampling
@@ -195,7 +234,7 @@ def column_targets(shape: tuple[int, int], columns: np.ndarray, sampling: float
             continue
         rr, cc = rows[keep_r], cols[keep_c]
         d2 = (rr[:, None] - y) ** 2 + (cc[None, :] - x) ** 2
-        if n_atoms >= MIN_COLUMN_ATOMS:
+        if n_atoms >= min_atoms:
             block = np.exp(-0.5 * d2 / sigma**2)
             target[np.ix_(rr, cc)] = np.maximum(target[np.ix_(rr, cc)], block)
         else:
@@ -228,6 +267,11 @@ class SampleMaker:
         regimes of fraction 0 are left out.
     conditions : ConditionDraw, optional
         For a network with condition inputs: how each sample's microscope is told to it.
+    min_column_atoms : int, optional
+        Columns with fewer atoms are masked out of the loss (see :func:`column_targets`).
+    counts : bool, optional
+        Also make atom-count targets (:func:`count_targets`) for a network with a count head:
+        patches then have two target and two mask channels.
 
     Raises
     ------
@@ -240,7 +284,8 @@ class SampleMaker:
                  envelope: MicroscopeEnvelope | None = None,
                  support_probability: float = 0.5, balance_zones: bool = False,
                  hard_regimes: Sequence[HardRegime] = (),
-                 conditions: ConditionDraw | None = None) -> None:
+                 conditions: ConditionDraw | None = None, min_column_atoms: int = MIN_COLUMN_ATOMS,
+                 counts: bool = False) -> None:
         if not particles:
             raise ValueError("no particle exit waves: build the exit-wave cache first")
         self.particles = particles
@@ -249,6 +294,8 @@ class SampleMaker:
         self.envelope = envelope or MicroscopeEnvelope()
         self.support_probability = support_probability
         self.conditions = conditions
+        self.min_column_atoms = min_column_atoms
+        self.counts = counts
         self.zone_groups: list[np.ndarray] = []
         total_fraction(hard_regimes)
         self.hard_regimes = [regime for regime in hard_regimes if regime.fraction > 0]
@@ -312,13 +359,19 @@ class SampleMaker:
         image = normalise_image(rescaled)
         columns = np.array(particle["columns"], dtype=float)
         columns[:, :2] /= sampling * factor  # Å -> pixels at the model's sampling
-        target, mask = column_targets(image.shape, columns, self.model_sampling)
+        target, mask = column_targets(image.shape, columns, self.model_sampling,
+                                      self.min_column_atoms)
+        count_target = count_weight = None
+        if self.counts:
+            count_target, count_weight = count_targets(image.shape, columns,
+                                                       self.model_sampling)
         # Drawn after the image, so that without conditions the random stream is the one from
         # before they existed, and with them a sample's image is the one drawn without.
         conditions = self.conditions.draw(rng, settings) if self.conditions else None
         return Sample(image=image, target=target, mask=mask, columns=columns,
                       settings=settings, recorded=recorded, recorded_sampling=sampling,
-                      conditions=conditions)
+                      conditions=conditions, count_target=count_target,
+                      count_weight=count_weight)
 
     def patch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
         """A random `size` × `size` crop of a new sample, randomly flipped and rotated.
@@ -331,8 +384,11 @@ class SampleMaker:
             Only with condition draws: the sample's (4,) condition vector.
         """
         sample = self.make(rng)
-        arrays = random_patch(rng, size, sample.image[None], sample.target[None],
-                              sample.mask[None])
+        targets, masks = sample.target[None], sample.mask[None]
+        if sample.count_target is not None:  # channel 1: log(atoms), and where it counts
+            targets = np.stack([sample.target, sample.count_target])
+            masks = np.stack([sample.mask, sample.count_weight])
+        arrays = random_patch(rng, size, sample.image[None], targets, masks)
         return arrays if sample.conditions is None else (*arrays, sample.conditions)
 
 

@@ -32,7 +32,7 @@ from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
 from .config import TrainConfig, _update
 from .data import column_targets, random_patch
 from .metrics import MatchCounts, match_columns
-from .train import CHECKPOINT_FILE, _batches, network_maps, optimise, resume
+from .train import CHECKPOINT_FILE, _batches, network_maps, optimise, resume, training_runtime
 
 __all__ = ["FocalEnvelope", "FocalSeriesMaker", "SpeciesRun", "evaluate_species",
            "load_species_config", "score_species", "train_species"]
@@ -245,7 +245,7 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
     validation = [validation_maker.make(rng, i % len(validation_maker.flakes))
                   for i in range(cfg.validation_images)]
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.torch_threads())
     architecture = {"in_channels": model_cfg.inputs, "out_channels": len(SPECIES),
                     "base_channels": model_cfg.base_channels, "depth": model_cfg.depth}
     network = UNet(**architecture).to(memory_format=torch.channels_last)
@@ -261,10 +261,11 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
     log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(flakes)} flakes, "
         f"{model_cfg.inputs} input image(s), {cfg.steps} steps of {cfg.batch_size}×"
         f"{cfg.patch_size}²")
+    log(training_runtime(cfg))
     batches = _batches(maker, cfg.batch_size, cfg.patch_size, cfg.seed, step, cfg.workers)
 
     def validate_now() -> tuple[dict[str, float], str]:
-        scores = validate_species(network, validation, model_cfg.sampling, cfg.bfloat16)
+        scores = validate_species(network, validation, model_cfg.sampling, cfg.use_bfloat16)
         return ({"validation_f1": scores["all"].f1,
                  "validation_s1_recall": scores["S1"].recall},
                 f"species F1 {scores['all'].f1:.3f}  "
@@ -274,7 +275,7 @@ def train_species(run: SpeciesRun, log: Any = print) -> Path:
              loss_of=lambda logits, targets, masks: F.binary_cross_entropy_with_logits(
                  logits, targets, weight=masks.expand_as(targets), pos_weight=positive_weights),
              validate_now=validate_now, output=output, log=log)
-    best = max((validate_species(network, validation, model_cfg.sampling, cfg.bfloat16, t)
+    best = max((validate_species(network, validation, model_cfg.sampling, cfg.use_bfloat16, t)
                  ["all"].f1, round(float(t), 2)) for t in np.arange(0.2, 0.81, 0.1))
     log(f"default threshold {best[1]}: validation species F1 {best[0]:.3f}")
     metadata = {
@@ -342,7 +343,7 @@ def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: in
             for sample in samples:
                 channels = loaded.metadata["architecture"]["in_channels"]
                 inputs = sample.images if channels == 3 else sample.images[1:2]
-                maps = network_maps(loaded.network, inputs, True)
+                maps = network_maps(loaded.network, inputs, loaded.precision == "bf16")
                 positions, classes, _ = species_from_heatmaps(maps, loaded.threshold,
                                                               run.model.sampling)
                 for k, counts in score_species(positions, classes, sample.columns,

@@ -193,7 +193,7 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
     Parameters
     ----------
     cfg : TrainConfig
-        ``steps``, ``bfloat16`` (autocast), ``validate_every`` and ``checkpoint_every`` (both
+        ``steps``, ``use_bfloat16`` (autocast), ``validate_every`` and ``checkpoint_every`` (both
         also at the last step).
     loss_of : callable
         ``loss_of(logits, targets, masks)`` for one batch of ``batches`` (float32 logits).
@@ -214,7 +214,7 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
     start, losses = time.time(), []
     while step < steps:
         inputs, targets, masks = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.use_bfloat16):
             logits = network(*inputs) if isinstance(inputs, tuple) else network(inputs)
         loss = loss_of(logits.float(), targets, masks)
         optimiser.zero_grad(set_to_none=True)
@@ -240,6 +240,36 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
         if step % cfg.checkpoint_every == 0 or step == steps:
             save_checkpoint(checkpoint, network, optimiser, scheduler, step)
     network.eval()
+
+
+#: Weight of the atom-count loss (squared error of log n, per column pixel) against the BCE.
+COUNT_LOSS_WEIGHT = 0.2
+
+
+def column_loss(logits: Any, targets: Any, masks: Any) -> Any:
+    """BCE of the column map; with a count head, plus its squared error on log(atoms).
+
+    Channel 0 of `logits`, `targets` and `masks` is the column map; a channel 1 (a network
+    with counts) is log(atoms) at column centres and where it counts.
+    """
+    import torch.nn.functional as F
+
+    loss = F.binary_cross_entropy_with_logits(logits[:, :1], targets[:, :1], weight=masks[:, :1])
+    if logits.shape[1] > 1 and targets.shape[1] > 1:
+        weight = masks[:, 1:2]
+        squared = (logits[:, 1:2] - targets[:, 1:2]) ** 2 * weight
+        loss = loss + COUNT_LOSS_WEIGHT * squared.sum() / weight.sum().clamp_min(1.0)
+    return loss
+
+
+def training_runtime(cfg: Any) -> str:
+    """One log line: the processor, threads and precision a training run uses."""
+    import torch
+
+    from ..models.runtime import processor
+
+    return (f"on {processor().describe()}: {torch.get_num_threads()} thread(s), "
+            f"{'bf16 autocast' if cfg.use_bfloat16 else 'fp32'} (precision {cfg.precision})")
 
 
 def initialise_from(network: Any, weights: str | Path) -> str:
@@ -272,7 +302,6 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     validation per step), ``<name>.safetensors`` and ``<name>.json`` (metadata and summary).
     """
     import torch
-    import torch.nn.functional as F
 
     from ..models.registry import save_model
     from ..models.unet import UNet
@@ -288,15 +317,17 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     conditions = run.conditions if model_cfg.conditions else None
     maker = SampleMaker(particles, carbons, model_cfg.sampling, run.envelope,
                         run.data.support_probability, run.data.balance_zones,
-                        run.data.hard_regimes, conditions)
+                        run.data.hard_regimes, conditions, run.data.min_column_atoms,
+                        model_cfg.counts)
     # Validation images are told their microscope as training images are (a mixture).
     validation_maker = SampleMaker(validation, validation_carbons, model_cfg.sampling,
                                    run.envelope, run.data.support_probability,
-                                   conditions=conditions)
+                                   conditions=conditions,
+                                   min_column_atoms=run.data.min_column_atoms)
     validation_samples = _validation_set(validation_maker, cfg.validation_images, cfg.seed)
 
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.torch_threads())
     architecture = {"in_channels": 1, "out_channels": 1, "base_channels": model_cfg.base_channels,
                     "depth": model_cfg.depth}
     if model_cfg.context:  # only when used: older weights files carry no such key
@@ -305,6 +336,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
         architecture["refine"] = model_cfg.refine
     if model_cfg.conditions:
         architecture["conditions"] = CONDITION_INPUTS
+    if model_cfg.counts:
+        architecture["counts"] = 1
     network = UNet(**architecture).to(memory_format=torch.channels_last)
     # The condition layers may learn faster than the rest (a group of their own).
     film = [p for name, p in network.named_parameters() if name.startswith("film.")]
@@ -324,23 +357,23 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     n_parameters = sum(p.numel() for p in network.parameters())
     log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(particles)} particles, "
         f"{len(carbons)} carbon slabs, {cfg.steps} steps of {cfg.batch_size}×{cfg.patch_size}²")
+    log(training_runtime(cfg))
 
     batches = _batches(maker, cfg.batch_size, cfg.patch_size, cfg.seed, step, cfg.workers)
 
     def validate_now() -> tuple[dict[str, float], str]:
-        counts = validate(network, validation_samples, model_cfg.sampling, cfg.bfloat16)
+        counts = validate(network, validation_samples, model_cfg.sampling, cfg.use_bfloat16)
         return ({"validation_f1": counts.f1, "validation_rmse_pm": counts.rmse_pm},
                 f"F1 {counts.f1:.3f}  precision {counts.precision:.3f}  "
                 f"recall {counts.recall:.3f}  RMSE {counts.rmse_pm:.1f} pm")
 
     optimise(network, optimiser, scheduler, batches, step=step, cfg=cfg,
-             loss_of=lambda logits, targets, masks: F.binary_cross_entropy_with_logits(
-                 logits, targets, weight=masks),
+             loss_of=lambda logits, targets, masks: column_loss(logits, targets, masks),
              validate_now=validate_now, output=output, log=log)
     calibration_samples = _validation_set(validation_maker, 4 * cfg.validation_images,
                                           cfg.seed + 1)
     threshold, calibrated = calibrate_threshold(network, calibration_samples,
-                                                model_cfg.sampling, cfg.bfloat16)
+                                                model_cfg.sampling, cfg.use_bfloat16)
     log(f"default threshold {threshold}: validation F1 {calibrated.f1:.3f}, RMSE "
         f"{calibrated.rmse_pm:.1f} pm on {len(calibration_samples)} images")
     metadata = {

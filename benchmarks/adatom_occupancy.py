@@ -1,0 +1,142 @@
+"""Occupancy of adatom sites on simulated videos, against the truth, per method and dose.
+
+Videos: a ~3 nm gold particle along [110] at 300 kV whose single adatoms and two-atom columns
+(hollow sites one layer outside the surface) come and go as Markov chains, edges and corners
+twice as fast as facets, in a slow and a fast regime (`simulate_adatom_video`); drift, defocus
+jitter of ±5 Å per frame, Poisson noise at the dose per frame. Each video is analysed by
+`video_occupancy` with the evidence method (sites from the mean map, an HMM per site) and the
+detections method (thresholded detections per frame), and scored:
+
+- site recall: adatom sites occupied in at least one frame found within 0.6 Å; false sites per
+  20 true sites (measured sites matching neither an adatom site nor a particle column);
+- occupancy MAE and bias over the found adatom sites, by kind (facet, edge);
+- transition-count MAE per found adatom site (expected transitions against the true count);
+- per-frame recall of occupied single-atom sites: a detection within 0.6 Å (detections), the
+  more probable HMM state (evidence);
+- `compare_transition_rates` of the slow and the fast video of each seed (p of the surface row).
+
+Needs the `simulate` extra (abTEM). Usage:
+    python benchmarks/adatom_occupancy.py [--model au-hrtem] [--doses 200 500] [--videos 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from napari_tem_atoms.analysis.occupancy import compare_transition_rates
+from napari_tem_atoms.analysis.video import video_occupancy
+from napari_tem_atoms.models import load_model
+from napari_tem_atoms.models.runtime import processor
+from napari_tem_atoms.simulation.diffusion import simulate_adatom_video
+
+RADIUS = 0.6  # [Å]
+
+
+def _match(true_yx: np.ndarray, measured_yx: np.ndarray, sampling: float):
+    if not len(true_yx) or not len(measured_yx):
+        return np.zeros(0, int), np.zeros(0, int)
+    distance = cdist(true_yx, measured_yx) * sampling
+    cost = np.where(distance <= RADIUS, distance, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    keep = cost[rows, cols] <= RADIUS
+    return rows[keep], cols[keep]
+
+
+def score(result, video) -> dict:
+    truth = video.sites
+    sampling = video.sampling
+    # Reference frames: the analysis's first frame is the video's (drift zero there).
+    offset = video.drift[0] - result.drift[0]
+    measured = result.sites[["y", "x"]].to_numpy() + offset
+    adatom = truth[truth["surface"] & (truth["occupancy"] > 0)].reset_index()
+    rows, cols = _match(adatom[["y", "x"]].to_numpy(), measured, sampling)
+    others, other_cols = _match(truth[~truth["surface"]][["y", "x"]].to_numpy(), measured,
+                                sampling)
+    matched = set(cols) | set(other_cols)
+    false_sites = len(measured) - len(matched)
+    true_occupancy = adatom["occupancy"].to_numpy()[rows]
+    measured_occupancy = result.sites["occupancy"].to_numpy()[cols]
+    error = measured_occupancy - true_occupancy
+    present = video.present[:, adatom["site"].to_numpy()]
+    true_flips = (present[1:] != present[:-1]).sum(axis=0)[rows]
+    flips = (result.sites["transitions_off"] + result.sites["transitions_on"]).to_numpy()[cols]
+    kind = adatom["kind"].to_numpy()[rows]
+    single = adatom["n_atoms"].to_numpy()[rows] == 1
+    states = result.occupied[:, cols]
+    truth_states = present[:, rows]
+    occupied_single = truth_states[:, single]
+    per_frame_recall = (float((states[:, single] & occupied_single).sum()
+                              / max(occupied_single.sum(), 1)) if single.any() else np.nan)
+    out = {
+        "adatom_sites": len(adatom), "site_recall": len(rows) / max(len(adatom), 1),
+        "false_per_20": 20 * false_sites / max(len(adatom) + len(others), 1),
+        "occ_mae": float(np.abs(error).mean()) if len(error) else np.nan,
+        "occ_bias": float(error.mean()) if len(error) else np.nan,
+        "transition_mae": float(np.abs(flips - true_flips).mean()) if len(rows) else np.nan,
+        "single_frame_recall": per_frame_recall,
+    }
+    for name in ("facet", "edge"):
+        chosen = kind == name
+        out[f"occ_mae_{name}"] = float(np.abs(error[chosen]).mean()) if chosen.any() else np.nan
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="au-hrtem")
+    parser.add_argument("--doses", type=float, nargs="+", default=[200.0, 500.0])
+    parser.add_argument("--videos", type=int, default=2, help="seeds per dose and regime")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--methods", nargs="+", default=["evidence", "detections"])
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    loaded = load_model(args.model)
+    print(f"processor: {processor().describe()}; model {args.model} ({loaded.describe_runtime()})")
+    rows, comparisons = [], []
+    for dose in args.doses:
+        for seed in range(args.videos):
+            sites_by_regime: dict[tuple[str, str], pd.DataFrame] = {}
+            for regime in ("slow", "fast"):
+                start = time.perf_counter()
+                video = simulate_adatom_video(n_frames=args.frames, dose=dose, regime=regime,
+                                              seed=seed)
+                simulated = time.perf_counter() - start
+                for method in args.methods:
+                    start = time.perf_counter()
+                    result = video_occupancy(video.frames, loaded, sampling=video.sampling,
+                                             method=method)
+                    rows.append({"dose": dose, "seed": seed, "regime": regime,
+                                 "method": method, **score(result, video),
+                                 "simulate_s": simulated,
+                                 "analyse_s": time.perf_counter() - start})
+                    sites_by_regime[(regime, method)] = result.sites
+                    print(rows[-1], flush=True)
+            for method in args.methods:
+                table = compare_transition_rates(sites_by_regime[("slow", method)],
+                                                 sites_by_regime[("fast", method)],
+                                                 names=("slow", "fast"))
+                surface = table[table["layer"] == "surface"].iloc[0]
+                comparisons.append({"dose": dose, "seed": seed, "method": method,
+                                    "median_slow": surface["median_slow"],
+                                    "median_fast": surface["median_fast"],
+                                    "p_value": surface["p_value"]})
+    table = pd.DataFrame(rows)
+    print(f"\n{args.frames} frames per video, model {args.model}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    summary = table.groupby(["dose", "method"]).mean(numeric_only=True).drop(columns="seed")
+    print("\nmean over videos and regimes:")
+    print(summary.to_string(float_format=lambda v: f"{v:.3g}"))
+    print("\nslow vs fast (surface sites' transition rates, Mann-Whitney):")
+    print(pd.DataFrame(comparisons).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
+
+if __name__ == "__main__":
+    main()

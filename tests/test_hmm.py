@@ -1,0 +1,146 @@
+"""Occupancy from the whole video: the HMM, evidence sites, edges, adatom training data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tem_atoms.analysis.hmm import fit_two_state
+from napari_tem_atoms.analysis.occupancy import (
+    edge_distances,
+    evidence_occupancy,
+    field_of_view,
+    site_occupancy,
+)
+from napari_tem_atoms.analysis.site_evidence import mean_map, site_evidence, sites_from_mean_map
+from napari_tem_atoms.errors import TEMAtomsError
+
+
+def _chains(rng, frames, p_off, p_on):
+    states = np.zeros((frames, len(p_off)), dtype=bool)
+    states[0] = rng.random(len(p_off)) < p_on / (p_on + p_off)
+    for t in range(1, frames):
+        flip = np.where(states[t - 1], rng.random(len(p_off)) < p_off,
+                        rng.random(len(p_on)) < p_on)
+        states[t] = states[t - 1] ^ flip
+    return states
+
+
+def test_hmm_recovers_known_rates_and_states():
+    rng = np.random.default_rng(3)
+    sites, frames = 60, 400
+    p_off = np.repeat([0.05, 0.3], sites // 2)
+    p_on = np.repeat([0.1, 0.3], sites // 2)
+    states = _chains(rng, frames, p_off, p_on)
+    # Adatoms (weak) and thick columns (strong) in one video; one noise level.
+    level = np.tile([1.0, 4.0], sites // 2)
+    evidence = np.where(states, level, 0.0) + rng.normal(0, 0.35, states.shape)
+    fit = fit_two_state(evidence, threshold=0.5)
+    assert (fit.states == states).mean() > 0.95
+    slow, fast = slice(0, sites // 2), slice(sites // 2, sites)
+    assert np.median(fit.p_off[slow]) == pytest.approx(0.05, abs=0.03)
+    assert np.median(fit.p_off[fast]) == pytest.approx(0.3, abs=0.06)
+    assert np.median(fit.p_on[fast]) == pytest.approx(0.3, abs=0.06)
+    assert np.abs(fit.occupancy - states.mean(axis=0)).mean() < 0.03
+    true_flips = (states[1:] != states[:-1]).sum(axis=0)
+    assert np.abs(fit.expected_off + fit.expected_on - true_flips).mean() < 0.1 * frames * 0.2
+
+
+def test_a_site_occupied_in_3_of_40_frames_is_found():
+    rng = np.random.default_rng(5)
+    frames, shape, sampling = 40, (64, 64), 0.2
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    rare, steady = np.array([20.0, 20.0]), np.array([40.0, 44.0])
+    occupied = np.zeros(frames, bool)
+    occupied[[7, 8, 30]] = True
+    maps = []
+    for t in range(frames):
+        frame = 0.02 * rng.random(shape)
+        for centre, present, height in ((rare, occupied[t], 0.6), (steady, True, 0.95)):
+            if present:
+                frame = np.maximum(frame, height * np.exp(
+                    -((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * 2.0**2)))
+        maps.append(frame.astype(np.float32))
+    drift = np.zeros((frames, 2))
+    sites = sites_from_mean_map(mean_map(maps, drift), sampling)
+    assert len(sites) == 2
+    evidence, observed = site_evidence(maps, sites, drift, sampling)
+    result = evidence_occupancy(evidence, sites, observed, threshold=0.0)
+    rare_site = int(np.argmin(np.linalg.norm(sites - rare, axis=1)))
+    np.testing.assert_array_equal(result.occupied[:, rare_site], occupied)
+    assert result.sites.loc[rare_site, "occupancy"] == pytest.approx(3 / 40, abs=0.01)
+    assert result.sites.loc[1 - rare_site, "occupancy"] == pytest.approx(1.0, abs=0.01)
+    assert result.method == "evidence" and result.posterior.shape == (frames, 2)
+
+
+def test_mean_map_undoes_the_drift():
+    reference = np.zeros((32, 32), np.float32)
+    reference[10, 12] = 1.0
+    drift = np.array([[1.0, 1.0], [2.0, -3.0]])
+    frames = [np.roll(reference, (1, 1), axis=(0, 1)), np.roll(reference, (2, -3), axis=(0, 1))]
+    mean = mean_map(frames, drift)
+    assert np.nanargmax(mean) == np.ravel_multi_index((10, 12), mean.shape)
+    assert mean[10, 12] == pytest.approx(1.0)
+    assert np.isnan(mean[31]).all()  # the last row: no frame showed it
+
+
+def test_a_field_full_of_crystal_has_no_surface():
+    # A square lattice filling a 100 x 100 px field: the field's border is no particle edge.
+    grid = np.stack(np.meshgrid(np.arange(5, 96, 10.0), np.arange(5, 96, 10.0),
+                                indexing="ij"), -1).reshape(-1, 2)
+    seen = field_of_view(np.zeros((3, 2)), (100, 100))
+    distances, _ = edge_distances(grid, seen=seen)
+    assert np.isinf(distances).all()
+    result = site_occupancy(np.column_stack([np.zeros(len(grid)), grid]), n_frames=2,
+                            frame_shape=(100, 100))
+    assert (result.sites["layer"] == "bulk").all()
+    assert any("no particle edge" in note for note in result.notes)
+    # A particle in the middle of a field with vacuum around it has a surface.
+    particle = grid[np.linalg.norm(grid - 50, axis=1) < 25]
+    distances, _ = edge_distances(particle, seen=seen)
+    assert (distances == 0).sum() >= 8 and np.isfinite(distances).all()
+
+
+def test_hmm_refuses_what_it_cannot_fit():
+    with pytest.raises(TEMAtomsError, match="at least 2 frames"):
+        fit_two_state(np.zeros((1, 3)))
+    with pytest.raises(TEMAtomsError, match="no site was observed"):
+        fit_two_state(np.full((4, 2), np.nan))
+    with pytest.raises(TEMAtomsError, match=r"\(frames, sites\)"):
+        fit_two_state(np.zeros(5))
+
+
+def test_adatoms_sit_on_hollow_sites_as_new_short_columns():
+    from ase.cluster import Octahedron
+
+    from napari_tem_atoms.simulation.columns import project_columns
+    from napari_tem_atoms.simulation.structures import GOLD_LATTICE_CONSTANT, add_adatoms
+
+    particle = Octahedron("Au", 6, cutoff=2, latticeconstant=GOLD_LATTICE_CONSTANT).positions
+    beam = np.array([0.0, 0.0, 1.0])
+    adatoms = add_adatoms(particle, beam, np.random.default_rng(1), columns=5)
+    assert 5 <= len(adatoms) <= 10
+    nearest = GOLD_LATTICE_CONSTANT / np.sqrt(2)
+    for atom in adatoms:  # on a hollow site: at least 3 particle atoms at the bond length
+        bonds = np.linalg.norm(particle - atom, axis=1)
+        assert bonds.min() == pytest.approx(nearest, abs=0.01)
+        assert (np.abs(bonds - nearest) < 0.05).sum() >= 3
+    columns = project_columns(np.vstack([particle, adatoms]))
+    before = project_columns(particle)
+    assert len(columns) == len(before) + 5  # five new columns ...
+    new = columns[~np.isin(np.round(columns[:, :2], 2), np.round(before[:, :2], 2)).all(axis=1)]
+    assert set(new[:, 2].astype(int)) <= {1, 2}  # ... of one or two atoms
+
+
+def test_count_targets_hold_log_atoms_at_column_centres():
+    from napari_tem_atoms.training.data import column_targets, count_targets
+
+    columns = np.array([[10.0, 10.0, 1], [10.0, 30.0, 7]])
+    target, weight = count_targets((40, 40), columns, sampling=0.1)
+    assert target[10, 10] == pytest.approx(0.0) and weight[10, 10] == 1
+    assert target[10, 30] == pytest.approx(np.log(7)) and weight[10, 30] == 1
+    assert weight[25, 20] == 0
+    masked_map, mask = column_targets((40, 40), columns, 0.1)  # default: 1 atom masked out
+    assert mask[10, 10] == 0 and masked_map[10, 10] == 0
+    every_map, mask = column_targets((40, 40), columns, 0.1, min_atoms=1)
+    assert mask[10, 10] == 1 and every_map[10, 10] == pytest.approx(1.0)
