@@ -144,3 +144,58 @@ def test_count_targets_hold_log_atoms_at_column_centres():
     assert mask[10, 10] == 0 and masked_map[10, 10] == 0
     every_map, mask = column_targets((40, 40), columns, 0.1, min_atoms=1)
     assert mask[10, 10] == 1 and every_map[10, 10] == pytest.approx(1.0)
+
+
+def test_a_model_with_counts_gives_whole_numbers_of_atoms(tmp_path):
+    import torch
+
+    from napari_tem_atoms import detect_atoms
+    from napari_tem_atoms.io import atoms_table, read_atoms_csv, write_atoms_csv
+    from napari_tem_atoms.models import load_model, save_model
+    from napari_tem_atoms.models.unet import UNet
+
+    torch.manual_seed(0)
+    network = UNet(base_channels=4, depth=2, counts=1).eval()
+    with torch.no_grad():  # a count head that says log(4) everywhere: four atoms
+        network.count_head.weight.zero_()
+        network.count_head.bias.fill_(float(np.log(4.0)))
+        network.head.bias.fill_(-3.0)
+    path = tmp_path / "counting.safetensors"
+    save_model(path, network, {"architecture": {"in_channels": 1, "out_channels": 1,
+                                                "base_channels": 4, "depth": 2, "counts": 1},
+                               "sampling": 0.2, "classes": ["column"], "threshold": 0.01})
+    for engine in ("torch", "openvino") if _openvino() else ("torch",):
+        loaded = load_model(path, "cpu", "fp32", engine)
+        assert loaded.counts
+        rng = np.random.default_rng(0)
+        atoms = detect_atoms(rng.normal(size=(96, 96)).astype(np.float32), loaded,
+                             sampling=0.2)
+        assert len(atoms) and set(atoms["n_atoms"]) == {4}
+    table = atoms_table(atoms[["y", "x"]].to_numpy(), atoms[["confidence", "n_atoms"]], 0.2)
+    written = write_atoms_csv(tmp_path / "atoms.csv", table)
+    assert "n_atoms" in written.read_text().splitlines()[0]
+    assert set(read_atoms_csv(written).features["n_atoms"]) == {4}
+
+
+def _openvino() -> bool:
+    from napari_tem_atoms.models.engines import openvino_available
+
+    return openvino_available()
+
+
+@pytest.mark.slow
+def test_the_evidence_method_runs_on_a_video_end_to_end():
+    from napari_tem_atoms.analysis.video import video_occupancy
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    stack = synthetic_gold_stack(n_frames=6, shape=(192, 192), particle_radius=8.0, seed=3)
+    result = video_occupancy(stack.images, sampling=stack.sampling, method="evidence",
+                             engine="torch")
+    assert result.method == "evidence" and len(result.sites) > 10
+    assert result.posterior.shape == (6, len(result.sites))
+    assert (result.sites["occupancy"].between(0, 1)).all()
+    detections = video_occupancy(stack.images, sampling=stack.sampling, method="detections",
+                                 engine="torch")
+    assert detections.method == "detections" and detections.posterior is None
+    with pytest.raises(TEMAtomsError, match="unknown occupancy method"):
+        video_occupancy(stack.images, sampling=stack.sampling, method="votes")

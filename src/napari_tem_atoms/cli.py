@@ -450,6 +450,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .training.evaluate import evaluate, plot_scores
 
     run = load_config(args.config)
+    if args.by_height:  # recall by column height and atom counts, paired over the models
+        from .training.evaluate import evaluate_by_height
+
+        particles = load_exit_waves(run.data.folder, "particles", "validation")
+        carbons = load_exit_waves(run.data.folder, "carbon", "validation")
+        if not particles:
+            print(f"error: no validation exit waves in {run.data.folder}: run "
+                  f"`tem-atoms train {args.config}` first", file=sys.stderr)
+            return 1
+        models = [args.model, *args.by_height]
+        table = evaluate_by_height(models, particles, carbons,
+                                   doses=args.doses if args.doses_given else (100, 1000),
+                                   images_per_dose=args.images,
+                                   envelope=run.envelope,
+                                   support_probability=run.data.support_probability,
+                                   log=lambda line: print(line, flush=True))
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        if args.table:
+            table.to_csv(args.table, index=False, float_format="%.6f")
+        return 0
     if args.scores:  # scores of an earlier run: only (re)write the table, plot and card
         scores = pd.read_csv(args.scores)
     else:
@@ -762,6 +782,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--config", type=Path, required=True, metavar="CONFIG.toml",
                           help="the training configuration (for the held-out exit waves)")
     evaluate.add_argument("--model", default="au-hrtem")
+    evaluate.add_argument("--by-height", nargs="*", metavar="OTHER_MODEL", default=None,
+                          help="score recall by column height (1, 2, 3-5, 6-10, >10 atoms) and "
+                               "the atom counts (exact, within one) instead, paired over the "
+                               "same images for --model and these")
     evaluate.add_argument("--doses", type=float, nargs="+",
                           default=[10, 30, 100, 300, 1000, 3000, 10000], metavar="E_PER_A2")
     evaluate.add_argument("--single", metavar="MODEL",
