@@ -16,12 +16,14 @@ detections method (thresholded detections per frame), and scored:
 - `compare_transition_rates` of the slow and the fast video of each seed (p of the surface row).
 
 Needs the `simulate` extra (abTEM). Usage:
-    python benchmarks/adatom_occupancy.py [--model au-hrtem] [--doses 200 500] [--videos 2]
+    python benchmarks/adatom_occupancy.py [--models au-hrtem OTHER.safetensors]
+        [--doses 200 500] [--videos 2] [--frames 40] [--methods evidence detections]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 import warnings
 
@@ -91,15 +93,17 @@ def score(result, video) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="au-hrtem")
+    parser.add_argument("--models", nargs="+", default=["au-hrtem"],
+                        help="each analyses the same videos")
     parser.add_argument("--doses", type=float, nargs="+", default=[200.0, 500.0])
     parser.add_argument("--videos", type=int, default=2, help="seeds per dose and regime")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--methods", nargs="+", default=["evidence", "detections"])
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    loaded = load_model(args.model)
-    print(f"processor: {processor().describe()}; model {args.model} ({loaded.describe_runtime()})")
+    models = {name: load_model(name) for name in args.models}
+    print(f"processor: {processor().describe()}; "
+          + "; ".join(f"{name} ({m.describe_runtime()})" for name, m in models.items()))
     rows, comparisons = [], []
     for dose in args.doses:
         for seed in range(args.videos):
@@ -109,29 +113,31 @@ def main() -> None:
                 video = simulate_adatom_video(n_frames=args.frames, dose=dose, regime=regime,
                                               seed=seed)
                 simulated = time.perf_counter() - start
-                for method in args.methods:
+                for (name, loaded), method in itertools.product(models.items(), args.methods):
                     start = time.perf_counter()
                     result = video_occupancy(video.frames, loaded, sampling=video.sampling,
                                              method=method)
                     rows.append({"dose": dose, "seed": seed, "regime": regime,
-                                 "method": method, **score(result, video),
+                                 "model": name, "method": method, **score(result, video),
                                  "simulate_s": simulated,
                                  "analyse_s": time.perf_counter() - start})
-                    sites_by_regime[(regime, method)] = result.sites
+                    sites_by_regime[(regime, name, method)] = result.sites
                     print(rows[-1], flush=True)
-            for method in args.methods:
-                table = compare_transition_rates(sites_by_regime[("slow", method)],
-                                                 sites_by_regime[("fast", method)],
+            for name, method in itertools.product(models, args.methods):
+                table = compare_transition_rates(sites_by_regime[("slow", name, method)],
+                                                 sites_by_regime[("fast", name, method)],
                                                  names=("slow", "fast"))
                 surface = table[table["layer"] == "surface"].iloc[0]
-                comparisons.append({"dose": dose, "seed": seed, "method": method,
+                comparisons.append({"dose": dose, "seed": seed, "model": name,
+                                    "method": method,
                                     "median_slow": surface["median_slow"],
                                     "median_fast": surface["median_fast"],
                                     "p_value": surface["p_value"]})
     table = pd.DataFrame(rows)
-    print(f"\n{args.frames} frames per video, model {args.model}")
+    print(f"\n{args.frames} frames per video")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    summary = table.groupby(["dose", "method"]).mean(numeric_only=True).drop(columns="seed")
+    summary = table.groupby(["dose", "model", "method"]).mean(numeric_only=True).drop(
+        columns="seed")
     print("\nmean over videos and regimes:")
     print(summary.to_string(float_format=lambda v: f"{v:.3g}"))
     print("\nslow vs fast (surface sites' transition rates, Mann-Whitney):")

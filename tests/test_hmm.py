@@ -157,8 +157,8 @@ def test_a_model_with_counts_gives_whole_numbers_of_atoms(tmp_path):
     torch.manual_seed(0)
     network = UNet(base_channels=4, depth=2, counts=1).eval()
     with torch.no_grad():  # a count head that says log(4) everywhere: four atoms
-        network.count_head.weight.zero_()
-        network.count_head.bias.fill_(float(np.log(4.0)))
+        network.count_head[-1].weight.zero_()
+        network.count_head[-1].bias.fill_(float(np.log(4.0)))
         network.head.bias.fill_(-3.0)
     path = tmp_path / "counting.safetensors"
     save_model(path, network, {"architecture": {"in_channels": 1, "out_channels": 1,
@@ -199,3 +199,20 @@ def test_the_evidence_method_runs_on_a_video_end_to_end():
     assert detections.method == "detections" and detections.posterior is None
     with pytest.raises(TEMAtomsError, match="unknown occupancy method"):
         video_occupancy(stack.images, sampling=stack.sampling, method="votes")
+
+
+@pytest.mark.slow
+def test_adatom_videos_have_truth_from_geometry():
+    from napari_tem_atoms.simulation.diffusion import simulate_adatom_video
+
+    video = simulate_adatom_video(n_frames=2, diameter=15.0, adatom_sites=6, seed=2,
+                                  regime="fast")
+    sites = video.sites
+    adatoms = sites[sites["surface"]]
+    assert 1 <= len(adatoms) <= 6 and set(adatoms["n_atoms"]) <= {1, 2}
+    assert set(adatoms["kind"]) <= {"facet", "edge"}
+    assert (sites.loc[~sites["surface"], "kind"] == "particle").all()
+    assert video.present[:, ~sites["surface"].to_numpy()].all()  # the particle stays whole
+    assert video.frames.shape[0] == 2
+    with pytest.raises(ValueError, match="regime"):
+        simulate_adatom_video(n_frames=2, regime="oxygen")

@@ -251,3 +251,73 @@ def test_docked_widgets_leave_room_for_the_image(make_napari_viewer):
     widths = {name: dock.minimumSizeHint().width() for name, dock in docks.items()}
     assert len(widths) == 6
     assert max(widths.values()) < 600, widths
+
+
+def _occupancy_of_the_sample_truth():
+    from napari_tem_atoms.analysis.occupancy import site_occupancy
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    stack = synthetic_gold_stack()
+    return site_occupancy(stack.columns[["frame", "y", "x"]], len(stack.images),
+                          sampling=stack.sampling)
+
+
+def test_the_window_keeps_to_the_screen_with_the_occupancy_plots(make_napari_viewer):
+    # Five tall widgets tabbed together and the Occupancy plots under them asked for 1,073 px:
+    # on a 1000-px screen the window grew past the bottom edge (status bar and plots cut off).
+    from napari_tem_atoms.cli import PLUGIN_NAME, _dock_plugin_widgets
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN_NAME, "synthetic_gold_stack")
+    _dock_plugin_widgets(viewer)
+    occupancy = viewer.window.dock_widgets["Occupancy (napari-tem-atoms)"]
+    occupancy.result = _occupancy_of_the_sample_truth()
+    occupancy._show_plot()
+    assert "Occupancy plots" in viewer.window.dock_widgets
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 900
+
+
+def test_tabs_have_short_titles_and_the_image_fits_the_canvas(make_napari_viewer, qtbot):
+    from qtpy.QtWidgets import QTabBar
+
+    from napari_tem_atoms.cli import PLUGIN_NAME, _dock_plugin_widgets
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1400, 900)
+    viewer.open_sample(PLUGIN_NAME, "synthetic_gold_stack")
+    _dock_plugin_widgets(viewer)
+    # Six tabs of full names were cut to "Calib...", "Occu...".
+    titles = {bar.tabText(i) for bar in viewer.window._qt_window.findChildren(QTabBar)
+              for i in range(bar.count())}
+    assert {"Detect", "Live", "Species", "Align", "Occupancy", "Calibration"} <= titles
+    # Fitted to the canvas the docks left (fitted before they came, it was cut at both sides).
+    qtbot.wait(50)
+    image = viewer.layers["Synthetic Au stack"]
+    shown = np.ptp(image.extent.world[:, -2:], axis=0) * viewer.camera.zoom
+    canvas = np.array(viewer.window._qt_viewer.canvas.size)  # (height, width)
+    assert np.all(shown <= canvas + 1), (shown, canvas)
+
+
+def test_calibration_summary_wraps_a_long_path(make_napari_viewer):
+    # On one line, a file's path widened the Calibration dock to 630 px, over the image.
+    viewer = make_napari_viewer()
+    source = "/data/microscope/2024-05-17 session/gold particle 3/" * 4 + "stack_0001.dm4"
+    viewer.add_image(np.zeros((8, 8)), name="image", metadata={"source": source})
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Calibration")
+    assert "stack_0001.dm4" in widget.summary.value
+    assert widget.native.minimumSizeHint().width() < 400
+
+
+def test_atoms_are_drawn_as_thin_circles(make_napari_viewer):
+    # napari's "ring" symbol is a quarter of its diameter thick: it hid the columns it marked.
+    from napari_tem_atoms.napari._layers import show_atoms
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((32, 32)), name="image", scale=(0.1, 0.1),
+                             units=("angstrom", "angstrom"))
+    atoms = pd.DataFrame({"frame": 0, "y": [5.0, 20.0], "x": [5.0, 20.0],
+                          "confidence": 0.9, "n_atoms": [2.0, 8.0]})
+    points = show_atoms(viewer, image, atoms, (0.1, 0.1))
+    assert np.all(points.face_color[:, 3] == 0)  # the column inside shows
+    assert np.all(points.border_width <= 0.15)
+    assert not np.allclose(*points.border_color)  # coloured by the atoms along the beam

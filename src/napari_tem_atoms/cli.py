@@ -112,9 +112,12 @@ def _info(args: argparse.Namespace) -> int:
 
 def _view(args: argparse.Namespace) -> int:
     import napari
+    from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari-tem-atoms")
-    viewer.window.resize(1400, 900)
+    # Within the screen: a window taller than the screen hides its status bar.
+    screen = QApplication.primaryScreen().availableGeometry()
+    viewer.window.resize(min(1400, screen.width()), min(900, screen.height()))
     if args.paths:
         for path in args.paths:
             viewer.open(path, plugin=PLUGIN_NAME)
@@ -122,9 +125,9 @@ def _view(args: argparse.Namespace) -> int:
         viewer.open_sample(PLUGIN_NAME, "synthetic_gold_stack")
     _dock_plugin_widgets(viewer)
     viewer.scale_bar.visible = True
+    # Bottom left: napari's notifications pop up over the bottom-right corner of the canvas.
+    viewer.scale_bar.position = "bottom_left"
     if args.screenshot:
-        from qtpy.QtWidgets import QApplication
-
         QApplication.processEvents()
         viewer.window.screenshot(str(args.screenshot), canvas_only=False)
         print(f"screenshot written to {args.screenshot}")
@@ -634,15 +637,29 @@ def _runtime_line(loaded: Any) -> str:
             f"{loaded.precision}); processor: {where}")
 
 
+#: Tab titles of the docked widgets: their full names did not fit six tabs ("Calib...").
+TAB_TITLES = {"Detect atoms": "Detect", "Live mode": "Live", "Species (focal series)": "Species",
+              "Align (focal series, drift)": "Align"}
+
+
 def _dock_plugin_widgets(viewer: object) -> None:
-    """Dock every widget this plugin contributes, as tabs (Detect atoms in front)."""
+    """Dock every widget this plugin contributes, as tabs (Detect atoms in front).
+
+    The image is then fitted to the canvas the docks leave: fitted before they came, it was cut
+    off at both sides.
+    """
     from npe2 import PluginManager
+    from qtpy.QtWidgets import QApplication
 
     manifest = PluginManager.instance().get_manifest(PLUGIN_NAME)
     widgets = manifest.contributions.widgets or []
     for index, widget in enumerate(reversed(widgets)):  # the last docked tab is shown
-        viewer.window.add_plugin_dock_widget(  # type: ignore[attr-defined]
+        dock, _ = viewer.window.add_plugin_dock_widget(  # type: ignore[attr-defined]
             PLUGIN_NAME, widget.display_name, tabify=index > 0)
+        # The tab shows the window title; the dock's own title bar keeps the full name.
+        dock.setWindowTitle(TAB_TITLES.get(widget.display_name, widget.display_name))
+    QApplication.processEvents()  # the canvas takes its new size
+    viewer.reset_view()  # type: ignore[attr-defined]
 
 
 def build_parser() -> argparse.ArgumentParser:

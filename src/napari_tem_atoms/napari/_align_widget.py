@@ -33,12 +33,15 @@ from ..analysis.align import (
 )
 from ..errors import TEMAtomsError
 from ._layers import pixel_size_of_layer
+from ._layout import scroll_rows, wrap_text
 from ._worker import WorkerRunner, make_progress_bar, tagged_steps
 
 if TYPE_CHECKING:
     import napari
 
 FOCAL_SERIES, DRIFT = "focal series", "drift (video)"
+#: A stack of more frames than this is taken for a video (a focal series has a few defoci).
+MAX_FOCAL_FRAMES = 4
 _EMPTY_TABLE = {"data": [], "index": [], "columns": ["dy (px)", "dx (px)", "dy (Å)", "dx (Å)"]}
 
 
@@ -63,6 +66,8 @@ class AlignWidget(WorkerRunner, Container):
         self.max_shift = FloatSpinBox(label="Max shift (px)", min=0.0, max=10000.0, value=0.0,
                                       tooltip="0: 0.9 Å (below half a lattice period), "
                                       "or 1/8 of the frame when the pixel size is unknown.")
+        # 0 is not a shift of nothing: it says "automatic", in words.
+        self.max_shift.native.setSpecialValueText("auto")
         self.window = ComboBox(label="Window", choices=list(WINDOWS), value="auto",
                                tooltip="hann: a particle or flake in vacuum; tukey: crystal "
                                "filling the frame; auto: the more significant of the two "
@@ -74,25 +79,47 @@ class AlignWidget(WorkerRunner, Container):
         self.progress_bar = make_progress_bar()
         self.undo_button = PushButton(text="Undo", enabled=False)
         self.status = Label(value="")
-        for label in (self.note, self.status):
-            label.native.setWordWrap(True)  # long messages widened the dock over the image
+        wrap_text(self.note, self.status)
         self.table = Table(value=_EMPTY_TABLE)
         self.table.read_only = True
         self.extend([self.stack_layer, self.kind, self.reference, self.max_shift, self.window,
                      self.crop,
                      self.note, self.run_button, self.cancel_button, self.progress_bar,
                      self.undo_button, self.status, self.table])
+        scroll_rows(self)
         self.shifts: np.ndarray | None = None
         self._aligned: Any = None
         self._original: Any = None
+        self._defaults_for: Any = None  # the layer the mode and reference were chosen for
         self.stack_layer.changed.connect(self._on_stack_changed)
-        self.kind.changed.connect(self._on_stack_changed)
+        self.kind.changed.connect(self._on_kind_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.undo_button.changed.connect(self.undo)
         self._on_stack_changed()
 
     def _on_stack_changed(self) -> None:
+        """A new stack: the mode and reference its number of frames suggests."""
+        layer = self.stack_layer.value
+        if layer is not self._defaults_for and layer is not None and layer.ndim == 3:
+            self._defaults_for = layer
+            # A 12-frame video was taken for a focal series, aligned to its frame 6.
+            video = int(layer.data.shape[0]) > MAX_FOCAL_FRAMES
+            with self.kind.changed.blocked():
+                self.kind.value = DRIFT if video else FOCAL_SERIES
+            self._on_kind_changed()
+        else:
+            self._validate()
+
+    def _on_kind_changed(self) -> None:
+        """The reference a mode starts from: a video's first frame, a series' middle defocus."""
+        layer = self.stack_layer.value
+        self._validate()
+        if self.run_button.enabled:
+            middle = int(layer.data.shape[0]) // 2
+            self.reference.value = middle if self.kind.value == FOCAL_SERIES else 0
+
+    def _validate(self) -> None:
         layer = self.stack_layer.value
         problem = ""
         if layer is None:
@@ -102,16 +129,13 @@ class AlignWidget(WorkerRunner, Container):
         elif layer.data.shape[0] < 2:
             problem = "The stack has one frame: nothing to align."
         else:
-            n_frames = int(layer.data.shape[0])
-            self.reference.max = n_frames - 1
-            if self.kind.value == FOCAL_SERIES and self.reference.value == 0:
-                self.reference.value = n_frames // 2  # the middle defocus
+            self.reference.max = int(layer.data.shape[0]) - 1
         self.note.value = problem
         self.run_button.enabled = not problem and self.worker is None
 
     def run(self) -> None:
         """Register the frames in a worker thread (the Align button)."""
-        self._on_stack_changed()
+        self._validate()
         if not self.run_button.enabled:
             return
         layer = self.stack_layer.value
@@ -153,7 +177,7 @@ class AlignWidget(WorkerRunner, Container):
     def _after_run(self) -> None:
         if self.cancelled and self.shifts is None:
             self.status.value = "Cancelled: nothing was changed."
-        self._on_stack_changed()
+        self._validate()
 
     def _show(self, shifts: np.ndarray) -> None:
         layer = self._original

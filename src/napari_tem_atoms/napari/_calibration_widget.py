@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_widget
 
 from ._layers import pixel_size_of_layer
+from ._layout import wrap_text
 
 if TYPE_CHECKING:
     import napari
@@ -55,6 +56,7 @@ class CalibrationWidget(Container):
         self._viewer = viewer
         self.image_layer = create_widget(annotation="napari.layers.Image", label="Image")
         self.summary = Label(value="")
+        wrap_text(self.summary)  # a long file path on one line widened the dock to 630 px
         self.pixel_size = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=1e7, step=0.0001,
                                        tooltip="Physical size of one pixel, in ångström")
         self.apply_button = PushButton(text="Set pixel size",
@@ -67,7 +69,8 @@ class CalibrationWidget(Container):
 
     def _refresh(self) -> None:
         layer = self.image_layer.value
-        self.summary.value = describe_calibration(layer)
+        self.summary.value = "\n".join(_breakable_path(line) for line in
+                                       describe_calibration(layer).splitlines())
         size = None if layer is None else pixel_size_of_layer(layer.scale, layer.units, None)
         self.pixel_size.value = 0.0 if size is None else size[1]
         self._update_button()
@@ -88,3 +91,13 @@ class CalibrationWidget(Container):
         self._viewer.scale_bar.visible = True
         self._viewer.reset_view()
         self._refresh()
+
+
+def _breakable_path(line: str) -> str:
+    """`line`, with a zero-width space after each path separator if it is the "File:" line.
+
+    A path has no spaces to wrap at: on one line, it set the width of the dock.
+    """
+    if not line.startswith("File: "):
+        return line
+    return line.replace("/", "/\u200b").replace("\\", "\\\u200b")

@@ -8,6 +8,7 @@ from ..analysis.conditions import model_condition_vector
 from ..analysis.transfer import ModelOptics, model_optics
 from ..errors import TEMAtomsError
 from ..models import model_metadata, takes_conditions
+from ._layout import wrap_text
 
 
 class ImagingConditionsInputs(Container):
@@ -20,13 +21,15 @@ class ImagingConditionsInputs(Container):
     def __init__(self) -> None:
         super().__init__(labels=True)
         self.title = Label(value="Imaging conditions (optional)")
+        wrap_text(self.title)  # beside the long Defocus label, it set the widgets' width
         self.cs_known = CheckBox(text="Cs known", value=False)
         self.cs = FloatSpinBox(label="Cs (µm)", min=-5000.0, max=5000.0, step=0.5, value=0.0,
                                enabled=False, tooltip="Spherical aberration as the corrector "
                                "reports it; negative for negative-Cs imaging")
         self.defocus_known = CheckBox(text="Defocus known", value=False)
-        self.defocus = FloatSpinBox(label="Defocus (Å)", min=-5000.0, max=5000.0, step=5.0,
-                                    value=0.0, enabled=False,
+        # The sign convention in the label: in the tooltip only, it went unread.
+        self.defocus = FloatSpinBox(label="Defocus (Å, + = underfocus)", min=-5000.0,
+                                    max=5000.0, step=5.0, value=0.0, enabled=False,
                                     tooltip="Defocus set, abTEM's sign (−C10: positive is "
                                     "underfocus, negative-Cs imaging uses a negative one); "
                                     "tens of Å off is fine")

@@ -30,6 +30,7 @@ from ..errors import TEMAtomsError
 from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer, show_atoms
+from ._layout import scroll_rows, wrap_text
 from ._worker import WorkerRunner, make_progress_bar
 
 if TYPE_CHECKING:
@@ -81,13 +82,12 @@ class DetectWidget(WorkerRunner, Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress_bar = make_progress_bar()
         self.status = Label(value="")
-        for label in (self.model_description, self.sampling_note, self.status):
-            # Long messages wrap: unwrapped, they widened the whole dock area over the image.
-            label.native.setWordWrap(True)
+        wrap_text(self.model_description, self.sampling_note, self.status)
         self.extend([self.image_layer, self.model, self.model_description, self.sampling,
                      self.sampling_note, self.threshold, self.frames, self.mirrors,
                      self.show_map, self.conditions,
                      self.run_button, self.cancel_button, self.progress_bar, self.status])
+        scroll_rows(self)
 
         self._results: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
         # A model with counts: each frame's log(atoms) map, for n_atoms at a new threshold.
@@ -118,6 +118,12 @@ class DetectWidget(WorkerRunner, Container):
 
     def _on_image_changed(self) -> None:
         layer = self.image_layer.value
+        if layer is not self._watched_layer and self.worker is None:
+            # Another image: the last run's status described the one before.
+            self.status.value = self._points_summary() if layer is self._run_info.get(
+                "layer") else ""
+            if not self.status.value:
+                self.progress_bar.value = 0
         self._follow_pixel_size(layer)
         size = None if layer is None else pixel_size_of_layer(layer.scale, layer.units,
                                                                layer.metadata)
@@ -304,6 +310,15 @@ class DetectWidget(WorkerRunner, Container):
                                        self._log_counts.get(index))
             self._results[index] = (atoms, heatmap)
         self._update_layers()
+        self.status.value = self._points_summary()  # the count of the run said the old points
+
+    def _points_summary(self) -> str:
+        """What the atoms layer of the last run holds now ("" before any run)."""
+        if not self._results:
+            return ""
+        n_atoms = sum(len(table) for table, _ in self._results.values())
+        return (f"{n_atoms} atoms in {len(self._results)} frame(s) at threshold "
+                f"{float(self.threshold.value):.2f}")
 
     def _points_table(self) -> pd.DataFrame:
         tables = [self._results[i][0] for i in sorted(self._results)]

@@ -12,6 +12,8 @@ from ..io import AtomsTable, TEMImage
 ATOM_MARKER_ANGSTROM = 1.2
 #: Diameter of a drawn atom [px] when the pixel size is unknown.
 ATOM_MARKER_PIXELS = 6.0
+#: Width of the circle drawn round an atom, as a fraction of its diameter.
+ATOM_LINE_WIDTH = 0.1
 
 
 #: Names of the leading axes of a stack, by number of leading axes (the slider labels).
@@ -74,9 +76,11 @@ def image_layer_data(image: TEMImage) -> tuple[Any, dict[str, Any], str]:
 def points_layer_kwargs(ndim: int, pixel_size: tuple[float, float] | None) -> dict[str, Any]:
     """Scale, units and marker size for atoms drawn over an image of that calibration."""
     size = ATOM_MARKER_PIXELS if pixel_size is None else ATOM_MARKER_ANGSTROM / pixel_size[1]
-    # Rings, so that the column under each marker stays visible.
-    return {**_scale_and_units(ndim, pixel_size), "size": size, "symbol": "ring",
-            "face_color": "#ff9f1c", "border_width": 0, "opacity": 0.9}
+    # Thin circles, so that the column inside each stays visible: napari's "ring" symbol is a
+    # quarter of its diameter thick, and hid the columns it marked.
+    return {**_scale_and_units(ndim, pixel_size), "size": size, "symbol": "disc",
+            "face_color": "transparent", "border_color": "#ff9f1c",
+            "border_width": ATOM_LINE_WIDTH, "opacity": 0.9}
 
 
 def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, float]) -> Any:
@@ -99,9 +103,9 @@ def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, flo
         return points
     kwargs = points_layer_kwargs(image.ndim, pixel_size)
     kwargs.update(scale=image.scale, units=image.units)
-    if "n_atoms" in features.columns:  # rings coloured by the atoms along the beam
-        kwargs.update(face_color="n_atoms", face_colormap="plasma",
-                      face_contrast_limits=(1.0, 10.0))
+    if "n_atoms" in features.columns:  # circles coloured by the atoms along the beam
+        kwargs.update(border_color="n_atoms", border_colormap="plasma",
+                      border_contrast_limits=(1.0, 10.0))
     return viewer.add_points(coordinates, name=name, features=features, **kwargs)
 
 
@@ -111,7 +115,7 @@ def atoms_layer_data(table: AtomsTable, name: str, source: str) -> tuple[Any, di
     kwargs.update(name=name, features=table.features,
                   metadata={"source": source, "pixel_size_angstrom": table.pixel_size_angstrom})
     if "species" in table.features.columns:
-        kwargs["face_color"] = "species"
+        kwargs["border_color"] = "species"
     return (table.coordinates, kwargs, "points")
 
 

@@ -37,6 +37,7 @@ from ..live import FolderWatcher, FrameQueue, LiveStatistics
 from ..models import load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import axis_labels, pixel_size_of_layer, show_atoms
+from ._layout import scroll_rows, wrap_text
 
 if TYPE_CHECKING:
     import napari
@@ -86,9 +87,10 @@ class LiveWidget(Container):
                                tooltip="The folder the camera software writes frames into")
         self.followed_layer = create_widget(annotation="napari.layers.Image", label="Layer")
         self.model = ComboBox(label="Model", choices=registered_models("columns"))
-        self.sampling = FloatSpinBox(label="Pixel size (Å/px; 0: from files)", min=0.0,
-                                     max=100.0,
+        self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001, tooltip="0: take it from the frames' files")
+        # 0 shown in words (the label said it, and its width set the dock's).
+        self.sampling.native.setSpecialValueText("from files")
         self.threshold = FloatSlider(label="Threshold", min=0.05, max=0.95, step=0.01,
                                      value=0.5)
         self.keep_up = CheckBox(text="Skip to the newest frame when behind", value=True)
@@ -96,10 +98,11 @@ class LiveWidget(Container):
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
-        self.status.native.setWordWrap(True)  # long messages widened the dock over the image
+        wrap_text(self.status)
         self.extend([self.source, self.folder, self.followed_layer, self.model, self.sampling,
                      self.threshold, self.keep_up, self.conditions, self.start_button,
                      self.stop_button, self.status])
+        scroll_rows(self)
         self.worker: Any = None
         self.statistics = LiveStatistics()
         self.queue = FrameQueue(keep_up=True, statistics=self.statistics)

@@ -54,7 +54,10 @@ class OccupancyPlot(QWidget):
             axes.set_ylabel(label)
             axes.grid(alpha=0.3)
         self.occupancy_axes.set_ylim(-0.05, 1.05)
-        self.occupancy_axes.legend(fontsize=7, loc="lower right")
+        # Above the panel, in one row: inside it, the legend hid the points of empty sites.
+        self.occupancy_axes.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                                   ncol=len(LAYER_NAMES), frameon=False, borderaxespad=0.2,
+                                   handletextpad=0.2, columnspacing=1.0)
         self.rate_axes.set_xlabel(f"distance to the particle edge ({unit})")
         self._draw_timeline()
 

@@ -31,6 +31,7 @@ from ..io import write_atoms_csv
 from ..models import registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer
+from ._layout import scroll_rows, wrap_text
 from ._worker import WorkerRunner, make_progress_bar, tagged_steps
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class OccupancyWidget(WorkerRunner, Container):
         self.max_shift = FloatSpinBox(label="Max drift/frame (px)", min=0.0, max=10000.0,
                                       value=0.0, tooltip="0: 0.9 Å (below half a lattice "
                                       "period, so the drift cannot jump by a lattice vector)")
+        self.max_shift.native.setSpecialValueText("auto")  # 0 is automatic, not no drift
         self.site_radius = FloatSpinBox(label="Site radius (Å)", min=0.05, max=5.0, step=0.05,
                                         value=0.6, tooltip="Detections closer than this to a "
                                         "site belong to it")
@@ -81,8 +83,7 @@ class OccupancyWidget(WorkerRunner, Container):
         self.progress_bar = make_progress_bar()
         self.status = Label(value="")
         self.output = FileEdit(label="Sites CSV", mode="w", filter="*.csv")
-        for label in (self.note, self.status):
-            label.native.setWordWrap(True)  # long messages widened the dock over the image
+        wrap_text(self.note, self.status)
         self.with_matrix = CheckBox(text="also the per-frame occupancy matrix", value=False)
         self.save_button = PushButton(text="Save sites", enabled=False)
         self.extend([self.video_layer, self.atoms_layer, self.model, self.sampling,
@@ -90,6 +91,7 @@ class OccupancyWidget(WorkerRunner, Container):
                      self.run_button,
                      self.cancel_button, self.progress_bar, self.status, self.output,
                      self.with_matrix, self.save_button])
+        scroll_rows(self)
 
         self.result: SiteOccupancy | None = None
         self.plot: Any = None
@@ -224,6 +226,9 @@ class OccupancyWidget(WorkerRunner, Container):
                                           colormap="viridis", contrast_limits=(0.0, 1.0),
                                           opacity=0.65, blending="translucent")
             heat_layer.colorbar.visible = True
+            # A colour bar has no title of its own: the layer's name, tiled beside it, is one.
+            heat_layer.name_overlay.position = heat_layer.colorbar.position
+            heat_layer.name_overlay.visible = True
 
         name = f"{video.name} sites"
         coordinates = sites[["y", "x"]].to_numpy()

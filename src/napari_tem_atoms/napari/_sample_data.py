@@ -23,7 +23,7 @@ def synthetic_gold_stack() -> list[tuple[Any, dict[str, Any], str]]:
     }, "image")
     truth_kwargs = points_layer_kwargs(3, pixel_size)
     truth_kwargs.update(
-        name=f"{name} true columns", visible=False, face_color="#2ec4b6",
+        name=f"{name} true columns", visible=False, border_color="#2ec4b6",
         features=stack.columns[["site", "n_atoms"]],
         metadata={"pixel_size_angstrom": pixel_size},
     )

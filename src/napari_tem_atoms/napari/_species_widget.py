@@ -28,9 +28,12 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ..analysis.detect import normalise_image
 from ..analysis.species import iter_detect_species, middle_defocus_image
+from ..errors import TEMAtomsError
 from ..models import registered_models
 from ._layers import pixel_size_of_layer, points_layer_kwargs
+from ._layout import scroll_rows, wrap_text
 from ._worker import WorkerRunner, make_progress_bar, tagged_steps
 
 if TYPE_CHECKING:
@@ -72,7 +75,7 @@ class SpeciesWidget(WorkerRunner, Container):
         self.model = ComboBox(label="Model", choices=registered_models("species"))
         self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001)
-        self.defoci = LineEdit(label="Defoci (Å)", value="",
+        self.defoci = LineEdit(label="Defoci (Å, + = underfocus)", value="",
                                tooltip="Defocus of each image, e.g. -60, 0, 60 (abTEM sign, "
                                "defocus = -C10). Empty: the images are in increasing defocus.")
         self.align = CheckBox(text="Align the images first", value=True)
@@ -82,13 +85,12 @@ class SpeciesWidget(WorkerRunner, Container):
         self.progress_bar = make_progress_bar()
         self.status = Label(value="")
         self.legend = Label(value=_legend())
-        for label in (self.note, self.status):
-            # Long messages wrap: unwrapped, they widened the whole dock area over the image.
-            label.native.setWordWrap(True)
+        wrap_text(self.note, self.status)
         self.extend([self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3,
                      self.model, self.sampling, self.defoci, self.align, self.note,
                      self.run_button, self.cancel_button, self.progress_bar, self.status,
                      self.legend])
+        scroll_rows(self)
         self._partial: list[Any] = []
         self._done = False
         self._time_series = False
@@ -98,6 +100,7 @@ class SpeciesWidget(WorkerRunner, Container):
         self._reference: Any = None
         for widget in (self.source, self.stack_layer, self.layer_1, self.layer_2, self.layer_3):
             widget.changed.connect(self._on_input_changed)
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.sampling.changed.connect(self._validate)
         self.defoci.changed.connect(self._validate)
         self.run_button.changed.connect(self.run)
@@ -121,6 +124,14 @@ class SpeciesWidget(WorkerRunner, Container):
                                                                first.metadata)
         self.sampling.value = 0.0 if size is None else size[1]
         self._validate()
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        """Take the aligned copy of the chosen stack: Align hides the misaligned original."""
+        layer, chosen = event.value, self.stack_layer.value
+        if (chosen is not None and getattr(layer, "metadata", {}).get("aligned_from") == chosen.name
+                and _holds_focal_series(layer)):
+            self.stack_layer.reset_choices()  # napari adds the new layer after this handler
+            self.stack_layer.value = layer
 
     def _parsed_defoci(self) -> list[float] | None:
         text = self.defoci.value.strip()
@@ -173,6 +184,11 @@ class SpeciesWidget(WorkerRunner, Container):
         else:
             series = np.stack([np.asarray(layer.data, dtype=np.float32) for layer in layers])
             self._reference = layers[1]
+        refusal = _refusal(series)
+        if refusal:  # said before the progress bar starts, not after the model is loaded
+            show_error(f"Species: {refusal}")
+            self.status.value = refusal
+            return
         model, sampling = self.model.value, float(self.sampling.value)
         defoci, align = self._parsed_defoci(), bool(self.align.value)
 
@@ -278,6 +294,24 @@ class SpeciesWidget(WorkerRunner, Container):
         self.status.value = (f"{len(features)} columns{series_note}: {summary}"
                              + (f" ({runtime})" if runtime else ""))
         show_info(f"Species: {self.status.value}")
+
+
+def _refusal(series: Any) -> str | None:
+    """Why the network would refuse an image of a single focal series, else None.
+
+    Checked here with the core's own tests, before a worker starts. A time series is left to
+    the core, which reads it one series at a time and keeps the series done before a bad one.
+    """
+    if np.ndim(series) != 3:
+        return None
+    for index, image in enumerate(np.asarray(series)):
+        if not np.all(np.isfinite(image)):
+            return f"image {index + 1} contains NaN or infinite values"
+        try:
+            normalise_image(image)
+        except TEMAtomsError as exc:
+            return f"image {index + 1}: {exc}"
+    return None
 
 
 def _holds_focal_series(layer: Any) -> bool:

@@ -243,7 +243,7 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
 
 
 #: Weight of the atom-count loss (squared error of log n, per column pixel) against the BCE.
-COUNT_LOSS_WEIGHT = 0.2
+COUNT_LOSS_WEIGHT = 0.5
 
 
 def column_loss(logits: Any, targets: Any, masks: Any) -> Any:

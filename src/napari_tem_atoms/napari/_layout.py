@@ -1,0 +1,74 @@
+"""Layout shared by the dock widgets: rows in a vertical scroll area, wrapped messages.
+
+napari docks a widget at its full height: five tall widgets tabbed together, plus the Occupancy
+plots, asked for more height than a 1000-px screen has, and the window grew past its bottom
+edge (status bar and plots cut off). In a scroll area a widget asks for little height; its
+width stays what its rows need, so nothing is clipped on the right. magicgui's
+``scrollable=True`` does not do this: napari docks the inner widget, not the scroll area, and the
+width magicgui gives the scroll area is fixed when the rows are added, before their texts are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+
+#: Height a scrolled widget asks for at least [px]: a few rows.
+MINIMUM_HEIGHT = 120
+
+
+class _RowsScrollArea(QScrollArea):
+    """A vertical scroll area as wide as the widget inside wants to be."""
+
+    def _frame_and_bar(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def sizeHint(self) -> QSize:
+        content = self.widget().sizeHint()
+        return QSize(content.width() + self._frame_and_bar(), content.height())
+
+    def minimumSizeHint(self) -> QSize:
+        # The content's own minimum width: below it the rows would be cut on the right.
+        width = self.widget().minimumSizeHint().width() + self._frame_and_bar()
+        return QSize(width, min(MINIMUM_HEIGHT, self.widget().minimumSizeHint().height()))
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # a row appeared or a text changed: the dock follows
+        return super().eventFilter(watched, event)
+
+
+def scroll_rows(container: Any) -> None:
+    """Put the rows of a magicgui `container` in a vertical scroll area.
+
+    ``container.native`` stays the widget napari docks; magicgui keeps adding rows to the
+    same layout, which now lives inside the scroll area.
+    """
+    native = container.native
+    rows = QWidget()
+    rows.setLayout(native.layout())  # moves magicgui's layout, with its rows, to `rows`
+    # Rows at the top, as napari's dock keeps them; rows magicgui adds later go above it.
+    rows.layout().addStretch()
+    scroll = _RowsScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(rows)
+    layout = QVBoxLayout(native)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(scroll)
+
+
+def wrap_text(*labels: Any) -> None:
+    """Let magicgui `labels` wrap their text and be narrower than it.
+
+    Unwrapped, a long message widened the whole dock area over the image; wrapped but of fixed
+    width (magicgui's), it still set the dock's width to about 80 characters.
+    """
+    for label in labels:
+        label.native.setWordWrap(True)
+        policy = label.native.sizePolicy()
+        policy.setHorizontalPolicy(QSizePolicy.Policy.Preferred)
+        label.native.setSizePolicy(policy)
