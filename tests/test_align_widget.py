@@ -109,3 +109,50 @@ def test_cancelling_a_drift_registration_changes_nothing_and_says_so(qtbot,
     assert widget.status.value == "Cancelled: nothing was changed."
     assert "video aligned" not in viewer.layers and viewer.layers["video"].visible
     assert widget.run_button.enabled
+
+
+def test_the_mode_and_reference_follow_the_stack(make_napari_viewer):
+    # A 12-frame video was taken for a focal series and aligned to its frame 6.
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    viewer = make_napari_viewer()
+    video = viewer.add_image(synthetic_gold_stack(n_frames=12, shape=(64, 64)).images,
+                             name="video")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget.kind.value == "drift (video)" and widget.reference.value == 0
+    widget.kind.value = "focal series"  # a mode chosen by hand takes its own reference
+    assert widget.reference.value == 6
+    series = viewer.add_image(focal_series(np.zeros((3, 2))), name="series")
+    widget.stack_layer.value = series
+    assert widget.kind.value == "focal series" and widget.reference.value == 1
+    widget.stack_layer.value = video
+    assert widget.kind.value == "drift (video)" and widget.reference.value == 0
+
+
+def test_zero_max_shift_reads_auto(make_napari_viewer):
+    # "Max shift (px) 0.00" meant automatic (0.9 Å), and read as "no shift".
+    viewer = make_napari_viewer()
+    _, align = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    _, occupancy = viewer.window.add_plugin_dock_widget(PLUGIN, "Occupancy")
+    for spin_box in (align.max_shift, occupancy.max_shift):
+        assert spin_box.value == 0 and spin_box.native.text() == "auto"
+        spin_box.value = 3.0
+        assert spin_box.native.text() == "3.00"
+
+
+def test_species_takes_the_aligned_stack(qtbot, make_napari_viewer):
+    # Align hides the misaligned stack; the Species widget kept it as its input.
+    viewer = make_napari_viewer()
+    series = viewer.add_image(focal_series(np.array([[1.7, -2.2], [0.0, 0.0], [-2.4, 1.3]])),
+                              name="series", scale=(1, 0.1, 0.1),
+                              units=("pixel", "angstrom", "angstrom"))
+    _, species = viewer.window.add_plugin_dock_widget(PLUGIN, "Species (focal series)")
+    _, align = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert species.stack_layer.value is series
+    align.max_shift.value = 6
+    align.run()
+    _wait(qtbot, align)
+    aligned = viewer.layers["series aligned"]
+    assert not series.visible
+    assert species.stack_layer.value is aligned
+    assert species.sampling.value == pytest.approx(0.1) and species.run_button.enabled

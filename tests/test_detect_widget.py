@@ -234,3 +234,32 @@ def test_a_current_frame_run_keeps_the_other_frames(qtbot, viewer_with_stack):
     viewer.layers["stack"].scale = (1, 0.24, 0.24)  # recalibrated: the points follow
     np.testing.assert_allclose(points.scale[-2:], (0.24, 0.24))
     assert "detect again" in widget.status.value
+
+
+def test_status_follows_the_threshold_and_the_chosen_image(qtbot, viewer_with_stack):
+    # The status said the run's count (1,238) after a new threshold left 1,174 points, and
+    # still described the old image after another was chosen.
+    viewer, widget, _ = viewer_with_stack
+    widget.frames.value = "current frame"
+    widget.run()
+    _wait(qtbot, widget)
+    points = viewer.layers["stack atoms"]
+    widget.threshold.value = 0.9
+    assert widget.status.value.startswith(f"{len(points.data)} atoms in 1 frame(s)")
+    assert "0.90" in widget.status.value
+    other = viewer.add_image(np.zeros((64, 64)), name="other", scale=(0.12, 0.12),
+                             units=("angstrom", "angstrom"))
+    widget.image_layer.value = other
+    assert widget.status.value == "" and widget.progress_bar.value == 0
+    widget.image_layer.value = viewer.layers["stack"]  # back: what its layer holds
+    assert widget.status.value.startswith(f"{len(points.data)} atoms")
+
+
+def test_the_defocus_sign_is_in_its_label(make_napari_viewer):
+    # abTEM's sign (defocus = -C10) was said in a tooltip only.
+    viewer = make_napari_viewer()
+    for name in ("Detect atoms", "Live mode", "Occupancy"):
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        assert widget.conditions.defocus.label == "Defocus (Å, + = underfocus)", name
+    _, species = viewer.window.add_plugin_dock_widget(PLUGIN, "Species (focal series)")
+    assert "+ = underfocus" in species.defoci.label

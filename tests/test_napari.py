@@ -293,7 +293,7 @@ def test_tabs_have_short_titles_and_the_image_fits_the_canvas(make_napari_viewer
     # Fitted to the canvas the docks left (fitted before they came, it was cut at both sides).
     qtbot.wait(50)
     image = viewer.layers["Synthetic Au stack"]
-    shown = np.ptp(image.extent.world[:, -2:], axis=0) * viewer.camera.zoom
+    shown = np.ptp(image.extent.world[:, -2:], axis=0) * viewer.scene.camera.zoom
     canvas = np.array(viewer.window._qt_viewer.canvas.size)  # (height, width)
     assert np.all(shown <= canvas + 1), (shown, canvas)
 

@@ -152,3 +152,22 @@ def test_imaging_conditions_reach_the_detector_and_wrong_ones_stop_the_run(
     _wait(qtbot, widget)
     assert passed[-1] == {"cs": None, "defocus": None} and len(passed) == 2
     assert len(shown) == 1
+
+
+def test_the_heat_map_has_a_title_and_the_legend_leaves_the_points(viewer_with_video):
+    # The colour bar had no title, and the legend sat over the points of the occupancy panel.
+    from napari_tem_atoms.analysis.occupancy import site_occupancy
+
+    viewer, widget, stack = viewer_with_video
+    widget._run_layer = viewer.layers["video"]
+    widget.result = site_occupancy(stack.columns[["frame", "y", "x"]], 8, sampling=0.12)
+    widget._show_result()
+    heat = viewer.layers["video occupancy map"]
+    assert heat.colorbar.visible and "occupancy" in heat.name
+    # The layer's name, tiled beside the colour bar, is its title.
+    assert heat.name_overlay.visible and heat.name_overlay.position == heat.colorbar.position
+    plot = widget.plot
+    plot.canvas.draw()
+    renderer = plot.canvas.get_renderer()
+    legend = plot.occupancy_axes.get_legend().get_window_extent(renderer)
+    assert legend.y0 >= plot.occupancy_axes.get_window_extent(renderer).y1 - 1  # above it

@@ -272,3 +272,14 @@ def test_detect_refuses_a_species_model(untrained_species_model):
     with pytest.raises(TEMAtomsError, match=r"focal series.*tem-atoms species"):
         detect_atoms(np.random.default_rng(0).normal(size=(64, 64)), untrained_species_model,
                      sampling=0.1)
+
+
+def test_one_image_three_times_is_not_a_focal_series():
+    from napari_tem_atoms.analysis.species import identical_images_note
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(64, 64))
+    note = identical_images_note(np.stack([image, image * 2 + 5, image + 0.01 * rng.normal(
+        size=image.shape)]))
+    assert note and "images 1 and 2, 1 and 3, 2 and 3" in note
+    assert identical_images_note(rng.normal(size=(3, 64, 64))) is None

@@ -79,6 +79,32 @@ def middle_defocus_image(defoci: Sequence[float] | None) -> int:
     return 1 if not defoci else int(np.argsort(defoci)[1])
 
 
+#: Below this, two images of a series differ by less than a tenth of their contrast: the same
+#: image (copied, or recorded without changing the defocus), not a focal series.
+IDENTICAL_DIFFERENCE = 0.1
+
+
+def identical_images_note(series: np.ndarray) -> str | None:
+    """A note when two images of a focal series are (nearly) the same image, else None.
+
+    Each image is normalised (zero mean, unit spread); two images whose difference has a spread
+    below :data:`IDENTICAL_DIFFERENCE` carry no second defocus: the species the model then
+    reports come from one image seen three times.
+    """
+    normalised = []
+    for image in np.asarray(series, dtype=np.float64):
+        spread = image.std()
+        normalised.append((image - image.mean()) / spread if spread > 0 else image * 0)
+    pairs = [(i, j) for i in range(len(normalised)) for j in range(i + 1, len(normalised))
+             if np.std(normalised[i] - normalised[j]) < IDENTICAL_DIFFERENCE]
+    if not pairs:
+        return None
+    which = ", ".join(f"{i + 1} and {j + 1}" for i, j in pairs)
+    return (f"images {which} of the focal series are the same image (they differ by less than "
+            f"{IDENTICAL_DIFFERENCE:g} of their contrast): a focal series needs three defoci, "
+            "and species from it are not to be trusted")
+
+
 def order_focal_series(series: np.ndarray, defoci: Sequence[float] | None
                        ) -> tuple[np.ndarray, list[str]]:
     """Put the images in increasing defocus and say what falls outside the trained series.
@@ -182,12 +208,17 @@ def iter_detect_species(
     if threshold is None:
         threshold = loaded.threshold
     notes: list[str] = []
+    same_images: list[str] = []  # per series, kept for every series of a time series
     tables = []
     for index in range(array.shape[0]):
         images = np.asarray(array[index], dtype=np.float32)
         if not np.all(np.isfinite(images)):
             raise TEMAtomsError(f"series {index} contains NaN or infinite values")
         images, notes = order_focal_series(images, defoci)
+        identical = identical_images_note(images)
+        if identical:
+            same_images.append(f"series {index}: {identical}" if array.shape[0] > 1
+                               else identical)
         if align:
             shifts = align_focal_series(images, reference=1, max_shift=max_shift,
                                         sampling=sampling)
@@ -210,6 +241,7 @@ def iter_detect_species(
                               "species": names, "confidence": confidence.astype(float)})
         tables.append(table)
         yield DetectionStep(index, array.shape[0], table)
+    notes = [*notes, *same_images]
     for note in notes:
         warnings.warn(note, stacklevel=2)
     atoms = pd.concat(tables, ignore_index=True)
