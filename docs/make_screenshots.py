@@ -2,9 +2,10 @@
 
 Each workflow page in docs/ shows one of these: the Detect atoms widget on the sample stack,
 Live mode on a folder that frames are written into, the Calibration widget on a DM3 file, the
-Occupancy widget on a synthetic video, the Align widget on the misaligned focal-series sample and
-the Species widget on a simulated MoS2 focal series (needs the MoS2 exit-wave cache). Name some
-of them to make only those: ``python docs/make_screenshots.py occupancy align``.
+Occupancy widget on a simulated adatom video (abTEM), the Align widget on the misaligned
+focal-series sample and the Species widget on a simulated MoS2 focal series (needs the MoS2
+exit-wave cache). Name some of them to make only those:
+``python docs/make_screenshots.py occupancy align``.
 """
 
 from __future__ import annotations
@@ -98,9 +99,14 @@ def calibration_screenshot(dm3: Path) -> Path:
 
 
 def occupancy_screenshot() -> Path:
+    from napari_tem_atoms.simulation.diffusion import simulate_adatom_video
+
     viewer = _viewer()
-    stack = synthetic_gold_stack(n_frames=40, seed=3)
-    viewer.add_image(stack.images, name="video", scale=(1, stack.sampling, stack.sampling),
+    # What the widget is for: adatoms (1-2 atom columns) coming and going at a particle's
+    # surface, 40 frames at 500 e/Å² per frame (abTEM multislice, about a minute).
+    video = simulate_adatom_video(n_frames=40, dose=500.0, regime="fast", seed=1)
+    viewer.add_image(video.frames, name="adatom video",
+                     scale=(1, video.sampling, video.sampling),
                      units=("pixel", "angstrom", "angstrom"), axis_labels=("frame", "y", "x"))
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Occupancy")
     widget.run()

@@ -298,14 +298,21 @@ def test_tabs_have_short_titles_and_the_image_fits_the_canvas(make_napari_viewer
     assert np.all(shown <= canvas + 1), (shown, canvas)
 
 
-def test_calibration_summary_wraps_a_long_path(make_napari_viewer):
+def test_calibration_summary_wraps_a_long_path(make_napari_viewer, qtbot):
     # On one line, a file's path widened the Calibration dock to 630 px, over the image.
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     source = "/data/microscope/2024-05-17 session/gold particle 3/" * 4 + "stack_0001.dm4"
     viewer.add_image(np.zeros((8, 8)), name="image", metadata={"source": source})
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Calibration")
     assert "stack_0001.dm4" in widget.summary.value
     assert widget.native.minimumSizeHint().width() < 400
+    from qtpy.QtCore import Qt
+
+    viewer.window._qt_window.resizeDocks([widget.native.parent()], [380],
+                                         Qt.Orientation.Horizontal)
+    qtbot.wait(50)
+    label = widget.summary.native  # narrower than its text: every wrapped line shown
+    assert label.height() >= label.heightForWidth(label.width()), label.size()
 
 
 def test_atoms_are_drawn_as_thin_circles(make_napari_viewer):

@@ -229,13 +229,23 @@ def _connect(scheduler: str) -> Any:
                             f"{expected}")
     from dask.distributed import Client
 
+    import dask
+
+    # A Client that fails half-way through connecting (a web server on that port) has already
+    # made itself dask's default scheduler: every later dask computation in the process then
+    # asked for a client that did not exist. The setting is put back on failure.
+    previous = dask.config.get("scheduler", None)
     try:
         return Client(address)
-    except MemoryError:
-        raise TEMAtomsError(
-            f"{address} answered, but not as a Dask scheduler (another kind of server uses "
-            f"that port?); {expected}") from None
-    except Exception as exc:  # OSError, TimeoutError, ValueError, TypeError...
+    except Exception as exc:  # OSError, TimeoutError, ValueError, TypeError, MemoryError...
+        if previous is None:
+            dask.config.config.pop("scheduler", None)
+        else:
+            dask.config.set(scheduler=previous)
+        if isinstance(exc, MemoryError):
+            raise TEMAtomsError(
+                f"{address} answered, but not as a Dask scheduler (another kind of server uses "
+                f"that port?); {expected}") from None
         raise TEMAtomsError(
             f"cannot connect to a Dask scheduler at {address} ({type(exc).__name__}: {exc}): "
             f"is the scheduler running, and reachable from here? {expected}") from None

@@ -3,7 +3,8 @@
 Sub-commands
 ------------
 ``tem-atoms info FILE...``
-    What each file holds: shape, type, pixel size in Å (or why there is none).
+    What each file holds: shape, type, pixel size in Å (or why there is none), imaging mode
+    (HRTEM or STEM, and where it was read).
 ``tem-atoms view [FILE...]``
     Open napari with the files (or the synthetic sample) and the plugin's widgets docked.
 ``tem-atoms detect INPUT... -o atoms.csv``
@@ -105,12 +106,15 @@ def _info(args: argparse.Namespace) -> int:
             print(f"  format: {image.file_format}")
             print(f"  shape: {shape}  dtype: {image.data.dtype}")
             print(f"  pixel size: {pixel}")
+            print(f"  mode: {image.imaging_mode} ({image.imaging_mode_source})")
             if image.frame_interval_s:
                 print(f"  frame interval: {image.frame_interval_s:.6g} s")
     return 1 if failures else 0
 
 
 def _view(args: argparse.Namespace) -> int:
+    import time
+
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -128,7 +132,9 @@ def _view(args: argparse.Namespace) -> int:
     # Bottom left: napari's notifications pop up over the bottom-right corner of the canvas.
     viewer.scale_bar.position = "bottom_left"
     if args.screenshot:
-        QApplication.processEvents()
+        for _ in range(5):  # napari lays its status bar out on timers: one pass left it jumbled
+            QApplication.processEvents()
+            time.sleep(0.05)
         viewer.window.screenshot(str(args.screenshot), canvas_only=False)
         print(f"screenshot written to {args.screenshot}")
         viewer.close()
@@ -148,7 +154,7 @@ def _detect(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from .analysis.detect import sampling_warning
+    from .analysis.detect import domain_warning, sampling_warning
     from .batch import frame_jobs, run_jobs
     from .io import atoms_table, write_atoms_csv
     from .models import load_cached_model
@@ -166,6 +172,7 @@ def _detect(args: argparse.Namespace) -> int:
         images += found
     if not images:
         return 1
+    images = [_with_mode(image, args.mode) for image in images]
     try:
         loaded = load_cached_model(str(args.model), args.device, args.precision, args.engine)
         conditions = _conditions_of(args)
@@ -176,10 +183,17 @@ def _detect(args: argparse.Namespace) -> int:
         return 1
     where = f"scheduler {args.scheduler}" if args.scheduler else "this computer"
     print(f"{_runtime_line(loaded)}; {len(jobs)} frames on {where}", file=sys.stderr)
+    said = set()
     for image in images:
         warning = sampling_warning(args.sampling or image.pixel_size_angstrom)
         if warning:  # said once per file here: the frames' own warnings stay in the workers
             print(f"warning: {image.path}: {warning}", file=sys.stderr)
+        # The workers get frames, which carry no mode: said here, once per file and mode.
+        domain = domain_warning(image.imaging_mode, image.imaging_mode_source, loaded.name,
+                                loaded.metadata)
+        if domain and (image.path, domain) not in said:
+            said.add((image.path, domain))
+            print(f"warning: {image.path}: {domain}", file=sys.stderr)
     _say_transfer(conditions, loaded.metadata)  # once: the frames do not warn
     try:
         with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
@@ -248,11 +262,12 @@ def _species(args: argparse.Namespace) -> int:
                   f"{args.defoci!r}", file=sys.stderr)
             return 1
     try:
-        series = read_image(args.series, lazy=True)
+        series = _with_mode(read_image(args.series, lazy=True), args.mode)
         sampling = args.sampling or series.pixel_size_angstrom
         loaded = load_cached_model(str(args.model), args.device, args.precision, args.engine)
         print(_runtime_line(loaded), file=sys.stderr)
-        steps = iter_detect_species(series.data, loaded, sampling, defoci,
+        # The TEMImage, not its data: its imaging mode is checked against the model's.
+        steps = iter_detect_species(series, loaded, sampling, defoci,
                                     align=not args.no_align, threshold=args.threshold,
                                     max_shift=args.max_shift)
         n_series = 1 if series.data.ndim == 3 else int(series.data.shape[0])
@@ -604,6 +619,30 @@ def _add_condition_arguments(parser: argparse.ArgumentParser) -> None:
                                  "underfocus); tens of Å off is fine")
 
 
+#: --mode values (besides auto); see napari_tem_atoms.io.imaging_mode.
+MODE_CHOICES = ("auto", "hrtem", "stem-haadf", "stem-abf", "stem-bf")
+
+
+def _add_mode_argument(parser: argparse.ArgumentParser) -> None:
+    """--mode: how the images were recorded, over what the files say."""
+    parser.add_argument("--mode", choices=MODE_CHOICES, default="auto",
+                        help="how the images were recorded (default auto: what each file's "
+                             "metadata say, shown by tem-atoms info); the models are trained "
+                             "on HRTEM, and a STEM image is warned about")
+
+
+def _with_mode(image: Any, mode: str) -> Any:
+    """`image` with the --mode given (``"auto"``: as read from its file)."""
+    from dataclasses import replace
+
+    from .io.imaging_mode import parse_imaging_mode
+
+    if mode == "auto":
+        return image
+    return replace(image, imaging_mode=parse_imaging_mode(mode),
+                   imaging_mode_source="set by the user (--mode)")
+
+
 def _conditions_of(args: argparse.Namespace) -> dict[str, float | None]:
     """``cs`` and ``defocus`` [Å] from --cs-um and --defocus."""
     return {"cs": None if args.cs_um is None else args.cs_um * 1e4, "defocus": args.defocus}
@@ -692,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pixel size, when the files do not give it (or to override it)")
     detect.add_argument("--threshold", type=_fraction, default=None,
                         help="network confidence threshold, 0-1 (default: the model's own)")
+    _add_mode_argument(detect)
     detect.add_argument("--average-mirrors", action="store_true",
                         help="average the network's maps of each frame and its three mirror "
                              "images (4x slower, a little more accurate at low dose)")
@@ -717,6 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
     species.add_argument("--defoci", metavar="D1,D2,D3",
                          help="defocus of each image in Å (abTEM sign, defocus = -C10); "
                          "default: the images are in increasing defocus")
+    _add_mode_argument(species)
     species.add_argument("--no-align", action="store_true",
                          help="the images are aligned already")
     species.add_argument("--max-shift", type=_positive, metavar="PX",

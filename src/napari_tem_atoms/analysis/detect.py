@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,15 @@ from .transfer import TransferWarning, model_optics
 
 __all__ = [
     "DetectionStep",
+    "DomainWarning",
     "atoms_from_heatmap",
     "default_tile_size",
     "detect_atoms",
+    "domain_warning",
     "find_peaks",
+    "imaging_mode_of",
     "iter_detect_atoms",
+    "model_imaging_modes",
     "normalise_image",
     "predict_heatmap",
     "rescale_to_sampling",
@@ -337,6 +341,73 @@ def sampling_warning(sampling: float) -> str | None:
             f"{TRAINED_SAMPLING[0]}-{TRAINED_SAMPLING[1]} Å/px: results may be unreliable")
 
 
+class DomainWarning(UserWarning):
+    """Issued when a model is used on images unlike those it was trained on (STEM, not HRTEM)."""
+
+
+def model_imaging_modes(metadata: Mapping[str, Any]) -> list[str]:
+    """The imaging modes a model was trained on: its metadata's ``imaging_modes``.
+
+    Models without the key (au-hrtem, mos2-focal, and every model trained so far) were trained
+    on simulated HRTEM images only.
+    """
+    modes = metadata.get("imaging_modes")
+    return [str(mode) for mode in modes] if isinstance(modes, (list, tuple)) and modes else [
+        "HRTEM"]
+
+
+def domain_warning(imaging_mode: str | None, source: str | None, model_name: str,
+                   model_metadata: Mapping[str, Any]) -> str | None:
+    """A sentence when an image's mode is not one the model was trained on, else None.
+
+    Parameters
+    ----------
+    imaging_mode : str or None
+        The image's mode (:data:`~napari_tem_atoms.io.imaging_mode.IMAGING_MODES`);
+        ``"unknown"`` and None never warn.
+    source : str or None
+        Where the mode was read (named in the sentence).
+    model_name : str
+        The model, named in the sentence.
+    model_metadata : mapping
+        The model's metadata (its ``imaging_modes``, see :func:`model_imaging_modes`).
+    """
+    from ..io.imaging_mode import is_stem
+
+    if not imaging_mode or imaging_mode == "unknown":
+        return None
+    trained = model_imaging_modes(model_metadata)
+    if imaging_mode in trained or (imaging_mode == "STEM" and any(map(is_stem, trained))):
+        return None
+    article = "an" if imaging_mode == "HRTEM" else "a"
+    where = "" if not source else (f" ({source})" if source.startswith("set by")
+                                   else f" (from {source})")
+    said = f"this is {article} {imaging_mode} image{where}"
+    said += f" but model {model_name} was trained on {' and '.join(trained)} images only"
+    if is_stem(imaging_mode) and not any(map(is_stem, trained)):
+        # No registered model is trained on STEM images yet (see docs/stem.md).
+        return (f"{said}: its detections will be wrong (dark sites between columns); no STEM "
+                "model is available yet. If the image is in fact HRTEM, say so (tem-atoms "
+                "detect --mode hrtem; imaging_mode=\"HRTEM\")")
+    return (f"{said}: its detections are not to be trusted; use a model trained on "
+            f"{imaging_mode} images")
+
+
+def imaging_mode_of(image: Any, imaging_mode: str | None = None) -> tuple[str, str]:
+    """``(mode, source)`` of an input: `imaging_mode` when given, else a TEMImage's own.
+
+    ``"auto"`` or None: the TEMImage's mode (an array's is ``"unknown"``).
+    """
+    from ..io import TEMImage
+    from ..io.imaging_mode import parse_imaging_mode
+
+    if imaging_mode is not None and str(imaging_mode).strip().lower() != "auto":
+        return parse_imaging_mode(imaging_mode), "set by the user"
+    if isinstance(image, TEMImage):
+        return image.imaging_mode, image.imaging_mode_source
+    return "unknown", "an array carries no metadata"
+
+
 @dataclass
 class DetectionStep:
     """Progress of :func:`iter_detect_atoms`: one frame done.
@@ -397,6 +468,7 @@ def iter_detect_atoms(
     warn_transfer: bool = True,
     precision: str | None = "auto",
     engine: str | None = "auto",
+    imaging_mode: str | None = None,
 ) -> Generator[DetectionStep, None, pd.DataFrame]:
     """Detect atomic columns frame by frame, yielding after each frame (for progress bars).
 
@@ -404,8 +476,12 @@ def iter_detect_atoms(
     `warn_transfer` False leaves the :class:`~.transfer.TransferWarning` to the caller (who
     runs one frame per call and says it once; ``attrs["transfer_warning"]`` still holds it).
     """
+    from ..io import read_image
     from ..models import LoadedModel, load_cached_model
 
+    if isinstance(image, (str, os.PathLike)):
+        image = read_image(image, lazy=True)
+    mode, mode_source = imaging_mode_of(image, imaging_mode)
     frames, sampling, is_stack = _as_frames(image, sampling)
     if sampling is None:
         raise TEMAtomsError(
@@ -425,6 +501,9 @@ def iter_detect_atoms(
         raise TEMAtomsError(f"model {loaded.name!r} finds species in a three-image focal series, "
                             "not columns in one image: use tem-atoms species (or the Species "
                             "widget), or a column model such as au-hrtem")
+    domain = domain_warning(mode, mode_source, loaded.name, loaded.metadata)
+    if domain:
+        warnings.warn(domain, DomainWarning, stacklevel=2)
     if threshold is None:
         threshold = loaded.threshold
     conditions = None
@@ -470,7 +549,7 @@ def iter_detect_atoms(
                        precision=loaded.precision, engine=loaded.engine_name,
                        model_sampling=loaded.sampling, threshold=threshold,
                        average_mirrors=average_mirrors, cs=cs, defocus=defocus,
-                       transfer_warning=transfer)
+                       transfer_warning=transfer, imaging_mode=mode, domain_warning=domain)
     return atoms
 
 
@@ -486,6 +565,7 @@ def detect_atoms(
     defocus: float | None = None,
     precision: str | None = "auto",
     engine: str | None = "auto",
+    imaging_mode: str | None = None,
 ) -> pd.DataFrame:
     """Find the atomic columns in an HRTEM image or stack.
 
@@ -523,6 +603,12 @@ def detect_atoms(
     engine : {"auto", "torch", "openvino"}, optional
         ``"auto"``: OpenVINO on the CPU when installed (``napari-tem-atoms[fast]``), else
         PyTorch. Ignored when `model` is a LoadedModel.
+    imaging_mode : str, optional
+        How the image was recorded (``"HRTEM"``, ``"STEM-HAADF"``, ``"STEM-ABF"``,
+        ``"STEM-BF"``), over what the file says; None or ``"auto"``: the TEMImage's (read from
+        the file's metadata, see :mod:`napari_tem_atoms.io.imaging_mode`), ``"unknown"`` for an
+        array. A mode the model was not trained on (STEM, for the HRTEM models) is said in a
+        :class:`DomainWarning`.
 
     Returns
     -------
@@ -533,7 +619,9 @@ def detect_atoms(
         ``average_mirrors``, ``cs``, ``defocus`` and ``transfer_warning``: with both Cs and
         the defocus given, a sentence (also issued as a warning) when they barely transfer
         the crystal's lowest-order reflections, where the detector is less reliable (see
-        :mod:`napari_tem_atoms.analysis.transfer`); None otherwise.
+        :mod:`napari_tem_atoms.analysis.transfer`); None otherwise. ``imaging_mode`` and
+        ``domain_warning``: the image's mode, and the sentence of the :class:`DomainWarning`
+        when the model was not trained on it (None otherwise).
 
     Examples
     --------
@@ -543,4 +631,5 @@ def detect_atoms(
     """
     return run_steps(iter_detect_atoms(image, model, sampling, threshold, device, tile_size,
                                        average_mirrors=average_mirrors, cs=cs,
-                                       defocus=defocus, precision=precision, engine=engine))
+                                       defocus=defocus, precision=precision, engine=engine,
+                                       imaging_mode=imaging_mode))

@@ -21,7 +21,10 @@ from .align import align_focal_series, apply_shifts
 from .detect import (
     MIN_COLUMN_DISTANCE,
     DetectionStep,
+    DomainWarning,
+    domain_warning,
     find_peaks,
+    imaging_mode_of,
     normalise_image,
     predict_heatmap,
     rescale_to_sampling,
@@ -192,10 +195,15 @@ def iter_detect_species(
     device: str | None = None,
     precision: str | None = "auto",
     engine: str | None = "auto",
+    imaging_mode: str | None = None,
 ) -> Generator[DetectionStep, None, pd.DataFrame]:
     """Generator form of :func:`detect_species`: yields a step per series."""
+    from ..io import read_image
     from ..models import LoadedModel, load_cached_model
 
+    if isinstance(series, (str, bytes)) or hasattr(series, "__fspath__"):
+        series = read_image(series, lazy=True)
+    mode, mode_source = imaging_mode_of(series, imaging_mode)
     array, sampling = _as_series(series, sampling)
     if sampling is None:
         raise TEMAtomsError("the pixel size of the series is not known: give it in Å/px "
@@ -205,6 +213,9 @@ def iter_detect_species(
     if loaded.metadata.get("task") != "species":
         raise TEMAtomsError(f"model {loaded.name!r} does not tell species apart; use a species "
                             "model such as mos2-focal")
+    domain = domain_warning(mode, mode_source, loaded.name, loaded.metadata)
+    if domain:
+        warnings.warn(domain, DomainWarning, stacklevel=2)
     if threshold is None:
         threshold = loaded.threshold
     notes: list[str] = []
@@ -247,7 +258,8 @@ def iter_detect_species(
     atoms = pd.concat(tables, ignore_index=True)
     atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
                        precision=loaded.precision, engine=loaded.engine_name,
-                       threshold=threshold, notes=notes)
+                       threshold=threshold, notes=notes, imaging_mode=mode,
+                       domain_warning=domain)
     return atoms
 
 
@@ -262,6 +274,7 @@ def detect_species(
     device: str | None = None,
     precision: str | None = "auto",
     engine: str | None = "auto",
+    imaging_mode: str | None = None,
 ) -> pd.DataFrame:
     """Find the columns of a focal series and their species.
 
@@ -287,12 +300,19 @@ def detect_species(
         ``"cpu"`` or ``"cuda"``.
     precision, engine : str, optional
         How the network runs (see :func:`~napari_tem_atoms.detect_atoms`).
+    imaging_mode : str, optional
+        How the series was recorded, over what the file says (see
+        :func:`~napari_tem_atoms.detect_atoms`): a STEM series warns
+        (:class:`~napari_tem_atoms.analysis.detect.DomainWarning`), the species models being
+        trained on HRTEM focal series.
 
     Returns
     -------
     pandas.DataFrame
         ``frame`` (index of the series in time), ``y``, ``x`` (pixels of the middle image),
-        ``species`` (``Mo``, ``S2``, ``S1``), ``confidence``.
+        ``species`` (``Mo``, ``S2``, ``S1``), ``confidence``. ``attrs`` holds ``notes``,
+        ``imaging_mode`` and ``domain_warning`` (see :func:`~napari_tem_atoms.detect_atoms`).
     """
     return run_steps(iter_detect_species(series, model, sampling, defoci, align, threshold,
-                                         max_shift, device, precision, engine))
+                                         max_shift, device, precision, engine,
+                                         imaging_mode=imaging_mode))

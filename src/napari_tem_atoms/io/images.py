@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import TEMFileError
 from .calibration import Calibration, calibration_from_axes, normalise_unit
+from .imaging_mode import read_imaging_mode
 
 __all__ = [
     "FRAME_EXTENSIONS",
@@ -105,6 +106,13 @@ class TEMImage:
         Time between frames [s] when the file gives it.
     original_metadata : dict
         The metadata tree of the file, as RosettaSciIO or tifffile give it.
+    imaging_mode : str
+        How it was recorded: ``"HRTEM"``, ``"STEM-HAADF"`` (any annular dark field),
+        ``"STEM-ABF"``, ``"STEM-BF"``, ``"STEM"`` (detector not named) or ``"unknown"``
+        (see :mod:`napari_tem_atoms.io.imaging_mode`; ``dataclasses.replace`` sets another).
+    imaging_mode_source : str
+        Where the mode was read (``"Velox metadata: detector HAADF"``, ``"set by the
+        user"``), or why it is unknown.
 
     """
 
@@ -115,6 +123,8 @@ class TEMImage:
     file_format: str
     frame_interval_s: float | None = None
     original_metadata: dict = field(default_factory=dict, repr=False)
+    imaging_mode: str = "unknown"
+    imaging_mode_source: str = "not read from the file"
 
     @property
     def pixel_size_angstrom(self) -> float | None:
@@ -257,6 +267,8 @@ def read_folder(path: str | os.PathLike, *, lazy: bool = False) -> TEMImage:
         file_format=f"folder of {len(frames)} {first.file_format} frames",
         original_metadata={"frames": [f.name for f in frames],
                            "first_frame": first.original_metadata},
+        imaging_mode=first.imaging_mode,
+        imaging_mode_source=f"first frame: {first.imaging_mode_source}",
     )
 
 
@@ -440,6 +452,10 @@ def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
             [axes[-2].get("scale", 1.0), axes[-1].get("scale", 1.0)],
             [axes[-2].get("units"), axes[-1].get("units")],
         )
+        original_metadata = _plain(signal.get("original_metadata", {}))
+        mode = read_imaging_mode(label, original_metadata,
+                                 metadata=_plain(signal.get("metadata", {})), title=title,
+                                 path=path, calibration_kind=calibration.kind)
         results.append(TEMImage(
             data=signal["data"],
             path=path,
@@ -447,7 +463,9 @@ def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
             calibration=calibration,
             file_format=label,
             frame_interval_s=_frame_interval(axes),
-            original_metadata=_plain(signal.get("original_metadata", {})),
+            original_metadata=original_metadata,
+            imaging_mode=mode.mode,
+            imaging_mode_source=mode.source,
         ))
     return results
 
@@ -635,9 +653,11 @@ def _read_tiff(path: Path, lazy: bool = False) -> TEMImage:
         calibration, vendor = _vendor_tiff_calibration(path)
         if vendor:
             flavour = f"TIFF ({vendor})"
+    mode = read_imaging_mode(flavour, metadata, path=path, calibration_kind=calibration.kind)
     return TEMImage(
         data=data, path=path, name=path.stem.removesuffix(".ome"), calibration=calibration,
-        file_format=flavour, original_metadata=metadata,
+        file_format=flavour, original_metadata=metadata, imaging_mode=mode.mode,
+        imaging_mode_source=mode.source,
     )
 
 
@@ -786,5 +806,6 @@ def _read_npy(path: Path, *, lazy: bool) -> TEMImage:
             "an NPY file carries no pixel size: coordinates stay in pixels unless you give one"
         ),
         file_format="NPY",
+        imaging_mode_source=read_imaging_mode("NPY", None).source,
     )
 

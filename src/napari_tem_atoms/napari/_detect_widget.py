@@ -25,7 +25,12 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info
 
-from ..analysis.detect import atoms_from_heatmap, iter_detect_atoms, sampling_warning
+from ..analysis.detect import (
+    atoms_from_heatmap,
+    domain_warning,
+    iter_detect_atoms,
+    sampling_warning,
+)
 from ..errors import TEMAtomsError
 from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
@@ -97,6 +102,7 @@ class DetectWidget(WorkerRunner, Container):
 
         self.image_layer.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
+        self.model.changed.connect(self._validate)  # a STEM image warns for HRTEM models
         self.sampling.changed.connect(self._validate)
         self.threshold.changed.connect(self._on_threshold_changed)
         self.show_map.changed.connect(self._update_layers)
@@ -166,6 +172,9 @@ class DetectWidget(WorkerRunner, Container):
         if not problem:  # a warning, not a refusal: the run stays possible
             warning = sampling_warning(float(self.sampling.value))
             problem = f"⚠ {warning[0].upper()}{warning[1:]}." if warning else ""
+            domain = _domain_note(layer, self.model.value)
+            if domain:  # a STEM image for an HRTEM model: said, the run stays possible
+                problem = f"{problem} ⚠ {domain[0].upper()}{domain[1:]}.".strip()
         self.sampling_note.value = problem
 
     # --- running --------------------------------------------------------------------------
@@ -381,3 +390,18 @@ def _steps(frame: np.ndarray, loaded: Any, sampling: float, threshold: float,
     return iter_detect_atoms(frame, loaded, sampling=sampling, threshold=threshold,
                              keep_heatmaps=True, average_mirrors=average_mirrors, cs=cs,
                              defocus=defocus)
+
+
+def _domain_note(layer: Any, model_name: str) -> str | None:
+    """The :func:`~..analysis.detect.domain_warning` for a layer read from a STEM file."""
+    from ..io.imaging_mode import is_stem
+
+    mode = layer.metadata.get("imaging_mode")
+    if not is_stem(mode):  # the models are trained on HRTEM: nothing else to say
+        return None
+    try:
+        metadata = model_metadata(model_name)
+    except TEMAtomsError:  # missing weights are said by the model's description
+        return None
+    return domain_warning(mode, layer.metadata.get("imaging_mode_source"), model_name,
+                          metadata)

@@ -64,6 +64,9 @@ def image_layer_data(image: TEMImage) -> tuple[Any, dict[str, Any], str]:
             "original_unit": calibration.unit,
             "original_scale": calibration.scale,
             "frame_interval_s": image.frame_interval_s,
+            # HRTEM or STEM (and where that was read): the models are trained on HRTEM
+            "imaging_mode": image.imaging_mode,
+            "imaging_mode_source": image.imaging_mode_source,
             "original_metadata": image.original_metadata,
         },
     }

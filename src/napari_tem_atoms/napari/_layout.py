@@ -65,10 +65,11 @@ def wrap_text(*labels: Any) -> None:
     """Let magicgui `labels` wrap their text and be narrower than it.
 
     Unwrapped, a long message widened the whole dock area over the image; wrapped but of fixed
-    width (magicgui's), it still set the dock's width to about 80 characters.
+    size (magicgui's), it still set the dock's width to about 80 characters, and narrower it
+    was cut at the height of those lines.
     """
     for label in labels:
         label.native.setWordWrap(True)
-        policy = label.native.sizePolicy()
-        policy.setHorizontalPolicy(QSizePolicy.Policy.Preferred)
+        policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)  # as tall as its lines at the width it gets
         label.native.setSizePolicy(policy)
