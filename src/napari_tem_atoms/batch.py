@@ -227,9 +227,8 @@ def _connect(scheduler: str) -> Any:
     if not match or not 0 < int(match["port"]) < 65536:
         raise TEMAtomsError(f"scheduler {scheduler!r} is not a Dask scheduler's address; "
                             f"{expected}")
-    from dask.distributed import Client
-
     import dask
+    from dask.distributed import Client
 
     # A Client that fails half-way through connecting (a web server on that port) has already
     # made itself dask's default scheduler: every later dask computation in the process then
