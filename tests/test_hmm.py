@@ -216,3 +216,23 @@ def test_adatom_videos_have_truth_from_geometry():
     assert video.frames.shape[0] == 2
     with pytest.raises(ValueError, match="regime"):
         simulate_adatom_video(n_frames=2, regime="oxygen")
+
+
+def test_training_only_the_count_head_leaves_the_column_map_alone():
+    import torch
+
+    from napari_tem_atoms.models.unet import UNet
+    from napari_tem_atoms.training.train import _freeze_all_but
+
+    network = UNet(base_channels=4, depth=2, counts=1)
+    _freeze_all_but(network, "count_head")
+    network.train()
+    trained = {name for name, p in network.named_parameters() if p.requires_grad}
+    assert trained and all(name.startswith("count_head.") for name in trained)
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)  # running statistics stay as they are
+    before = {k: v.clone() for k, v in network.state_dict().items() if "running" in k}
+    network(torch.randn(2, 1, 32, 32))
+    assert all(torch.equal(before[k], network.state_dict()[k]) for k in before)
+    with pytest.raises(TEMAtomsError, match="no such layer"):
+        _freeze_all_but(UNet(base_channels=4, depth=2), "count_head")

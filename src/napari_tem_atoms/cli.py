@@ -775,8 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
         "occupancy", help="per-site occupancy and transitions over a video; write a sites CSV")
     occupancy.add_argument("video", type=Path, metavar="VIDEO",
                            help="a stack of frames in any readable format")
-    occupancy.add_argument("--model", default="au-hrtem",
-                           help="registered model name or .safetensors file (default: au-hrtem)")
+    occupancy.add_argument("--model", default="au-hrtem-adatoms",
+                           help="registered model name or .safetensors file (default: "
+                                "au-hrtem-adatoms, which sees single adatoms)")
     occupancy.add_argument("--sampling", type=_positive, metavar="Å/px",
                            help="pixel size, when the file does not give it")
     occupancy.add_argument("--atoms", type=Path, metavar="CSV",
@@ -792,11 +793,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="detections closer than this belong to one site (default 0.6)")
     occupancy.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     _add_runtime_arguments(occupancy)
-    occupancy.add_argument("--method", choices=("evidence", "detections"), default="evidence",
-                           help="evidence (default): sites from the mean of the network's maps, "
-                                "a hidden Markov model per site over the whole video; "
-                                "detections: a frame is occupied where a detection was found "
-                                "(used with --atoms)")
+    occupancy.add_argument("--method", choices=("detections", "evidence"), default="detections",
+                           help="detections (default; always with --atoms): a frame is occupied "
+                                "where a detection was found; evidence: sites from the mean of "
+                                "the network's maps, a hidden Markov model per site over the "
+                                "whole video")
     _add_condition_arguments(occupancy)
     occupancy.add_argument("--matrix", type=Path, metavar="CSV",
                            help="also write the per-frame occupancy matrix (frames × sites)")

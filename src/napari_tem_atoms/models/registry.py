@@ -71,6 +71,14 @@ REGISTRY: dict[str, ModelEntry] = {
         sha256="49d5c506dd1e6b259fcfb059c6cefed68743afab8b8aa42d198cc780ff1e2084",
         crystal="gold",
     ),
+    "au-hrtem-adatoms": ModelEntry(
+        name="au-hrtem-adatoms",
+        description="Atomic columns of any height in HRTEM images of gold nanoparticles, "
+                    "single adatoms included (300 kV, any Cs sign)",
+        filename="au-hrtem-adatoms.safetensors",
+        sha256="ffda09f053320762a618d7017e47d9c787f6939c5d2e90899a13dbf0d39c0ac7",
+        crystal="gold",
+    ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",
         description="Mo, S2 and S1 (sulfur vacancy) columns of MoS2 from a three-image focal "

@@ -26,7 +26,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..analysis.align import apply_shifts
 from ..analysis.occupancy import SiteOccupancy, occupancy_map
-from ..analysis.video import iter_video_occupancy
+from ..analysis.video import OCCUPANCY_MODEL, iter_video_occupancy
 from ..io import write_atoms_csv
 from ..models import registered_models
 from ._conditions import ImagingConditionsInputs
@@ -57,7 +57,8 @@ class OccupancyWidget(WorkerRunner, Container):
             annotation="napari.layers.Points", label="Atoms", options={"nullable": True})
         self.atoms_layer.tooltip = ("Detections of every frame (e.g. from Detect atoms); "
                                     "leave empty to detect them now")
-        self.model = ComboBox(label="Model", choices=registered_models("columns"))
+        self.model = ComboBox(label="Model", choices=registered_models("columns"),
+                              value=OCCUPANCY_MODEL)
         self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001)
         self.max_shift = FloatSpinBox(label="Max drift/frame (px)", min=0.0, max=10000.0,
@@ -68,9 +69,9 @@ class OccupancyWidget(WorkerRunner, Container):
                                         value=0.6, tooltip="Detections closer than this to a "
                                         "site belong to it")
         self.method = ComboBox(
-            label="Method", choices=[("whole video (HMM per site)", "evidence"),
-                                     ("per-frame detections", "detections")],
-            value="evidence",
+            label="Method", choices=[("per-frame detections", "detections"),
+                                     ("whole video (HMM per site)", "evidence")],
+            value="detections",
             tooltip="Whole video: sites from the mean of the network's maps (a site occupied in "
                     "a tenth of the frames still shows), a hidden Markov model per site over its "
                     "evidence in every frame. Per-frame detections: a frame is occupied where a "

@@ -75,6 +75,9 @@ class TrainConfig:
     bfloat16: bool | None = None  # older configurations: true reads as "auto", false as "fp32"
     # Weights (.safetensors) to start from: layers the file lacks keep their initialisation.
     init_from: str = ""
+    # Train only the layers whose names start with this (e.g. "count_head"); the rest is
+    # frozen, batch norms included. Empty: every layer.
+    train_only: str = ""
     # Learning rate of the imaging-condition layers, as a multiple of learning_rate.
     condition_learning_rate_factor: float = 1.0
 

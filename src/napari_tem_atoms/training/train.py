@@ -262,6 +262,30 @@ def column_loss(logits: Any, targets: Any, masks: Any) -> Any:
     return loss
 
 
+def _freeze_all_but(network: Any, prefix: str) -> None:
+    """Train only the top-level layers named `prefix`…; the rest keeps its weights and stats.
+
+    Frozen layers stay in eval mode whenever the network is put in training mode, so their
+    batch norms neither learn nor update their running statistics.
+    """
+    trained = [name for name, _ in network.named_children() if name.startswith(prefix)]
+    if not trained:
+        raise TEMAtomsError(f"train_only = {prefix!r}: the network has no such layer (it has "
+                            f"{', '.join(name for name, _ in network.named_children())})")
+    for name, parameter in network.named_parameters():
+        parameter.requires_grad_(name.startswith(prefix))
+    original = network.train
+
+    def train(mode: bool = True) -> Any:
+        original(mode)
+        for name, child in network.named_children():
+            if not name.startswith(prefix):
+                child.eval()
+        return network
+
+    network.train = train
+
+
 def training_runtime(cfg: Any) -> str:
     """One log line: the processor, threads and precision a training run uses."""
     import torch
@@ -339,6 +363,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     if model_cfg.counts:
         architecture["counts"] = 1
     network = UNet(**architecture).to(memory_format=torch.channels_last)
+    if cfg.train_only:
+        _freeze_all_but(network, cfg.train_only)
     # The condition layers may learn faster than the rest (a group of their own).
     film = [p for name, p in network.named_parameters() if name.startswith("film.")]
     rest = [p for name, p in network.named_parameters() if not name.startswith("film.")]
@@ -346,6 +372,8 @@ def train(run: TrainingRun, log: Log = print) -> Path:
     # One group when they do not: the optimiser state of earlier runs, and their checkpoints.
     groups = ([{"params": rest, "lr": rates[0]}, {"params": film, "lr": rates[1]}]
               if film and rates[1] != rates[0] else [{"params": list(network.parameters())}])
+    if cfg.train_only:
+        groups = [{"params": [p for p in network.parameters() if p.requires_grad]}]
     optimiser = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=rates if len(groups) > 1
                                                     else rates[0],
