@@ -160,3 +160,19 @@ def test_a_noisy_image_is_shot_noise_around_the_expected_image():
     electrons = settings.dose * sampling**2
     redrawn = np.random.default_rng(9).poisson(expected * electrons)
     assert np.array_equal(counts, redrawn.astype(np.float32))
+
+
+def test_scores_by_height_pair_the_models_and_count_every_height():
+    from napari_tem_atoms.training.evaluate import HEIGHT_BINS, evaluate_by_height
+
+    particle = _lattice_particle()
+    particle["columns"][::3, 2] = 1  # a third of the columns are single atoms
+    particle["info"] = np.array(json.dumps({"zone_axis": "[100]"}))
+    table = evaluate_by_height(["au-hrtem", "au-hrtem"], [particle], [], doses=(1000,),
+                               images_per_dose=2, log=lambda line: None)
+    assert len(table) == 2 * (1 + len(HEIGHT_BINS))
+    first, second = (table[table.index < len(table) // 2], table[table.index >= len(table) // 2])
+    np.testing.assert_array_equal(first["recall"].fillna(-1), second["recall"].fillna(-1))
+    singles = table[table["heights"] == "1"]
+    assert (singles["columns"] == 2 * int((particle["columns"][:, 2] == 1).sum())).all()
+    assert table[table["heights"] == "3-5"]["columns"].iloc[0] > 0

@@ -468,15 +468,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .training.evaluate import evaluate, plot_scores
 
     run = load_config(args.config)
-    if args.by_height:  # recall by column height and atom counts, paired over the models
-        from .training.evaluate import evaluate_by_height
-
+    by_height = args.by_height is not None  # (--by-height alone: --model only)
+    if by_height or not args.scores:  # both score the held-out exit waves
         particles = load_exit_waves(run.data.folder, "particles", "validation")
         carbons = load_exit_waves(run.data.folder, "carbon", "validation")
         if not particles:
             print(f"error: no validation exit waves in {run.data.folder}: run "
                   f"`tem-atoms train {args.config}` first", file=sys.stderr)
             return 1
+    if by_height:  # recall by column height and atom counts, paired over the models
+        from .training.evaluate import evaluate_by_height
+
         models = [args.model, *args.by_height]
         table = evaluate_by_height(models, particles, carbons,
                                    doses=args.doses if args.doses_given else (100, 1000),
@@ -491,12 +493,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.scores:  # scores of an earlier run: only (re)write the table, plot and card
         scores = pd.read_csv(args.scores)
     else:
-        particles = load_exit_waves(run.data.folder, "particles", "validation")
-        carbons = load_exit_waves(run.data.folder, "carbon", "validation")
-        if not particles:
-            print(f"error: no validation exit waves in {run.data.folder}: run "
-                  f"`tem-atoms train {args.config}` first", file=sys.stderr)
-            return 1
         scores = evaluate(args.model, particles, carbons, doses=args.doses,
                           images_per_dose=args.images, envelope=run.envelope,
                           support_probability=run.data.support_probability,
