@@ -127,6 +127,7 @@ def iter_video_occupancy(
 def _evidence_result(maps: list[np.ndarray], atoms: pd.DataFrame, drift: np.ndarray,
                      frame_shape: tuple[int, int], sampling: float) -> SiteOccupancy:
     """Sites from the mean map, evidence per frame, and the HMM fit (the evidence method)."""
+    from .hmm import fit_two_state
     from .site_evidence import mean_map, site_evidence, sites_from_mean_map
 
     model_sampling = float(atoms.attrs["model_sampling"])
@@ -139,16 +140,18 @@ def _evidence_result(maps: list[np.ndarray], atoms: pd.DataFrame, drift: np.ndar
                             "shows no atomic columns the detector can see")
     evidence, observed = site_evidence(maps, sites, drift_map, model_sampling)
     threshold = float(atoms.attrs.get("threshold", 0.5))
-    result = evidence_occupancy(evidence, sites * factor, observed, drift=drift,
-                                frame_shape=frame_shape, sampling=sampling,
-                                threshold=float(np.log(threshold / (1 - threshold))))
-    # A peak of the mean map that the model never calls occupied is no site.
-    keep = (np.nan_to_num(result.posterior, nan=0.0) > 0.5).any(axis=0)
-    if not keep.all():
-        result = evidence_occupancy(evidence[:, keep], sites[keep] * factor, observed[:, keep],
-                                    drift=drift, frame_shape=frame_shape, sampling=sampling,
-                                    threshold=float(np.log(threshold / (1 - threshold))))
-    return result
+    logit = float(np.log(threshold / (1 - threshold)))
+    # A peak of the mean map that the model never calls occupied is no site: a first fit
+    # decides which peaks stay, the result is the fit over those alone (the emissions are
+    # shared by the sites, so dropping some changes the others' fit).
+    first = fit_two_state(evidence, observed, threshold=logit)
+    keep = (np.nan_to_num(first.posterior, nan=0.0) > 0.5).any(axis=0)
+    if not keep.any():
+        raise TEMAtomsError("no site of the mean map is occupied in any frame: the video shows "
+                            "no atomic columns the detector can see")
+    return evidence_occupancy(evidence[:, keep], sites[keep] * factor, observed[:, keep],
+                              drift=drift, frame_shape=frame_shape, sampling=sampling,
+                              threshold=logit)
 
 
 def video_occupancy(

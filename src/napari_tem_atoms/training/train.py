@@ -211,10 +211,11 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
 
     steps, checkpoint, history = cfg.steps, output / CHECKPOINT_FILE, output / LOG_FILE
     network.train()
+    bfloat16 = cfg.use_bfloat16  # read the processor once, not per step
     start, losses = time.time(), []
     while step < steps:
         inputs, targets, masks = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.use_bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
             logits = network(*inputs) if isinstance(inputs, tuple) else network(inputs)
         loss = loss_of(logits.float(), targets, masks)
         optimiser.zero_grad(set_to_none=True)
