@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis.detect import SAMPLING_WARNING_START, iter_detect_atoms
+from .analysis.detect import SAMPLING_WARNING_START, DomainWarning, iter_detect_atoms
+from .analysis.modes import choose_model
 from .errors import TEMAtomsError
 from .io import TEMImage
 from .models import load_cached_model
@@ -27,21 +28,28 @@ __all__ = ["FrameJob", "detect_frame", "frame_jobs", "run_jobs"]
 def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: float | None,
                  device: str | None = None, average_mirrors: bool = False,
                  cs: float | None = None, defocus: float | None = None,
-                 precision: str | None = "auto", engine: str | None = "auto") -> pd.DataFrame:
+                 precision: str | None = "auto", engine: str | None = "auto",
+                 imaging_mode: str = "unknown") -> pd.DataFrame:
     """Detect the columns of one 2-D frame: (y, x, confidence) in the frame's pixels.
 
-    No :class:`~.analysis.transfer.TransferWarning` and no warning about a pixel size outside
-    the trained range is issued per frame: whoever runs the jobs says them once (``tem-atoms
-    detect`` does, from :func:`~.analysis.transfer.model_optics` and
-    :func:`~.analysis.detect.sampling_warning`).
+    `model` ``"auto"`` takes the model for `imaging_mode` (see
+    :func:`~.analysis.modes.choose_model`); the mode also decides whether a STEM model sees the
+    frame negated (ABF/BF). No :class:`~.analysis.transfer.TransferWarning`, no warning about a
+    pixel size outside the trained range and no :class:`~.analysis.detect.DomainWarning` is
+    issued per frame: whoever runs the jobs says them once per file (``tem-atoms detect``
+    does).
     """
+    if model == "auto":
+        model = choose_model(imaging_mode)[0]
     with warnings.catch_warnings():
         # Said once per file by whoever runs the jobs (tem-atoms detect does), not per frame.
         warnings.filterwarnings("ignore", message=SAMPLING_WARNING_START)
+        warnings.simplefilter("ignore", DomainWarning)
         loaded = load_cached_model(model, device, precision, engine)
         steps = iter_detect_atoms(np.asarray(frame), loaded, sampling=sampling,
                                   threshold=threshold, average_mirrors=average_mirrors, cs=cs,
-                                  defocus=defocus, warn_transfer=False)
+                                  defocus=defocus, warn_transfer=False,
+                                  imaging_mode=imaging_mode)
         return next(steps).atoms.drop(columns="frame")
 
 
@@ -54,6 +62,7 @@ class FrameJob:
     data: Any
     sampling: float
     path: str = ""
+    imaging_mode: str = "unknown"
 
 
 def frame_jobs(images: Sequence[TEMImage], sampling: float | None = None) -> list[FrameJob]:
@@ -68,8 +77,8 @@ def frame_jobs(images: Sequence[TEMImage], sampling: float | None = None) -> lis
             raise TEMAtomsError(f"{image.path}: {image.data.ndim}-D data: an image or a stack "
                                 "of images is needed")
         frames = [image.data] if image.data.ndim == 2 else _frames(image.data)
-        jobs.extend(FrameJob(number, i, frame, float(size), str(image.path))
-                    for i, frame in enumerate(frames))
+        jobs.extend(FrameJob(number, i, frame, float(size), str(image.path),
+                             image.imaging_mode) for i, frame in enumerate(frames))
     return jobs
 
 
@@ -117,7 +126,8 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     jobs : sequence of FrameJob
         From :func:`frame_jobs`.
     model : str
-        Registered model name or weights path (each cluster worker loads it once).
+        Registered model name or weights path (each cluster worker loads it once); ``"auto"``:
+        each job's model from its imaging mode.
     threshold : float or None
         Confidence threshold (None: the model's own).
     scheduler : str, optional
@@ -166,7 +176,8 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     def local(job: FrameJob) -> pd.DataFrame | TEMAtomsError:
         try:
             return detect_frame(np.asarray(job.data), model, job.sampling, threshold, device,
-                                average_mirrors, cs, defocus, precision, engine)
+                                average_mirrors, cs, defocus, precision, engine,
+                                job.imaging_mode)
         except TEMAtomsError as exc:
             if errors == "raise":
                 raise failure(job, exc) from None
@@ -185,7 +196,8 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     client = _connect(scheduler)
     with client:
         tasks = [dask.delayed(detect_frame)(job.data, model, job.sampling, threshold, device,
-                                            average_mirrors, cs, defocus, precision, engine)
+                                            average_mirrors, cs, defocus, precision, engine,
+                                            job.imaging_mode)
                  for job in jobs]
         futures = client.compute(tasks)
         index = {future.key: i for i, future in enumerate(futures)}

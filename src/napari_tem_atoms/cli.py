@@ -155,6 +155,7 @@ def _detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .analysis.detect import domain_warning, sampling_warning
+    from .analysis.modes import choose_model
     from .batch import frame_jobs, run_jobs
     from .io import atoms_table, write_atoms_csv
     from .models import load_cached_model
@@ -173,18 +174,29 @@ def _detect(args: argparse.Namespace) -> int:
     if not images:
         return 1
     images = [_with_mode(image, args.mode) for image in images]
+    jobs = [replace(job, imaging_mode=images[job.image].imaging_mode) for job in jobs]
+    # The model of each file: the one asked for, or the one for its imaging mode.
+    chosen = [(str(args.model), None) if args.model != "auto"
+              else choose_model(image.imaging_mode, image.imaging_mode_source)
+              for image in images]
     try:
-        loaded = load_cached_model(str(args.model), args.device, args.precision, args.engine)
+        models = {name: load_cached_model(name, args.device, args.precision, args.engine)
+                  for name in dict.fromkeys(name for name, _ in chosen)}
         conditions = _conditions_of(args)
         if any(value is not None for value in conditions.values()):  # once, before any frame
-            _check_conditions(str(args.model), loaded.metadata, conditions)
+            for name, model in models.items():
+                _check_conditions(name, model.metadata, conditions)
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     where = f"scheduler {args.scheduler}" if args.scheduler else "this computer"
-    print(f"{_runtime_line(loaded)}; {len(jobs)} frames on {where}", file=sys.stderr)
+    for model in models.values():
+        print(f"{_runtime_line(model)}; {len(jobs)} frames on {where}", file=sys.stderr)
     said = set()
-    for image in images:
+    for image, (name, reason) in zip(images, chosen, strict=True):
+        loaded = models[name]
+        if reason:  # which model ran on it, and why
+            print(f"{image.path}: {name}: {reason}", file=sys.stderr)
         warning = sampling_warning(args.sampling or image.pixel_size_angstrom)
         if warning:  # said once per file here: the frames' own warnings stay in the workers
             print(f"warning: {image.path}: {warning}", file=sys.stderr)
@@ -194,7 +206,11 @@ def _detect(args: argparse.Namespace) -> int:
         if domain and (image.path, domain) not in said:
             said.add((image.path, domain))
             print(f"warning: {image.path}: {domain}", file=sys.stderr)
-    _say_transfer(conditions, loaded.metadata)  # once: the frames do not warn
+        note = _contrast_note(image, args.sampling, loaded)
+        if note:
+            print(f"warning: {image.path}: {note}", file=sys.stderr)
+    for model in models.values():
+        _say_transfer(conditions, model.metadata)  # once: the frames do not warn
     try:
         with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
             results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
@@ -398,11 +414,11 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_species_config(path: Path) -> bool:
+def _config_task(path: Path) -> str:
     import tomllib
 
     with open(path, "rb") as stream:
-        return tomllib.load(stream).get("task") == "species"
+        return tomllib.load(stream).get("task", "columns")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -415,17 +431,24 @@ def _train(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     from .training.species import load_species_config, train_species
+    from .training.stem import load_stem_config, train_stem
 
-    species = _is_species_config(args.config)
+    tasks = {"columns": (load_config, train), "species": (load_species_config, train_species),
+             "stem-columns": (load_stem_config, train_stem)}
     try:  # a configuration that cannot be read or has unknown keys
-        run = (load_species_config if species else load_config)(args.config)
+        loader, trainer = tasks[_config_task(args.config)]
+        run = loader(args.config)
+    except KeyError as exc:
+        print(f"error: {args.config}: task = {exc} is not one of {', '.join(tasks)}",
+              file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 1
     if args.precision:  # the command line over the configuration's precision
         run = replace(run, train=replace(run.train, precision=args.precision))
     try:  # what the configuration points at is missing or does not fit
-        (train_species if species else train)(run, log=log)
+        trainer(run, log=log)
     except TEMAtomsError as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 1
@@ -461,7 +484,7 @@ def _evaluate_species(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    if _is_species_config(args.config):
+    if _config_task(args.config) == "species":
         return _evaluate_species(args)
     from .simulation.exit_waves import load_exit_waves
     from .training import load_config
@@ -623,8 +646,8 @@ def _add_mode_argument(parser: argparse.ArgumentParser) -> None:
     """--mode: how the images were recorded, over what the files say."""
     parser.add_argument("--mode", choices=MODE_CHOICES, default="auto",
                         help="how the images were recorded (default auto: what each file's "
-                             "metadata say, shown by tem-atoms info); the models are trained "
-                             "on HRTEM, and a STEM image is warned about")
+                             "metadata say, shown by tem-atoms info); it picks the model "
+                             "(--model auto) and whether STEM columns are dark (ABF, BF)")
 
 
 def _with_mode(image: Any, mode: str) -> Any:
@@ -637,6 +660,22 @@ def _with_mode(image: Any, mode: str) -> Any:
         return image
     return replace(image, imaging_mode=parse_imaging_mode(mode),
                    imaging_mode_source="set by the user (--mode)")
+
+
+def _contrast_note(image: Any, sampling: float | None, loaded: Any) -> str | None:
+    """What a STEM model decides from a file's first frame (negated or not), when it matters.
+
+    Said once per file here: the frames are decided in the workers, which stay silent.
+    """
+    from .analysis.modes import contrast_for_model, dark_column_modes
+
+    if not dark_column_modes(loaded.metadata):
+        return None
+    import numpy as np
+
+    first = np.asarray(image.data if image.data.ndim == 2 else image.data[0], dtype=np.float32)
+    return contrast_for_model(first, sampling or image.pixel_size_angstrom,
+                              image.imaging_mode, loaded.metadata, loaded.name)[1]
 
 
 def _conditions_of(args: argparse.Namespace) -> dict[str, float | None]:
@@ -721,8 +760,10 @@ def build_parser() -> argparse.ArgumentParser:
     detect = commands.add_parser("detect", help="find atomic columns; write an atoms CSV")
     detect.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                         help="images, stacks or folders of frames (every readable format)")
-    detect.add_argument("--model", default="au-hrtem",
-                        help="registered model name or .safetensors file (default: au-hrtem)")
+    detect.add_argument("--model", default="auto",
+                        help="registered model name or .safetensors file (default auto: "
+                             "au-hrtem for HRTEM images, stem-columns for STEM ones, from "
+                             "each file's imaging mode or --mode)")
     detect.add_argument("--sampling", type=_positive, metavar="Å/px",
                         help="pixel size, when the files do not give it (or to override it)")
     detect.add_argument("--threshold", type=_fraction, default=None,

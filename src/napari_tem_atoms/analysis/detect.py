@@ -22,6 +22,7 @@ from scipy import ndimage, special
 from ..errors import TEMAtomsError
 from ._steps import run_steps
 from .conditions import model_condition_vector
+from .modes import choose_model, contrast_for_model
 from .transfer import TransferWarning, model_optics
 
 __all__ = [
@@ -385,10 +386,10 @@ def domain_warning(imaging_mode: str | None, source: str | None, model_name: str
     said = f"this is {article} {imaging_mode} image{where}"
     said += f" but model {model_name} was trained on {' and '.join(trained)} images only"
     if is_stem(imaging_mode) and not any(map(is_stem, trained)):
-        # No registered model is trained on STEM images yet (see docs/stem.md).
-        return (f"{said}: its detections will be wrong (dark sites between columns); no STEM "
-                "model is available yet. If the image is in fact HRTEM, say so (tem-atoms "
-                "detect --mode hrtem; imaging_mode=\"HRTEM\")")
+        return (f"{said}: its detections will be wrong (dark sites between columns); use "
+                "stem-columns, the model for STEM images (the default: --model auto). If the "
+                "image is in fact HRTEM, say so (tem-atoms detect --mode hrtem; "
+                "imaging_mode=\"HRTEM\")")
     return (f"{said}: its detections are not to be trusted; use a model trained on "
             f"{imaging_mode} images")
 
@@ -456,7 +457,7 @@ def _as_frames(image: Any, sampling: float | None) -> tuple[Any, float | None, b
 
 def iter_detect_atoms(
     image: Any,
-    model: Any = "au-hrtem",
+    model: Any = "auto",
     sampling: float | None = None,
     threshold: float | None = None,
     device: str | None = None,
@@ -482,6 +483,9 @@ def iter_detect_atoms(
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image, lazy=True)
     mode, mode_source = imaging_mode_of(image, imaging_mode)
+    model_reason = None
+    if model is None or (isinstance(model, str) and model == "auto"):
+        model, model_reason = choose_model(mode, mode_source)
     frames, sampling, is_stack = _as_frames(image, sampling)
     if sampling is None:
         raise TEMAtomsError(
@@ -523,10 +527,18 @@ def iter_detect_atoms(
         return f"frame {index}: " if is_stack else ""
 
     tables = []
+    negate, contrast_note = False, None
     for index in range(n_frames):
         frame = np.asarray(frames[index], dtype=np.float32)
         if not np.all(np.isfinite(frame)):
             raise TEMAtomsError(f"{where(index)}contains NaN or infinite values")
+        if index == 0:  # one decision for the whole stack, from its first frame
+            negate, contrast_note = contrast_for_model(frame, sampling, mode, loaded.metadata,
+                                                       loaded.name)
+            if contrast_note:
+                warnings.warn(contrast_note, DomainWarning, stacklevel=2)
+        if negate:  # dark columns (ABF, BF): the STEM model finds bright ones
+            frame = -frame
         if min(frame.shape) * sampling / loaded.sampling < 16:
             raise TEMAtomsError(
                 f"{where(index)}too small ({frame.shape[0]} × {frame.shape[1]} px at "
@@ -549,13 +561,14 @@ def iter_detect_atoms(
                        precision=loaded.precision, engine=loaded.engine_name,
                        model_sampling=loaded.sampling, threshold=threshold,
                        average_mirrors=average_mirrors, cs=cs, defocus=defocus,
-                       transfer_warning=transfer, imaging_mode=mode, domain_warning=domain)
+                       transfer_warning=transfer, imaging_mode=mode, domain_warning=domain,
+                       model_reason=model_reason, negated=negate, contrast_note=contrast_note)
     return atoms
 
 
 def detect_atoms(
     image: Any,
-    model: Any = "au-hrtem",
+    model: Any = "auto",
     sampling: float | None = None,
     threshold: float | None = None,
     device: str | None = None,
@@ -576,6 +589,9 @@ def detect_atoms(
         reads (its pixel size is then used).
     model : str, path or LoadedModel, optional
         Registered model name (``"au-hrtem"``), a ``.safetensors`` file, or a loaded model.
+        ``"auto"`` (default): the model for the image's imaging mode (HRTEM and unknown:
+        ``au-hrtem``; STEM: ``stem-columns``, see :mod:`napari_tem_atoms.analysis.modes`);
+        ``attrs["model_reason"]`` says why.
     sampling : float, optional
         Pixel size of `image` [Å/px]; required unless the file gives it.
     threshold : float, optional
@@ -621,7 +637,10 @@ def detect_atoms(
         the crystal's lowest-order reflections, where the detector is less reliable (see
         :mod:`napari_tem_atoms.analysis.transfer`); None otherwise. ``imaging_mode`` and
         ``domain_warning``: the image's mode, and the sentence of the :class:`DomainWarning`
-        when the model was not trained on it (None otherwise).
+        when the model was not trained on it (None otherwise). ``model_reason``: why the model
+        was chosen (None when it was given); ``negated``: the image was negated for a
+        bright-column STEM model (ABF/BF); ``contrast_note``: what was decided from the
+        image's contrast, or how it contradicts the mode (also a :class:`DomainWarning`).
 
     Examples
     --------

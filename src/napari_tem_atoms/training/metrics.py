@@ -67,7 +67,8 @@ class MatchCounts:
 
 
 def match_columns(detected: np.ndarray, columns: np.ndarray, sampling: float,
-                  radius: float = MATCH_RADIUS) -> MatchCounts:
+                  radius: float = MATCH_RADIUS, min_atoms: int = SCORED_MIN_ATOMS
+                  ) -> MatchCounts:
     """Match detections to true columns and count.
 
     Parameters
@@ -80,15 +81,18 @@ def match_columns(detected: np.ndarray, columns: np.ndarray, sampling: float,
         Pixel size [Å/px] of both.
     radius : float, optional
         Matching radius [Å].
+    min_atoms : int, optional
+        Columns with fewer atoms are not scored.
 
     Returns
     -------
     MatchCounts
-        Detections matched to columns of 1-2 atoms are neither rewarded nor penalised.
+        Detections matched to columns of fewer than `min_atoms` atoms are neither rewarded
+        nor penalised.
     """
     detected = np.asarray(detected, dtype=float).reshape(-1, 2)
     columns = np.asarray(columns, dtype=float).reshape(-1, 3)
-    scored = columns[:, 2] >= SCORED_MIN_ATOMS
+    scored = columns[:, 2] >= min_atoms
     if len(detected) == 0 or len(columns) == 0:
         return MatchCounts(0, len(detected), int(scored.sum()), 0.0)
     distance = cdist(detected, columns[:, :2]) * sampling

@@ -1,0 +1,126 @@
+"""Which model suits an image's imaging mode, and whether its columns are bright or dark.
+
+HRTEM images go to ``au-hrtem``; STEM images (HAADF/ADF, ABF, BF, or a scan whose detector is
+not named) to ``stem-columns``. A STEM model finds bright columns: an ABF or BF image is
+negated before the network. Where the file does not name the detector, the image itself says
+which way its columns point (:func:`column_polarity`), and an image whose contrast
+contradicts its stated mode is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["DEFAULT_MODELS", "choose_model", "column_polarity", "contrast_for_model",
+           "dark_column_modes"]
+
+#: The model each imaging mode gets when none is asked for ("unknown": the HRTEM model, as
+#: before modes were read; a note says so).
+DEFAULT_MODELS = {"HRTEM": "au-hrtem", "STEM-HAADF": "stem-columns",
+                  "STEM-ABF": "stem-columns", "STEM-BF": "stem-columns",
+                  "STEM": "stem-columns", "unknown": "au-hrtem"}
+#: |skewness| of the band-passed image beyond which its columns are called bright or dark.
+POLARITY_SKEW = 0.25
+
+
+def choose_model(mode: str, source: str | None = None) -> tuple[str, str]:
+    """The default model for an image of `mode`, and a sentence saying why.
+
+    Parameters
+    ----------
+    mode : str
+        The image's imaging mode (``HRTEM``, ``STEM-HAADF``, …, ``unknown``).
+    source : str, optional
+        Where the mode was read (named in the sentence).
+    """
+    name = DEFAULT_MODELS.get(mode, "au-hrtem")
+    where = "" if not source else (f" ({source})" if source.startswith("set by")
+                                   else f" (from {source})")
+    if mode == "unknown":
+        return name, ("the imaging mode is not recorded in the file: the HRTEM model ran; "
+                      "for a STEM image say so (--mode haadf / abf, or the Calibration "
+                      "widget's mode)")
+    return name, f"{mode} image{where}"
+
+
+def dark_column_modes(metadata: Mapping[str, Any]) -> list[str]:
+    """Imaging modes whose columns a (bright-column) model sees only after negation."""
+    modes = metadata.get("dark_columns")
+    return [str(mode) for mode in modes] if isinstance(modes, (list, tuple)) else []
+
+
+def column_polarity(image: np.ndarray, sampling: float) -> tuple[str, float]:
+    """Whether an image's atomic columns are bright or dark, from the image alone.
+
+    The image is band-passed to the scale of columns (0.3-2 Å); sparse bright peaks on a dark
+    background (HAADF) skew its histogram positive, dark dips (ABF) negative.
+
+    Returns
+    -------
+    polarity : str
+        ``"bright"``, ``"dark"`` or ``"unclear"`` (|skewness| < :data:`POLARITY_SKEW`).
+    skewness : float
+        The band-passed image's skewness.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    fine = ndimage.gaussian_filter(image, max(0.3 / sampling, 0.5))
+    band = fine - ndimage.gaussian_filter(image, 2.0 / sampling)
+    band = band[band.shape[0] // 10: -max(1, band.shape[0] // 10),
+                band.shape[1] // 10: -max(1, band.shape[1] // 10)]
+    std = float(band.std())
+    if not std > 0:
+        return "unclear", 0.0
+    skew = float(np.mean(((band - band.mean()) / std) ** 3))
+    if skew >= POLARITY_SKEW:
+        return "bright", skew
+    if skew <= -POLARITY_SKEW:
+        return "dark", skew
+    return "unclear", skew
+
+
+def contrast_for_model(image: np.ndarray, sampling: float, mode: str,
+                       metadata: Mapping[str, Any], model_name: str
+                       ) -> tuple[bool, str | None]:
+    """Whether to negate an image for a model, and a sentence when the user should know.
+
+    Only models whose metadata list ``dark_columns`` (bright-column STEM models) are
+    concerned. Their mode's polarity decides: ABF/BF negated, HAADF not; a plain ``STEM`` or
+    ``unknown`` mode takes the image's own polarity. A HAADF image that looks dark-column (or
+    an ABF one bright-column) keeps the stated mode's choice, and the sentence says so.
+
+    Returns
+    -------
+    negate : bool
+        Negate the image before the network.
+    note : str or None
+        What was decided from the image, or the contradiction found.
+    """
+    dark_modes = dark_column_modes(metadata)
+    if not dark_modes:
+        return False, None
+    polarity, skew = column_polarity(image, sampling)
+    if mode in dark_modes:
+        if polarity == "bright":
+            return True, (f"the image's columns look bright (skewness {skew:+.2f}) but it is "
+                          f"marked {mode} (dark columns): if it is HAADF/ADF, say so "
+                          "(--mode haadf)")
+        return True, None
+    if mode.startswith("STEM-"):
+        if polarity == "dark":
+            return False, (f"the image's columns look dark (skewness {skew:+.2f}) but it is "
+                           f"marked {mode} (bright columns): if it is ABF or BF, say so "
+                           "(--mode abf)")
+        return False, None
+    # STEM with no detector named, or unknown: the image decides.
+    if polarity == "dark":
+        return True, (f"{model_name}: the columns look dark (skewness {skew:+.2f}): the image "
+                      "was taken as ABF/BF and negated; set the mode if that is wrong")
+    if polarity == "unclear":
+        return False, (f"{model_name}: the image does not say whether its columns are bright "
+                       f"or dark (skewness {skew:+.2f}): taken as bright (HAADF/ADF); set the "
+                       "mode (--mode haadf / abf) if that is wrong")
+    return False, None

@@ -1,0 +1,419 @@
+"""Training and scoring ``stem-columns``: atomic columns in HAADF and ABF STEM images.
+
+Images are made on the fly by :mod:`napari_tem_atoms.simulation.stem` (no cache to build):
+every sample draws a structure from a pool of projected crystals, nanoparticles and
+monolayers, an in-plane rotation and position, a microscope, a scan and a dose. ABF images
+are given to the network with their contrast flipped, exactly as detection flips an image whose
+mode is ABF or BF, so one network finds bright columns of both (the model card argues it).
+
+``tem-atoms train configs/stem-columns.toml`` runs it (``task = "stem-columns"``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis.detect import MIN_COLUMN_DISTANCE, find_peaks, normalise_image, rescale_to_sampling
+from ..simulation.stem import (
+    HELD_OUT_STRUCTURES,
+    IGNORED_FRACTION,
+    TRAINING_STRUCTURES,
+    VISIBLE_FRACTION,
+    ProjectedStructure,
+    StemEnvelope,
+    StemSettings,
+    render_stem_image,
+    structure_pool,
+)
+from .config import ModelConfig, TrainConfig, _update
+from .data import Sample, column_targets, random_patch
+from .metrics import MatchCounts, match_columns
+
+__all__ = ["StemConfig", "StemRun", "StemSampleMaker", "evaluate_stem", "load_stem_config",
+           "train_stem"]
+
+#: Field of view of a training image [Å] (a little more than a 256-px patch at 0.15 Å/px).
+FIELD = 40.0
+
+
+@dataclass(frozen=True)
+class StemConfig:
+    """The ``[stem]`` section: the structure pools and how images are drawn."""
+
+    structures_per_kind: int = 6  # random instances (thickness, vacancies) of each structure
+    validation_per_kind: int = 1
+    seed: int = 2024
+    abf_fraction: float = 0.35  # share of ABF images (the rest HAADF)
+    vacuum_probability: float = 0.25  # a bulk structure only partly in the field
+
+
+@dataclass(frozen=True)
+class StemRun:
+    """Everything a STEM training run needs."""
+
+    output: str = "build/stem-columns/run"
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(
+        name="stem-columns", description="Atomic columns in HAADF/ADF and ABF STEM images",
+        sampling=0.15))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stem: StemConfig = field(default_factory=StemConfig)
+    envelope: StemEnvelope = field(default_factory=StemEnvelope)
+
+
+def load_stem_config(path: str | Path) -> StemRun:
+    """Read a STEM training configuration (``task``, ``output``, ``[model]``, ``[train]``,
+    ``[stem]``, ``[envelope]``); relative folders are relative to the file.
+    """
+    path = Path(path)
+    with open(path, "rb") as stream:
+        raw = tomllib.load(stream)
+    run = StemRun()
+    try:
+        model = _update(run.model, raw.pop("model", {}), "model")
+        train = _update(run.train, raw.pop("train", {}), "train")
+        stem = _update(run.stem, raw.pop("stem", {}), "stem")
+        envelope = _update(run.envelope, raw.pop("envelope", {}), "envelope")
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    output = raw.pop("output", run.output)
+    if raw.pop("task", "stem-columns") != "stem-columns":
+        raise ValueError(f"{path}: not a stem-columns configuration")
+    if raw:
+        raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
+    envelope = replace(envelope, abf_fraction=stem.abf_fraction)
+    if train.init_from:
+        train = replace(train, init_from=str((path.parent / train.init_from).resolve()))
+    return StemRun(output=str((path.parent / output).resolve()), model=model, train=train,
+                   stem=stem, envelope=envelope)
+
+
+def flip_dark_columns(image: np.ndarray) -> np.ndarray:
+    """ABF/BF images show columns dark: the network is given them bright (negated)."""
+    return -np.asarray(image, dtype=np.float32)
+
+
+class StemSampleMaker:
+    """Random STEM samples at the model's sampling, with their column maps.
+
+    Parameters
+    ----------
+    structures : list of ProjectedStructure
+        The pool structures are drawn from (each kind equally often).
+    model_sampling : float
+        Pixel size of the network's input [Å/px].
+    envelope : StemEnvelope
+        Microscopes, scans and doses.
+    vacuum_probability : float
+        Chance that a bulk structure is shifted so that part of the field is empty.
+    """
+
+    def __init__(self, structures: list[ProjectedStructure], model_sampling: float,
+                 envelope: StemEnvelope | None = None, vacuum_probability: float = 0.25
+                 ) -> None:
+        if not structures:
+            raise ValueError("no structures to draw from")
+        self.structures = structures
+        self.model_sampling = model_sampling
+        self.envelope = envelope or StemEnvelope()
+        self.vacuum_probability = vacuum_probability
+        labels = np.array([s.spec.label + s.spec.kind for s in structures])
+        self.groups = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+
+    def make(self, rng: np.random.Generator, settings: StemSettings | None = None,
+             structure_index: int | None = None, field_of_view: float = FIELD) -> Sample:
+        """One sample: the recorded image, the network's input, target and loss mask.
+
+        ``columns`` holds (y, x) at the model's sampling and 1 for a visible column (a
+        target), 0 for a faint one (neither target nor error: e.g. oxygen in HAADF).
+        """
+        if structure_index is None:
+            group = self.groups[int(rng.integers(len(self.groups)))]
+            structure_index = int(group[rng.integers(len(group))])
+        structure = self.structures[structure_index]
+        settings = settings or self.envelope.draw(rng)
+        n = int(round(field_of_view / settings.sampling))
+        offset = (0.0, 0.0)
+        if structure.spec.kind == "particle":
+            offset = tuple(rng.uniform(-0.35, 0.35, 2) * field_of_view)
+        elif rng.random() < self.vacuum_probability:
+            # The slab's edge inside the field: a surface, a hole, a wedge.
+            offset = tuple(rng.uniform(-1, 1, 2) * (structure.extent + field_of_view / 4))
+        recorded, columns, visibility = render_stem_image(structure, settings, (n, n), rng,
+                                                          offset)
+        image = recorded if settings.mode == "HAADF" else flip_dark_columns(recorded)
+        rescaled, factor = rescale_to_sampling(image, settings.sampling, self.model_sampling)
+        image = normalise_image(rescaled)
+        keep = visibility >= IGNORED_FRACTION
+        labelled = np.column_stack([columns[keep] / factor,
+                                    (visibility[keep] >= VISIBLE_FRACTION).astype(float)])
+        target, mask = column_targets(image.shape, labelled, self.model_sampling, min_atoms=1)
+        return Sample(image=image, target=target, mask=mask, columns=labelled, settings=settings,
+                      recorded=recorded, recorded_sampling=settings.sampling)
+
+    def patch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
+        """A random `size` × `size` crop of a new sample, randomly flipped and rotated."""
+        sample = self.make(rng)
+        return random_patch(rng, size, sample.image[None], sample.target[None],
+                            sample.mask[None])
+
+
+def score(detected: np.ndarray, columns: np.ndarray, sampling: float) -> MatchCounts:
+    """Match detections to the visible columns; faint ones are neither rewarded nor errors."""
+    return match_columns(detected, columns, sampling, min_atoms=1)
+
+
+def _calibrate(network: Any, samples: list[Sample], sampling: float, bfloat16: bool
+               ) -> tuple[float, MatchCounts]:
+    from .train import network_maps
+
+    maps = [network_maps(network, s.image[None], bfloat16)[0] for s in samples]
+    scored = []
+    for threshold in np.arange(0.1, 0.91, 0.05):
+        counts = MatchCounts()
+        for sample, heat in zip(samples, maps, strict=True):
+            positions, _ = find_peaks(heat, threshold, MIN_COLUMN_DISTANCE / sampling)
+            counts += score(positions, sample.columns, sampling)
+        scored.append((counts.f1, round(float(threshold), 2), counts))
+    _, threshold, counts = max(scored, key=lambda item: item[0])
+    return threshold, counts
+
+
+def train_stem(run: StemRun, log: Any = print) -> Path:
+    """Train ``stem-columns``; return the path of the written weights (with metadata, card)."""
+    import torch
+
+    from ..models.registry import save_model
+    from ..models.unet import UNet
+    from .train import (
+        CHECKPOINT_FILE,
+        LOG_FILE,
+        _batches,
+        initialise_from,
+        optimise,
+        resume,
+        training_runtime,
+    )
+
+    cfg, model_cfg = run.train, run.model
+    output = Path(run.output)
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    structures = structure_pool(TRAINING_STRUCTURES, run.stem.structures_per_kind, run.stem.seed)
+    validation_structures = structure_pool(TRAINING_STRUCTURES, run.stem.validation_per_kind,
+                                           run.stem.seed + 1)
+    log(f"{len(structures)} training and {len(validation_structures)} validation structures "
+        f"built in {time.time() - start:.0f} s")
+    maker = StemSampleMaker(structures, model_cfg.sampling, run.envelope,
+                            run.stem.vacuum_probability)
+    validation_maker = StemSampleMaker(validation_structures, model_cfg.sampling, run.envelope,
+                                       run.stem.vacuum_probability)
+    rng = np.random.default_rng([cfg.seed, 99])
+    validation_samples = [validation_maker.make(rng) for _ in range(cfg.validation_images)]
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.torch_threads())
+    architecture = {"in_channels": 1, "out_channels": 1, "base_channels": model_cfg.base_channels,
+                    "depth": model_cfg.depth}
+    if model_cfg.context:
+        architecture["context"] = model_cfg.context
+    if model_cfg.refine:
+        architecture["refine"] = model_cfg.refine
+    network = UNet(**architecture).to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
+                                                    total_steps=cfg.steps, pct_start=0.05)
+    step = resume(output / CHECKPOINT_FILE, network, optimiser, scheduler, cfg.steps, log)
+    if not step and cfg.init_from:
+        log(initialise_from(network, cfg.init_from))
+    n_parameters = sum(p.numel() for p in network.parameters())
+    log(f"training {model_cfg.name}: {n_parameters:,} parameters, {cfg.steps} steps of "
+        f"{cfg.batch_size}×{cfg.patch_size}²")
+    log(training_runtime(cfg))
+    batches = _batches(maker, cfg.batch_size, cfg.patch_size, cfg.seed, step, cfg.workers)
+
+    def validate_now() -> tuple[dict[str, float], str]:
+        from .train import network_maps
+
+        network.eval()
+        counts = MatchCounts()
+        for sample in validation_samples:
+            heat = network_maps(network, sample.image[None], cfg.use_bfloat16)[0]
+            positions, _ = find_peaks(heat, 0.5, MIN_COLUMN_DISTANCE / model_cfg.sampling)
+            counts += score(positions, sample.columns, model_cfg.sampling)
+        network.train()
+        return ({"validation_f1": counts.f1, "validation_rmse_pm": counts.rmse_pm},
+                f"F1 {counts.f1:.3f}  precision {counts.precision:.3f}  "
+                f"recall {counts.recall:.3f}  RMSE {counts.rmse_pm:.1f} pm")
+
+    def loss_of(logits: Any, targets: Any, masks: Any) -> Any:
+        import torch.nn.functional as F
+
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=masks)
+
+    optimise(network, optimiser, scheduler, batches, step=step, cfg=cfg, loss_of=loss_of,
+             validate_now=validate_now, output=output, log=log)
+    rng = np.random.default_rng([cfg.seed, 100])
+    calibration = [validation_maker.make(rng) for _ in range(4 * cfg.validation_images)]
+    network.eval()
+    threshold, calibrated = _calibrate(network, calibration, model_cfg.sampling,
+                                       cfg.use_bfloat16)
+    log(f"default threshold {threshold}: validation F1 {calibrated.f1:.3f}, RMSE "
+        f"{calibrated.rmse_pm:.1f} pm on {len(calibration)} images")
+    metadata = {
+        "name": model_cfg.name,
+        "description": model_cfg.description,
+        "architecture": architecture,
+        "sampling": model_cfg.sampling,
+        "classes": ["column"],
+        "threshold": threshold,
+        "imaging_modes": ["STEM-HAADF", "STEM-ABF", "STEM-BF", "STEM"],
+        "dark_columns": ["STEM-ABF", "STEM-BF"],
+        "normalisation": ("per frame: zero mean, unit standard deviation at the model "
+                          "sampling; ABF/BF images negated first (bright columns)"),
+        "training": {
+            "steps": cfg.steps, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
+            "learning_rate": cfg.learning_rate, "seed": cfg.seed,
+            "parameters": n_parameters, "samples_seen": cfg.steps * cfg.batch_size,
+            "data": {"simulation": "incoherent STEM (simulation/stem.py)",
+                     "structures": sorted({s.spec.label + f" ({s.spec.kind})"
+                                           for s in structures}),
+                     "held_out_structures": sorted({s.label + f" ({s.kind})"
+                                                    for s in HELD_OUT_STRUCTURES}),
+                     **asdict(run.stem)},
+            "envelope": run.envelope.as_dict(),
+        },
+    }
+    weights = output / f"{model_cfg.name}.safetensors"
+    digest = save_model(weights, network, metadata)
+    (output / f"{model_cfg.name}.json").write_text(
+        json.dumps({**metadata, "sha256": digest}, indent=2))
+    records = [json.loads(line) for line in (output / LOG_FILE).read_text().splitlines()]
+    last_validation = next((r for r in reversed(records) if "validation_f1" in r), None)
+    (output / f"{model_cfg.name}.md").write_text(
+        stem_card(metadata, digest, validation=last_validation))
+    log(f"wrote {weights} (SHA-256 {digest}) and its model card")
+    return weights
+
+
+def _span(bounds: Any, unit: str = "", scale: float = 1.0) -> str:
+    low, high = (float(v) * scale for v in bounds)
+    return f"{low:g} … {high:g}{' ' + unit if unit else ''}"
+
+
+def stem_card(metadata: dict[str, Any], sha256: str, validation: dict | None = None,
+              extra: str = "") -> str:
+    """The Markdown model card of a ``stem-columns`` network, from its metadata."""
+    training, envelope = metadata["training"], metadata["training"]["envelope"]
+    data = training["data"]
+    lines = [
+        f"# Model card: `{metadata['name']}`", "", metadata["description"] + ".", "",
+        "| | |", "|---|---|",
+        f"| Weights | `{metadata['name']}.safetensors`, SHA-256 `{sha256}` |",
+        f"| Network | U-Net, {training['parameters']:,} parameters, "
+        f"{metadata['architecture']['base_channels']} base channels, depth "
+        f"{metadata['architecture']['depth']}, "
+        f"{metadata['architecture'].get('context', 0)} dilated context block(s) |",
+        f"| Input | one image rescaled to {metadata['sampling']} Å/px, "
+        f"{metadata['normalisation']} |",
+        f"| Imaging modes | {', '.join(metadata['imaging_modes'])}; dark columns (negated "
+        f"first): {', '.join(metadata['dark_columns'])} |",
+        "| Output | column probability map; columns are its peaks |",
+        f"| Default threshold | {metadata['threshold']} (best F1 on validation images) |",
+        f"| Training | {training['steps']:,} steps × {training['batch_size']} patches of "
+        f"{training['patch_size']}² px = {training['samples_seen']:,} images, never the same "
+        f"twice; AdamW, one-cycle learning rate {training['learning_rate']:g}, seed "
+        f"{training['seed']} |",
+        "", "## Training data", "",
+        f"- {data['simulation']}: {data['structures_per_kind']} random instances (thickness "
+        "15-100 Å, 0-3 % vacancies; monolayers 0-8 % chalcogen vacancies; particles 2-4.5 nm) "
+        "of each of: " + ", ".join(data["structures"]) + ".",
+        "- Every image: a random in-plane rotation and position (a slab's edge inside the "
+        f"field in {data['vacuum_probability']:.0%} of bulk images), ABF in "
+        f"{data['abf_fraction']:.0%} of the images.",
+        "- Held out (never trained on, used for the evaluation): "
+        + ", ".join(data["held_out_structures"]) + ".",
+        "- Targets: every column whose signal in the drawn mode reaches "
+        f"{VISIBLE_FRACTION:.0%} of the structure's brightest columns; columns between "
+        f"{IGNORED_FRACTION:.1%} and that (oxygen in HAADF) are neither targets nor errors.",
+        "", "## Microscope and scan envelope (drawn anew for every image)", "",
+        "| Parameter | Range |", "|---|---|",
+        f"| Energy | {', '.join(f'{e / 1e3:g}' for e in envelope['energy'])} kV |",
+        f"| Convergence semi-angle | {_span(envelope['convergence'], 'mrad')} |",
+        f"| Defocus | {_span(envelope['defocus'], 'Å')} |",
+        f"| Cs | {_span(envelope['cs'], 'µm', 1e-4)} |",
+        f"| Two-fold astigmatism | {_span(envelope['astigmatism'], 'Å')}, any angle |",
+        f"| Axial coma | {_span(envelope['coma'], 'Å')}, any angle |",
+        f"| Source size (σ) | {_span(envelope['source_size'], 'Å')} |",
+        f"| Column width (σ) | {_span(envelope['column_width'], 'Å')} |",
+        f"| HAADF signal ∝ Σ Z^γ | γ {_span(envelope['z_exponent'])}; ABF "
+        f"{_span(envelope['abf_z_exponent'])} |",
+        f"| Channelling: × n^(β-1) | β {_span(envelope['length_exponent'])} |",
+        f"| Scan sampling | {_span(envelope['sampling'], 'Å/px')} (log-uniform) |",
+        f"| Dose | {_span(envelope['dose'], 'e/Å²')} (log-uniform), Poisson noise |",
+        f"| Detected fraction at the brightest columns | {_span(envelope['signal'])} |",
+        f"| Background, amorphous layer | {_span(envelope['background'])}, "
+        f"{_span(envelope['amorphous'])} |",
+        f"| Detector read-out noise | {_span(envelope['readout_noise'])} e |",
+        f"| Line jitter (σ) | {_span(envelope['line_jitter'], 'Å')} |",
+        f"| Fly-back distortion | {_span(envelope['flyback'], 'Å')}, decaying over "
+        f"{_span(envelope['flyback_decay'], 'px')} |",
+        f"| Drift | {_span(envelope['drift'], 'Å per line')}, any direction |",
+        f"| Line-to-line gain | {_span(envelope['line_gain'])} |",
+        "| Augmentation | 90° rotations and flips |",
+    ]
+    if validation:
+        lines += ["", f"Last validation during training (threshold 0.5, training structures, new "
+                  f"instances): F1 {validation['validation_f1']:.3f}, RMSE "
+                  f"{validation['validation_rmse_pm']:.1f} pm."]
+    return "\n".join(lines) + "\n" + (("\n" + extra) if extra else "")
+
+
+def evaluate_stem(detect: Any, doses: list[float], images_per_dose: int, seed: int,
+                  specs: tuple = HELD_OUT_STRUCTURES, mode: str = "HAADF",
+                  model_sampling: float = 0.15) -> list[dict[str, Any]]:
+    """F1 and RMSE of `detect` on held-out STEM images, per dose.
+
+    Parameters
+    ----------
+    detect : callable
+        ``detect(image, sampling, mode) -> (N, 2) positions (row, col) in image pixels``.
+    doses : list of float
+        Doses [e/Å²] to score at; the rest of the microscope is drawn from the envelope.
+    images_per_dose : int
+        Images per dose (the same structures and microscopes at every dose).
+    seed : int
+        Seed of the structures (never those of training), microscopes and noise.
+    specs : tuple of StemStructureSpec
+        The structures (default: those never trained on).
+    mode : str
+        ``"HAADF"`` or ``"ABF"``.
+    """
+    rng = np.random.default_rng([seed, 7])
+    structures = [structure for structure in structure_pool(specs, 1, seed + 10_000)]
+    maker = StemSampleMaker(structures, model_sampling, StemEnvelope())
+    draws = [(maker.envelope.draw(rng, mode=mode), i % len(structures))
+             for i in range(images_per_dose)]
+    rows = []
+    for dose in doses:
+        counts = MatchCounts()
+        for index, (settings, structure_index) in enumerate(draws):
+            sample_rng = np.random.default_rng([seed, index])
+            sample = maker.make(sample_rng, replace(settings, dose=dose), structure_index)
+            positions = detect(sample.recorded, settings.sampling, mode)
+            truth = sample.columns.copy()
+            # Model pixels -> recorded pixels (rescaling keeps pixel centres; the factor is
+            # exactly the ratio of the pixel sizes).
+            truth[:, :2] *= model_sampling / settings.sampling
+            counts += score(positions, truth, settings.sampling)
+        rows.append({"dose": dose, "f1": counts.f1, "precision": counts.precision,
+                     "recall": counts.recall, "rmse_pm": counts.rmse_pm,
+                     "images": images_per_dose})
+    return rows
