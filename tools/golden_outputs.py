@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import sys
 from pathlib import Path
@@ -88,7 +89,8 @@ def main(out: Path) -> None:
     from napari_tem_atoms.samples import synthetic_focal_series, synthetic_gold_stack
 
     out.mkdir(parents=True, exist_ok=True)
-    inputs = out / "inputs"
+    os.chdir(out)  # inputs by relative path: the atoms CSV's file column names them
+    inputs = Path("inputs")
     inputs.mkdir(exist_ok=True)
     stack = synthetic_gold_stack(n_frames=6, shape=(192, 192), sampling=0.12,
                                  particle_radius=7.0, seed=3)
@@ -129,7 +131,7 @@ def main(out: Path) -> None:
         "-o", str(out / "sites_detect.csv"))
     run(out, "occupancy_evidence", "occupancy", str(inputs / "stack.tif"), "--sampling",
         "0.12", "--device", "cpu", "--engine", "torch", "--method", "evidence",
-        "-o", str(out / "sites_evidence.csv"))
+        "--matrix", str(out / "matrix_evidence.csv"), "-o", str(out / "sites_evidence.csv"))
     run(out, "compare", "compare", str(out / "sites_atoms.csv"), str(out / "sites_detect.csv"),
         "--names", "A", "B", "-o", str(out / "compare.csv"))
     run(out, "compare_bad", "compare", str(out / "sites_atoms.csv"), str(out / "nothing.csv"))
