@@ -210,10 +210,10 @@ def iter_detect_species(
                             "(sampling=..., --sampling)")
     loaded = (model if isinstance(model, LoadedModel)
               else load_cached_model(model, device, precision, engine))
-    if loaded.metadata.get("task") != "species":
+    if not loaded.description.is_species:
         raise TEMAtomsError(f"model {loaded.name!r} does not tell species apart; use a species "
                             "model such as mos2-focal")
-    domain = domain_warning(mode, mode_source, loaded.name, loaded.metadata)
+    domain = domain_warning(mode, mode_source, loaded.name, loaded.description)
     if domain:
         warnings.warn(domain, DomainWarning, stacklevel=2)
     if threshold is None:
@@ -241,8 +241,8 @@ def iter_detect_species(
                 prepared.append(normalise_image(rescaled))
             except TEMAtomsError as exc:
                 raise TEMAtomsError(f"series {index}: {exc}") from None
-        channels = loaded.metadata["architecture"]["in_channels"]
-        stacked = np.stack(prepared) if channels == 3 else prepared[1][None]
+        stacked = (np.stack(prepared) if loaded.description.in_channels == 3
+                   else prepared[1][None])
         maps = predict_heatmap(loaded, stacked)
         positions, classes, confidence = species_from_heatmaps(maps, threshold,
                                                                loaded.sampling)
