@@ -230,7 +230,7 @@ def _tiny_model(**metadata):
             probability = torch.clamp(0.9 * images / 4.0, 1e-4, 0.95)
             return torch.log(probability / (1 - probability))
 
-    return LoadedModel(network=BrightSpots().eval(), metadata={"sampling": 0.2, **metadata},
+    return LoadedModel(network=BrightSpots().eval(), description={"sampling": 0.2, **metadata},
                        device="cpu", name="bright-spots")
 
 

@@ -86,6 +86,7 @@ def species_scores() -> pd.DataFrame:
 
 
 def main(out: Path) -> None:
+    """Make the inputs in `out`/inputs and write every output into `out`."""
     from napari_tem_atoms.samples import synthetic_focal_series, synthetic_gold_stack
 
     out.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,10 @@ operator, from Cs and the defocus, which case an image is in and which defoci to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import TransferWarning
+from ..errors import TEMAtomsError, TransferWarning
 from ..models import REGISTRY, ModelDescription, describe
 from ..optics import (
     CRYSTAL_REFLECTIONS,
@@ -34,7 +34,9 @@ from ..optics import (
 
 __all__ = ["CRYSTAL_REFLECTIONS", "GOLD_REFLECTIONS", "MINIMUM_TRANSFER", "ModelOptics",
            "TransferWarning", "describe_span", "describe_windows", "is_transferred",
-           "model_optics", "reflection_transfer", "transfer_warning", "transfer_windows"]
+           "model_optics", "reflection_transfer", "transfer_report", "transfer_warning",
+           "transfer_windows"]
+
 
 def model_optics(model: ModelDescription | Mapping[str, Any]) -> ModelOptics | None:
     """The crystal, energy and defocus envelope of a model (from its metadata and registry).
@@ -49,3 +51,70 @@ def model_optics(model: ModelDescription | Mapping[str, Any]) -> ModelOptics | N
     if crystal not in CRYSTAL_REFLECTIONS:
         return None
     return ModelOptics(crystal, CRYSTAL_REFLECTIONS[crystal], model.energy, model.defocus_range)
+
+
+
+def transfer_report(model: ModelDescription | Mapping[str, Any], name: str, cs: float,
+                    defoci: Sequence[float] = (), astigmatism: float = 0.0) -> list[str]:
+    """What ``tem-atoms transfer`` says: the defoci that transfer a model's lattice, and a verdict.
+
+    Parameters
+    ----------
+    model : ModelDescription or dict
+        The model (or its metadata).
+    name : str
+        The model as the user named it.
+    cs : float
+        Spherical aberration C30 [Å].
+    defoci : sequence of float, optional
+        Defoci [Å] (abTEM's sign) to give a verdict on: transferred, barely transferred, or
+        outside the model's training range.
+    astigmatism : float, optional
+        2-fold astigmatism |A1| [Å] left after correction; its worst direction is assumed.
+
+    Returns
+    -------
+    list of str
+        Lines: the crystal and microscope, the defocus windows, then one line per defocus.
+
+    Raises
+    ------
+    TEMAtomsError
+        The model names no crystal whose reflections are known, or `cs` lies outside what it
+        was trained on.
+    """
+    model = describe(model)
+    optics = model_optics(model)
+    if optics is None:
+        raise TEMAtomsError(f"model {name} names no crystal whose reflections are known "
+                            "(au-hrtem does; weights trained with crystal = \"gold\" in [model] "
+                            "of their configuration do too)")
+    cs_range = model.cs_range
+    if cs_range and not cs_range[0] <= cs <= cs_range[1]:
+        raise TEMAtomsError(f"Cs {cs / 1e4:g} µm is outside what model {name} was trained on "
+                            f"({cs_range[0] / 1e4:g} … {cs_range[1] / 1e4:g} µm): its "
+                            "detections there are not characterised")
+    names = ", ".join(f"{reflection} {spacing:.2f} Å"
+                      for reflection, spacing in optics.reflections.items())
+    low, high = optics.defocus_range
+    astigmatic = (f", 2-fold astigmatism |A1| {astigmatism:g} Å in its worst direction"
+                  if astigmatism else "")
+    windows = optics.windows(cs, astigmatism)
+    lines = [f"{name}: {optics.crystal} ({names}) at {optics.energy / 1e3:g} kV, Cs "
+             f"{cs / 1e4:g} µm{astigmatic}",
+             f"defoci in {low:g} … {high:g} Å (the model's training range; abTEM's sign, -C10) "
+             f"that transfer every one with |sin χ| ≥ {MINIMUM_TRANSFER:g}: "
+             f"{describe_windows(windows)}"]
+    for defocus in defoci:
+        spans = optics.spans(cs, defocus, astigmatism)
+        said = ", ".join(f"{reflection} {describe_span(span)}"
+                         for reflection, span in spans.items())
+        if not low <= defocus <= high:
+            verdict = "outside the model's training range"
+        elif all(is_transferred(span) for span in spans.values()):
+            verdict = "transferred"
+        else:
+            verdict = "barely transferred" + (
+                ": prefer a defocus in the ranges above" if windows else "")
+        lines.append(f"at {defocus:g} Å: sin χ {said} ({verdict})")
+    return lines

@@ -9,7 +9,8 @@ import pandas as pd
 
 from ..models.description import ModelDescription, describe
 
-__all__ = ["HAND_WRITTEN_END", "HAND_WRITTEN_START", "keep_hand_written", "model_card"]
+__all__ = ["HAND_WRITTEN_END", "HAND_WRITTEN_START", "keep_hand_written", "model_card",
+           "write_model_card", "write_species_card"]
 
 #: Markers around a card's hand-written sections (what each training stage changed and
 #: measured), which a regenerated card keeps.
@@ -377,3 +378,65 @@ def keep_hand_written(card: str, previous: str | Path) -> str:
     if speed < 0:
         return card.rstrip("\n") + "\n\n" + block.rstrip("\n") + "\n"
     return card[:speed + 1] + block + card[speed + 1:]
+
+
+def write_model_card(card: str | Path, model: str, scores: pd.DataFrame, images: int,
+                     speed: pd.DataFrame | None = None, plot: str | Path | None = None,
+                     config: str | Path | None = None) -> Path:
+    """Write the model card of a column model, keeping the hand-written sections of the last.
+
+    Parameters
+    ----------
+    card : str or Path
+        The Markdown file (written atomically).
+    model : str
+        Registered model name or ``.safetensors`` file.
+    scores : pandas.DataFrame
+        Output of :func:`~napari_tem_atoms.training.evaluate.evaluate`.
+    images : int
+        Images scored per dose.
+    speed : pandas.DataFrame, optional
+        Output of :func:`~napari_tem_atoms.training.speed.measure_speed`: the card's speed
+        section and the verdict on the project's speed target.
+    plot : str or Path, optional
+        The F1/RMSE plot, linked relative to the card.
+    config : str or Path, optional
+        The training configuration: the card's Reproduce section follows its stages.
+    """
+    import os
+
+    from ..io._atomic import atomic_write
+    from ..models import model_path, read_description
+    from .speed import speed_section
+
+    card = Path(card)
+    weights, digest = model_path(model)
+    scores.attrs["images_per_dose"] = images
+    link = os.path.relpath(plot, card.parent) if plot else None
+    stages = training_stages(config) if config else None
+    extra = speed_section(speed) if speed is not None else ""
+    text = keep_hand_written(model_card(read_description(weights), digest, scores=scores,
+                                        plot=link, extra=extra, stages=stages), card)
+    with atomic_write(card, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    return card
+
+
+def write_species_card(card: str | Path, model: str, scores: pd.DataFrame, images: int
+                       ) -> Path:
+    """Write the model card of a species model, keeping the hand-written sections of the last.
+
+    `scores` is the output of :func:`~napari_tem_atoms.training.species.evaluate_species`
+    (`images` series per dose).
+    """
+    from ..io._atomic import atomic_write
+    from ..models import model_path, read_description
+    from .species import species_card
+
+    card = Path(card)
+    weights, digest = model_path(model)
+    text = keep_hand_written(species_card(read_description(weights), digest, scores, images),
+                             card)
+    with atomic_write(card, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    return card
