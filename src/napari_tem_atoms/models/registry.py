@@ -19,7 +19,7 @@ from typing import Any
 
 from .._cache import CACHE_ENV, cache_dir, fetch_file
 from ..errors import TEMAtomsError
-from .description import ModelDescription, describe
+from .description import FORMAT_VERSION, ModelDescription, describe
 
 __all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_cached_model", "load_model",
            "model_description", "model_metadata", "model_path", "read_description",
@@ -425,7 +425,10 @@ def save_model(path: str | os.PathLike, network: Any,
     path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     temporary = path.with_name(f".{path.name}.part")
-    stored = describe(metadata).to_metadata()
+    # As given (a load refuses what cannot be used), with the format version it is written in.
+    stored = (metadata.to_metadata() if isinstance(metadata, ModelDescription)
+              else {**metadata, "format_version": metadata.get("format_version",
+                                                               FORMAT_VERSION)})
     save_file(state, str(temporary), metadata={"napari_tem_atoms": json.dumps(stored)})
     temporary.chmod(0o644)
     temporary.replace(path)

@@ -233,9 +233,10 @@ def _receptive_field(architecture: dict) -> int:
     return 1 + levels + bottleneck + context + refine
 
 
-def _reproduce(model: ModelDescription, stages: list[tuple[str, str]] | None = None
+def _reproduce(model: ModelDescription | dict, stages: list[tuple[str, str]] | None = None
                ) -> list[str]:
     """The commands that make these weights, from the configuration files in the repo."""
+    model = describe(model)
     name = model.name
     init_from = model.training.get("init_from")
     if not stages:  # one run, or the two-stage layout of the configs folder
