@@ -151,3 +151,15 @@ def test_small_values_keep_their_significant_digits(tmp_path):
         "p_value,y,x", "3e-11,1234.567890,1.000000", "0.04,0.5,2.000000", ",2.000000,3.000000"]
     back = pd.read_csv(path)
     np.testing.assert_allclose(back["p_value"], table["p_value"], rtol=1e-6)
+
+
+def test_each_table_has_its_writer_and_format(tmp_path):
+    from napari_tem_atoms.io import write_scores_csv, write_sites_csv
+
+    table = pd.DataFrame({"dose": [100.0], "f1": [0.5], "p_value": [3e-11], "n": [4],
+                          "layer": ["=surface"]})
+    scores = write_scores_csv(tmp_path / "scores.csv", table).read_text().splitlines()
+    sites = write_sites_csv(tmp_path / "sites.csv", table).read_text().splitlines()
+    assert scores[1] == "100.000000,0.500000,0.000000,4,'=surface"
+    assert sites[1] == "100.000000,0.5,3e-11,4,'=surface"  # 6 significant digits below 1
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind

@@ -40,7 +40,7 @@ class BrightSpots(nn.Module):
 
 
 def _fake_model(peak: float = 4.0, sampling: float = 0.2) -> LoadedModel:
-    return LoadedModel(network=BrightSpots(peak).eval(), metadata={"sampling": sampling},
+    return LoadedModel(network=BrightSpots(peak).eval(), description={"sampling": sampling},
                        device="cpu", name="bright-spots")
 
 

@@ -230,7 +230,7 @@ def _tiny_model(**metadata):
             probability = torch.clamp(0.9 * images / 4.0, 1e-4, 0.95)
             return torch.log(probability / (1 - probability))
 
-    return LoadedModel(network=BrightSpots().eval(), metadata={"sampling": 0.2, **metadata},
+    return LoadedModel(network=BrightSpots().eval(), description={"sampling": 0.2, **metadata},
                        device="cpu", name="bright-spots")
 
 
@@ -249,7 +249,7 @@ def test_stem_image_warns_that_an_hrtem_model_is_out_of_its_domain():
                       r"its detections will be wrong"):
         atoms = detect_atoms(_image("STEM-HAADF", "DM tags: DigiScan"), _tiny_model(),
                              sampling=0.1, threshold=0.5)
-    assert "no STEM model is available yet" in atoms.attrs["domain_warning"]
+    assert "use stem-columns, the model for STEM images" in atoms.attrs["domain_warning"]
     assert atoms.attrs["imaging_mode"] == "STEM-HAADF"
     # Given by the user: over the file's mode, and for an array.
     with pytest.warns(DomainWarning, match="STEM-ABF image \\(set by the user\\)"):

@@ -111,3 +111,21 @@ def test_diffusion_video_truth_matches_its_frames():
     rows, cols = np.round(sites[["y", "x"]].to_numpy()[video.present[0]]).astype(int).T
     corner = contrast[:20, :20]
     assert np.mean(contrast[rows, cols]) > 3 * np.mean(corner)
+
+
+def test_the_outline_of_a_110_particle_comes_from_geometry():
+    import numpy as np
+
+    from napari_tem_atoms.simulation.diffusion import outline_columns
+
+    a = 4.078  # a centred rectangular patch of [110] columns: a along x, a/√2 along y
+    ys, xs = np.mgrid[0:7, 0:5]
+    lattice = np.concatenate([np.c_[ys.ravel() * a / np.sqrt(2), xs.ravel() * a],
+                              np.c_[(ys.ravel() + 0.5) * a / np.sqrt(2),
+                                    (xs.ravel() + 0.5) * a]])
+    outline = outline_columns(lattice, a)
+    # Inside: six neighbours, two of its own sublattice at ±a/√2 and four of the other at
+    # a√(3/8); counted on the index grid of each sublattice.
+    y, x = ys.ravel(), xs.ravel()
+    inner = np.concatenate([(y >= 1) & (y <= 5) & (x >= 1), (y >= 1) & (y <= 5) & (x <= 3)])
+    np.testing.assert_array_equal(outline, ~inner)

@@ -18,6 +18,7 @@ from napari_tem_atoms.analysis.transfer import (
     transfer_windows,
 )
 from napari_tem_atoms.cli import main
+from napari_tem_atoms.errors import TEMAtomsError
 from napari_tem_atoms.models import model_metadata
 from napari_tem_atoms.samples import synthetic_gold_stack
 from napari_tem_atoms.simulation.microscope import wavelength
@@ -144,3 +145,30 @@ def test_transfer_command_prints_the_windows_and_checks_defoci(capsys):
         command = ["transfer", "--cs-um", "-15", *arguments]
         assert main(command) == 1, command
         assert message in capsys.readouterr().err
+
+
+def test_optics_is_the_one_chi_of_simulation_and_analysis():
+    import numpy as np
+
+    from napari_tem_atoms import optics
+    from napari_tem_atoms.analysis import transfer
+    from napari_tem_atoms.simulation.microscope import MicroscopeSettings, phase_error
+
+    settings = MicroscopeSettings(defocus=-60.0, cs=-15e4, astigmatism=5.0,
+                                  astigmatism_angle=0.3)
+    k = np.linspace(-1.0, 1.0, 11)
+    np.testing.assert_array_equal(
+        phase_error(k[:, None], k[None], settings),
+        optics.phase_error(k[:, None], k[None], 300e3, -60.0, -15e4, 5.0, 0.3))
+    assert transfer.reflection_transfer is optics.reflection_transfer
+
+
+def test_transfer_report_gives_the_verdict_per_defocus():
+    from napari_tem_atoms.analysis.transfer import transfer_report
+
+    lines = transfer_report(model_metadata("au-hrtem"), "au-hrtem", -15e4, [-60.0, 0.0, 500.0])
+    assert lines[0].startswith("au-hrtem: gold ({111} 2.35 Å, {200} 2.04 Å) at 300 kV")
+    assert lines[2].endswith("(transferred)") and "barely transferred" in lines[3]
+    assert lines[4].endswith("(outside the model's training range)")
+    with pytest.raises(TEMAtomsError, match="Cs 90 µm is outside"):
+        transfer_report(model_metadata("au-hrtem"), "au-hrtem", 90e4)

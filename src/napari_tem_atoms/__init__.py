@@ -7,7 +7,16 @@ so it runs in scripts, on clusters and in the ``tem-atoms`` command-line tool.
 from importlib.metadata import PackageNotFoundError, version
 
 from .analysis import detect_atoms, iter_detect_atoms
-from .errors import TEMAtomsError, TEMFileError
+from .errors import (
+    ConfigError,
+    DomainWarning,
+    InputError,
+    SamplingWarning,
+    TEMAtomsError,
+    TEMAtomsWarning,
+    TEMFileError,
+    TransferWarning,
+)
 from .io import (
     Calibration,
     TEMImage,
@@ -26,9 +35,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Calibration",
+    "ConfigError",
+    "DomainWarning",
+    "InputError",
+    "SamplingWarning",
     "TEMAtomsError",
+    "TEMAtomsWarning",
     "TEMFileError",
     "TEMImage",
+    "TransferWarning",
     "__version__",
     "atoms_table",
     "detect_atoms",

@@ -28,14 +28,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import TEMAtomsError
+from .errors import ConfigError, TEMAtomsError, TEMFileError
 from .io import read_images
 from .io._atomic import check_writable
 from .models.engines import ENGINES
 from .models.runtime import PRECISIONS
+
+if TYPE_CHECKING:
+    from .io import TEMImage
+    from .models import LoadedModel, ModelDescription
 
 PLUGIN_NAME = "napari-tem-atoms"
 
@@ -88,8 +92,8 @@ def _info(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             images = read_images(path, lazy=True)
-        except TEMAtomsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except TEMAtomsError as exc:  # said, and the other files are still described
+            _say_error(exc)
             failures += 1
             continue
         for image in images:
@@ -157,7 +161,7 @@ def _detect(args: argparse.Namespace) -> int:
     from .analysis.detect import domain_warning, sampling_warning
     from .analysis.modes import choose_model
     from .batch import frame_jobs, run_jobs
-    from .io import atoms_table, write_atoms_csv
+    from .io import combined_atoms_table, write_atoms_csv
     from .models import load_cached_model
 
     images, jobs, unusable = [], [], []
@@ -166,7 +170,7 @@ def _detect(args: argparse.Namespace) -> int:
             found = read_images(path, lazy=True)
             found_jobs = frame_jobs(found, args.sampling)  # no pixel size, not an image...
         except TEMAtomsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _say_error(exc)
             unusable.append(str(path))
             continue
         jobs += [replace(job, image=job.image + len(images)) for job in found_jobs]
@@ -179,16 +183,12 @@ def _detect(args: argparse.Namespace) -> int:
     chosen = [(str(args.model), None) if args.model != "auto"
               else choose_model(image.imaging_mode, image.imaging_mode_source)
               for image in images]
-    try:
-        models = {name: load_cached_model(name, args.device, args.precision, args.engine)
-                  for name in dict.fromkeys(name for name, _ in chosen)}
-        conditions = _conditions_of(args)
-        if any(value is not None for value in conditions.values()):  # once, before any frame
-            for name, model in models.items():
-                _check_conditions(name, model.metadata, conditions)
-    except TEMAtomsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    models = {name: load_cached_model(name, args.device, args.precision, args.engine)
+              for name in dict.fromkeys(name for name, _ in chosen)}
+    conditions = _conditions_of(args)
+    if any(value is not None for value in conditions.values()):  # once, before any frame
+        for name, model in models.items():
+            _check_conditions(name, model.description, conditions)
     where = f"scheduler {args.scheduler}" if args.scheduler else "this computer"
     for model in models.values():
         print(f"{_runtime_line(model)}; {len(jobs)} frames on {where}", file=sys.stderr)
@@ -202,7 +202,7 @@ def _detect(args: argparse.Namespace) -> int:
             print(f"warning: {image.path}: {warning}", file=sys.stderr)
         # The workers get frames, which carry no mode: said here, once per file and mode.
         domain = domain_warning(image.imaging_mode, image.imaging_mode_source, loaded.name,
-                                loaded.metadata)
+                                loaded.description)
         if domain and (image.path, domain) not in said:
             said.add((image.path, domain))
             print(f"warning: {image.path}: {domain}", file=sys.stderr)
@@ -210,7 +210,7 @@ def _detect(args: argparse.Namespace) -> int:
         if note:
             print(f"warning: {image.path}: {note}", file=sys.stderr)
     for model in models.values():
-        _say_transfer(conditions, model.metadata)  # once: the frames do not warn
+        _say_transfer(conditions, model.description)  # once: the frames do not warn
     try:
         with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
             results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
@@ -218,33 +218,23 @@ def _detect(args: argparse.Namespace) -> int:
                                average_mirrors=args.average_mirrors, precision=args.precision,
                                engine=args.engine, errors="collect", **conditions)
     except TEMAtomsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _failed(exc)
     failed = [result for result in results if isinstance(result, TEMAtomsError)]
     for error in failed:  # each names its file and frame
-        print(f"error: {error}", file=sys.stderr)
-    # One table, one layout, whatever failed: with any stack among the inputs an image is
-    # frame 0; with several inputs, every row names its file.
-    stacks = any(image.data.ndim == 3 for image in images)
-    tables = []
+        _say_error(error)
+    parts = []
     for number, image in enumerate(images):
         atoms = [table for job, table in zip(jobs, results, strict=True)
                  if job.image == number and not isinstance(table, TEMAtomsError)]
-        if not atoms:  # every frame of it failed
-            continue
-        atoms = pd.concat(atoms, ignore_index=True)
-        columns = ["frame", "y", "x"] if stacks else ["y", "x"]
-        features = [c for c in ("confidence", "n_atoms") if c in atoms.columns]
-        table = atoms_table(atoms[columns].to_numpy(float), atoms[features],
-                            args.sampling or image.pixel_size_angstrom)
-        if len(images) > 1 or len(args.inputs) > 1:
-            table["file"] = str(image.path)
-        tables.append(table)
-    if not tables:
-        print(f"error: no frame could be analysed; {args.output} was not written",
-              file=sys.stderr)
-        return 1
-    result = pd.concat(tables, ignore_index=True)
+        if atoms:  # not when every frame of it failed
+            parts.append((pd.concat(atoms, ignore_index=True),
+                          args.sampling or image.pixel_size_angstrom, str(image.path)))
+    if not parts:
+        raise TEMAtomsError(f"no frame could be analysed; {args.output} was not written")
+    # One table, one layout, whatever failed: with any stack among the inputs an image is
+    # frame 0; with several inputs, every row names its file.
+    result = combined_atoms_table(parts, stacks=any(image.data.ndim == 3 for image in images),
+                                  name_files=len(images) > 1 or len(args.inputs) > 1)
     write_atoms_csv(args.output, result)
     done = len(jobs) - len(failed)
     print(f"{len(result)} atoms in {done} frame{'s' if done != 1 else ''} written to "
@@ -253,20 +243,18 @@ def _detect(args: argparse.Namespace) -> int:
         missing = ([f"{len(unusable)} of {len(args.inputs)} inputs could not be read "
                     f"({', '.join(unusable)})"] if unusable else [])
         missing += [f"{len(failed)} of {len(jobs)} frames failed"] if failed else []
-        print(f"error: incomplete: {' and '.join(missing)} (see above); their atoms are not in "
-              f"{args.output}", file=sys.stderr)
-        return 2
+        raise IncompleteResult(f"incomplete: {' and '.join(missing)} (see above); their atoms "
+                               f"are not in {args.output}")
     return 0
 
 
 def _species(args: argparse.Namespace) -> int:
     import warnings
 
-    import pandas as pd
     from tqdm import tqdm
 
-    from .analysis.species import iter_detect_species, middle_defocus_image
-    from .io import atoms_table, read_image, write_atoms_csv
+    from .analysis.species import iter_detect_species, species_atoms_table, species_counts
+    from .io import read_image, write_atoms_csv
     from .models import load_cached_model
 
     defoci = None
@@ -274,9 +262,8 @@ def _species(args: argparse.Namespace) -> int:
         try:
             defoci = [float(value) for value in args.defoci.split(",")]
         except ValueError:
-            print(f"error: --defoci must be numbers separated by commas (Å), not "
-                  f"{args.defoci!r}", file=sys.stderr)
-            return 1
+            raise TEMAtomsError(f"--defoci must be numbers separated by commas (Å), not "
+                                f"{args.defoci!r}") from None
     try:
         series = _with_mode(read_image(args.series, lazy=True), args.mode)
         sampling = args.sampling or series.pixel_size_angstrom
@@ -298,22 +285,13 @@ def _species(args: argparse.Namespace) -> int:
                     atoms = stop.value
                     break
     except TEMAtomsError as exc:
-        print(f"error: {args.series}: {exc}", file=sys.stderr)
-        return 1
+        return _failed(TEMAtomsError(f"{args.series}: {exc}"))
     for warning in caught:
         print(f"warning: {args.series}: {warning.message}", file=sys.stderr)
-    columns = ["y", "x"]
-    if series.data.ndim == 4:
-        # As the Species widget writes them: the positions lie on the middle-defocus image of
-        # each series (which image of the file that is follows from the defoci's order).
-        atoms = atoms.assign(image=middle_defocus_image(defoci))
-        columns = ["frame", "image", "y", "x"]
-    table = atoms_table(atoms[columns].to_numpy(float), atoms[["species", "confidence"]],
-                        sampling)
-    write_atoms_csv(args.output, table)
-    counts = pd.Series(atoms["species"]).value_counts()
-    summary = ", ".join(f"{counts.get(name, 0)} {name}" for name in ("Mo", "S2", "S1"))
-    print(f"{len(atoms)} columns ({summary}) written to {args.output}", file=sys.stderr)
+    write_atoms_csv(args.output, species_atoms_table(atoms, sampling, series.data.ndim == 4,
+                                                     defoci))
+    print(f"{len(atoms)} columns ({species_counts(atoms)}) written to {args.output}",
+          file=sys.stderr)
     return 0
 
 
@@ -325,8 +303,8 @@ def _occupancy(args: argparse.Namespace) -> int:
 
     from .analysis.transfer import TransferWarning
     from .analysis.video import iter_video_occupancy
-    from .io import read_atoms_csv, read_image, write_atoms_csv
-    from .models import load_cached_model, model_metadata
+    from .io import read_atoms_csv, read_image, write_occupancy_matrix_csv, write_sites_csv
+    from .models import load_cached_model, model_description
 
     try:
         video = read_image(args.video, lazy=True)
@@ -341,9 +319,9 @@ def _occupancy(args: argparse.Namespace) -> int:
         radius = args.site_radius / sampling if args.site_radius and sampling else None
         conditions = _conditions_of(args)
         if atoms is None and any(value is not None for value in conditions.values()):
-            metadata = model_metadata(str(args.model))  # said before the drift, not after it
-            _check_conditions(str(args.model), metadata, conditions)
-            _say_transfer(conditions, metadata)
+            described = model_description(str(args.model))  # said before the drift
+            _check_conditions(str(args.model), described, conditions)
+            _say_transfer(conditions, described)
         model: object = args.model
         if atoms is None:  # the detector runs: say where and how
             model = load_cached_model(str(args.model), args.device, args.precision, args.engine)
@@ -370,9 +348,8 @@ def _occupancy(args: argparse.Namespace) -> int:
                 if bar is not None:
                     bar.close()
     except TEMAtomsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    write_atoms_csv(args.output, result.sites)
+        return _failed(exc)
+    write_sites_csv(args.output, result.sites)
     sites = result.sites
     print(f"{len(sites)} sites over {result.occupied.shape[0]} frames written to {args.output}; "
           f"drift up to {abs(result.drift).max():.1f} px", file=sys.stderr)
@@ -384,7 +361,7 @@ def _occupancy(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.matrix:
-        write_atoms_csv(args.matrix, result.occupancy_matrix())
+        write_occupancy_matrix_csv(args.matrix, result.occupancy_matrix())
         print(f"occupancy matrix (frames × sites) written to {args.matrix}", file=sys.stderr)
     return 0
 
@@ -393,75 +370,58 @@ def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .analysis.occupancy import compare_transition_rates
-    from .io import write_atoms_csv
+    from .io import write_comparison_csv
 
     tables = []
     for path in (args.first, args.second):
         try:
             tables.append(pd.read_csv(path))
         except (OSError, ValueError) as exc:
-            print(f"error: {path}: cannot read a sites CSV ({exc})", file=sys.stderr)
-            return 1
+            raise TEMFileError(path, f"cannot read a sites CSV ({exc})") from None
     names = tuple(args.names) if args.names else (Path(args.first).stem, Path(args.second).stem)
-    try:
-        result = compare_transition_rates(tables[0], tables[1], names, args.column)
-    except TEMAtomsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    result = compare_transition_rates(tables[0], tables[1], names, args.column)
     print(result.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.output:
-        write_atoms_csv(args.output, result)
+        write_comparison_csv(args.output, result)
     return 0
-
-
-def _config_task(path: Path) -> str:
-    import tomllib
-
-    with open(path, "rb") as stream:
-        return tomllib.load(stream).get("task", "columns")
 
 
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .training import load_config
+    from .training.config import config_task
+    from .training.species import load_species_config, train_species
     from .training.train import train
 
     def log(line: str) -> None:
         print(line, flush=True)
 
-    from .training.species import load_species_config, train_species
     from .training.stem import load_stem_config, train_stem
 
     tasks = {"columns": (load_config, train), "species": (load_species_config, train_species),
              "stem-columns": (load_stem_config, train_stem)}
-    try:  # a configuration that cannot be read or has unknown keys
-        loader, trainer = tasks[_config_task(args.config)]
-        run = loader(args.config)
-    except KeyError as exc:
-        print(f"error: {args.config}: task = {exc} is not one of {', '.join(tasks)}",
-              file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as exc:
-        print(f"error: {args.config}: {exc}", file=sys.stderr)
-        return 1
+    task = config_task(args.config)
+    if task not in tasks:
+        raise ConfigError(f"{args.config}: task = {task!r} is not one of "
+                          f"{', '.join(map(repr, tasks))}")
+    loader, trainer = tasks[task]
+    run = loader(args.config)  # names the file
     if args.precision:  # the command line over the configuration's precision
         run = replace(run, train=replace(run.train, precision=args.precision))
     try:  # what the configuration points at is missing or does not fit
         trainer(run, log=log)
     except TEMAtomsError as exc:
-        print(f"error: {args.config}: {exc}", file=sys.stderr)
-        return 1
+        raise TEMAtomsError(f"{args.config}: {exc}") from None
     return 0
 
 
 def _evaluate_species(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .io._atomic import atomic_write
-    from .models import model_path
-    from .training.card import keep_hand_written, metadata_of
-    from .training.species import evaluate_species, load_species_config, species_card
+    from .io import write_scores_csv
+    from .training.card import write_species_card
+    from .training.species import evaluate_species, load_species_config
 
     run = load_species_config(args.config)
     if args.scores:
@@ -471,12 +431,9 @@ def _evaluate_species(args: argparse.Namespace) -> int:
         scores = evaluate_species(run, args.model, doses, args.images, single=args.single)
     print(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.table:
-        scores.to_csv(args.table, index=False, float_format="%.6f")
+        write_scores_csv(args.table, scores)
     if args.card:
-        weights, digest = model_path(args.model)
-        with atomic_write(args.card, "w", encoding="utf-8") as stream:
-            stream.write(keep_hand_written(
-                species_card(metadata_of(weights), digest, scores, args.images), args.card))
+        write_species_card(args.card, args.model, scores, args.images)
         print(f"model card written to {args.card}")
     return 0
 
@@ -484,7 +441,10 @@ def _evaluate_species(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    if _config_task(args.config) == "species":
+    from .io import write_scores_csv
+    from .training.config import config_task
+
+    if config_task(args.config) == "species":
         return _evaluate_species(args)
     from .simulation.exit_waves import load_exit_waves
     from .training import load_config
@@ -496,9 +456,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         particles = load_exit_waves(run.data.folder, "particles", "validation")
         carbons = load_exit_waves(run.data.folder, "carbon", "validation")
         if not particles:
-            print(f"error: no validation exit waves in {run.data.folder}: run "
-                  f"`tem-atoms train {args.config}` first", file=sys.stderr)
-            return 1
+            raise TEMAtomsError(f"no validation exit waves in {run.data.folder}: run "
+                                f"`tem-atoms train {args.config}` first")
     if by_height:  # recall by column height and atom counts, paired over the models
         from .training.evaluate import evaluate_by_height
 
@@ -511,7 +470,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                    log=lambda line: print(line, flush=True))
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if args.table:
-            table.to_csv(args.table, index=False, float_format="%.6f")
+            write_scores_csv(args.table, table)
         return 0
     if args.scores:  # scores of an earlier run: only (re)write the table, plot and card
         scores = pd.read_csv(args.scores)
@@ -522,103 +481,49 @@ def _evaluate(args: argparse.Namespace) -> int:
                           log=lambda line: print(line, flush=True))
     print(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.table:
-        scores.to_csv(args.table, index=False, float_format="%.6f")
+        write_scores_csv(args.table, scores)
     if args.plot:
         plot_scores(scores, args.plot)
     if args.card:
-        _write_card(args, scores)
+        from .training.card import write_model_card
+        from .training.speed import measure_speed
+
+        speed = measure_speed(str(args.model))
+        print(speed.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        write_model_card(args.card, args.model, scores, args.images, speed=speed,
+                         plot=args.plot, config=args.config)
+        print(f"model card written to {args.card}")
     return 0
-
-
-def _write_card(args: argparse.Namespace, scores: object) -> None:
-    import os
-
-    from .io._atomic import atomic_write
-    from .models import model_path
-    from .training.card import keep_hand_written, metadata_of, model_card, training_stages
-    from .training.speed import measure_speed, speed_section
-
-    weights, digest = model_path(args.model)
-    speed = measure_speed(str(weights))
-    print(speed.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    extra = [speed_section(speed)]
-    scores.attrs["images_per_dose"] = args.images
-    plot = os.path.relpath(args.plot, args.card.parent) if args.plot else None
-    stages = training_stages(args.config) if args.config else None
-    card = keep_hand_written(model_card(metadata_of(weights), digest, scores=scores, plot=plot,
-                                        extra="\n".join(extra), stages=stages), args.card)
-    with atomic_write(args.card, "w", encoding="utf-8") as stream:
-        stream.write(card)
-    print(f"model card written to {args.card}")
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from .analysis.transfer import (
-        MINIMUM_TRANSFER,
-        describe_span,
-        describe_windows,
-        is_transferred,
-        model_optics,
-    )
-    from .models import model_metadata
+    from .analysis.transfer import transfer_report
+    from .models import model_description
 
-    try:
-        metadata = model_metadata(str(args.model))
-        optics = model_optics(metadata)
-        if optics is None:
-            raise TEMAtomsError(f"model {args.model} names no crystal whose reflections are "
-                                "known (au-hrtem does; weights trained with crystal = \"gold\" "
-                                "in [model] of their configuration do too)")
-        if args.astigmatism < 0:
-            raise TEMAtomsError("--astigmatism is a magnitude (Å): it cannot be negative")
-        cs_range = metadata.get("training", {}).get("envelope", {}).get("cs")
-        if cs_range and not cs_range[0] <= args.cs_um * 1e4 <= cs_range[1]:
-            raise TEMAtomsError(f"Cs {args.cs_um:g} µm is outside what model {args.model} was "
-                                f"trained on ({cs_range[0] / 1e4:g} … {cs_range[1] / 1e4:g} "
-                                "µm): its detections there are not characterised")
-    except TEMAtomsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    cs = args.cs_um * 1e4
-    names = ", ".join(f"{name} {spacing:.2f} Å" for name, spacing in optics.reflections.items())
-    low, high = optics.defocus_range
-    astigmatism = (f", 2-fold astigmatism |A1| {args.astigmatism:g} Å in its worst direction"
-                   if args.astigmatism else "")
-    print(f"{args.model}: {optics.crystal} ({names}) at {optics.energy / 1e3:g} kV, Cs "
-          f"{args.cs_um:g} µm{astigmatism}")
-    windows = optics.windows(cs, args.astigmatism)
-    print(f"defoci in {low:g} … {high:g} Å (the model's training range; abTEM's sign, -C10) "
-          f"that transfer every one with |sin χ| ≥ {MINIMUM_TRANSFER:g}: "
-          f"{describe_windows(windows)}")
-    for defocus in args.defocus or []:
-        spans = optics.spans(cs, defocus, args.astigmatism)
-        said = ", ".join(f"{name} {describe_span(span)}" for name, span in spans.items())
-        if not low <= defocus <= high:
-            verdict = "outside the model's training range"
-        elif all(is_transferred(span) for span in spans.values()):
-            verdict = "transferred"
-        else:
-            verdict = "barely transferred" + (
-                ": prefer a defocus in the ranges above" if windows else "")
-        print(f"at {defocus:g} Å: sin χ {said} ({verdict})")
+    if args.astigmatism < 0:
+        raise TEMAtomsError("--astigmatism is a magnitude (Å): it cannot be negative")
+    lines = transfer_report(model_description(str(args.model)), str(args.model),
+                            args.cs_um * 1e4, args.defocus or [], args.astigmatism)
+    print("\n".join(lines))
     return 0
 
 
-def _check_conditions(model: str, metadata: dict, conditions: dict[str, float | None]) -> None:
+def _check_conditions(model: str, described: ModelDescription,
+                      conditions: dict[str, float | None]) -> None:
     """Refuse --cs-um/--defocus values the model cannot take (TEMAtomsError naming them)."""
     from .analysis.conditions import model_condition_vector
 
     try:
-        model_condition_vector(metadata, **conditions)
+        model_condition_vector(described, **conditions)
     except TEMAtomsError as exc:
         raise TEMAtomsError(f"model {model}: {exc} (--cs-um, --defocus)") from None
 
 
-def _say_transfer(conditions: dict[str, float | None], metadata: dict) -> None:
+def _say_transfer(conditions: dict[str, float | None], described: ModelDescription) -> None:
     """Print, once, a warning when the conditions barely transfer the model's lattice."""
     from .analysis.transfer import model_optics
 
-    optics = model_optics(metadata)
+    optics = model_optics(described)
     transfer = optics.warning(**conditions) if optics else None
     if transfer:
         print(f"warning: {transfer}", file=sys.stderr)
@@ -650,7 +555,7 @@ def _add_mode_argument(parser: argparse.ArgumentParser) -> None:
                              "(--model auto) and whether STEM columns are dark (ABF, BF)")
 
 
-def _with_mode(image: Any, mode: str) -> Any:
+def _with_mode(image: TEMImage, mode: str) -> TEMImage:
     """`image` with the --mode given (``"auto"``: as read from its file)."""
     from dataclasses import replace
 
@@ -662,20 +567,20 @@ def _with_mode(image: Any, mode: str) -> Any:
                    imaging_mode_source="set by the user (--mode)")
 
 
-def _contrast_note(image: Any, sampling: float | None, loaded: Any) -> str | None:
+def _contrast_note(image: TEMImage, sampling: float | None, loaded: LoadedModel) -> str | None:
     """What a STEM model decides from a file's first frame (negated or not), when it matters.
 
     Said once per file here: the frames are decided in the workers, which stay silent.
     """
     from .analysis.modes import contrast_for_model, dark_column_modes
 
-    if not dark_column_modes(loaded.metadata):
+    if not dark_column_modes(loaded.description):
         return None
     import numpy as np
 
     first = np.asarray(image.data if image.data.ndim == 2 else image.data[0], dtype=np.float32)
     return contrast_for_model(first, sampling or image.pixel_size_angstrom,
-                              image.imaging_mode, loaded.metadata, loaded.name)[1]
+                              image.imaging_mode, loaded.description, loaded.name)[1]
 
 
 def _conditions_of(args: argparse.Namespace) -> dict[str, float | None]:
@@ -693,7 +598,7 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                              "installed, napari-tem-atoms[fast]; else PyTorch)")
 
 
-def _runtime_line(loaded: Any) -> str:
+def _runtime_line(loaded: LoadedModel) -> str:
     """``model au-hrtem on cpu (openvino, bf16) · <processor>``: what ran, for the log.
 
     Weights given as a file, not a registered name, are not checked against a known hash:
@@ -917,17 +822,37 @@ def _attach_list_values(argv: list[str]) -> list[str]:
     return joined
 
 
+class IncompleteResult(TEMAtomsError):
+    """Some inputs or frames failed (each said already); the results of the rest are written."""
+
+    exit_status = 2
+
+
+def _say_error(error: TEMAtomsError) -> None:
+    """The one way an error reaches the terminal: ``error: <message>`` on stderr."""
+    print(f"error: {error}", file=sys.stderr)
+
+
+def _failed(error: TEMAtomsError) -> int:
+    """Say `error`; the exit status it gives (1, or 2 for an incomplete result)."""
+    _say_error(error)
+    return int(getattr(error, "exit_status", 1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tem-atoms``."""
+    """Entry point of ``tem-atoms``.
+
+    Exit status: 0 done; 1 an error (said on one line, no traceback), nothing written; 2 an
+    incomplete result (what failed is said, the rest is written).
+    """
     argv = _attach_list_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     args.doses_given = "--doses" in argv
     try:
         _check_outputs(args)
         return int(args.run(args))
-    except TEMAtomsError as exc:  # whatever a command did not catch itself: a line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except TEMAtomsError as exc:  # whatever a command raised: a line, no traceback
+        return _failed(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,11 +12,13 @@ works without them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ..errors import TEMAtomsError
-from ..models import takes_conditions
+from ..models import ModelDescription, describe
 
 __all__ = ["CONDITION_INPUTS", "CS_SCALE", "DEFOCUS_SCALE", "condition_vector",
            "model_condition_vector"]
@@ -67,15 +69,15 @@ def condition_vector(cs: float | None = None, defocus: float | None = None,
     return np.array(values, dtype=np.float32)
 
 
-def model_condition_vector(metadata: dict, cs: float | None = None,
+def model_condition_vector(model: ModelDescription | Mapping[str, Any], cs: float | None = None,
                            defocus: float | None = None) -> np.ndarray:
     """:func:`condition_vector` for a model, refusing values outside what it was trained on.
 
     Parameters
     ----------
-    metadata : dict
-        The model's metadata: its ``conditions`` (scales and the errors drawn in training) and
-        its training envelope.
+    model : ModelDescription or dict
+        The model (or its metadata table): its ``conditions`` (scales and the errors drawn in
+        training) and its training envelope.
     cs, defocus : float, optional
         As for :func:`condition_vector` [Å].
 
@@ -85,13 +87,14 @@ def model_condition_vector(metadata: dict, cs: float | None = None,
         The model takes no conditions, or a value lies outside its training envelope widened by
         the error it was trained to tolerate.
     """
-    conditions = metadata.get("conditions")
-    if not conditions or not takes_conditions(metadata):
+    model = describe(model)
+    conditions = model.conditions
+    if not conditions or not model.takes_conditions:
         raise TEMAtomsError("this model does not take imaging conditions (Cs, defocus): leave "
                             "them out, or choose a model whose card lists them as an input")
     vector = condition_vector(cs, defocus, conditions.get("cs_scale_angstrom", CS_SCALE),
                               conditions.get("defocus_scale_angstrom", DEFOCUS_SCALE))
-    envelope = metadata.get("training", {}).get("envelope", {})
+    envelope = model.envelope
     drawn = conditions.get("training", {})
     for name, value, key, error, unit, per_unit in (
             ("Cs", cs, "cs", drawn.get("cs_error", 0.0), "µm", 1e4),

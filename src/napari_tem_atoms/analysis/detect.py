@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, special
 
-from ..errors import TEMAtomsError
+from ..errors import DomainWarning, SamplingWarning, TEMAtomsError
+from ..models.description import ModelDescription, describe
 from ._steps import run_steps
 from .conditions import model_condition_vector
 from .modes import choose_model, contrast_for_model
@@ -342,23 +343,17 @@ def sampling_warning(sampling: float) -> str | None:
             f"{TRAINED_SAMPLING[0]}-{TRAINED_SAMPLING[1]} Å/px: results may be unreliable")
 
 
-class DomainWarning(UserWarning):
-    """Issued when a model is used on images unlike those it was trained on (STEM, not HRTEM)."""
-
-
-def model_imaging_modes(metadata: Mapping[str, Any]) -> list[str]:
-    """The imaging modes a model was trained on: its metadata's ``imaging_modes``.
+def model_imaging_modes(model: ModelDescription | Mapping[str, Any]) -> list[str]:
+    """The imaging modes a model was trained on (its metadata's ``imaging_modes``).
 
     Models without the key (au-hrtem, mos2-focal, and every model trained so far) were trained
     on simulated HRTEM images only.
     """
-    modes = metadata.get("imaging_modes")
-    return [str(mode) for mode in modes] if isinstance(modes, (list, tuple)) and modes else [
-        "HRTEM"]
+    return list(describe(model).imaging_modes)
 
 
 def domain_warning(imaging_mode: str | None, source: str | None, model_name: str,
-                   model_metadata: Mapping[str, Any]) -> str | None:
+                   model: ModelDescription | Mapping[str, Any]) -> str | None:
     """A sentence when an image's mode is not one the model was trained on, else None.
 
     Parameters
@@ -370,14 +365,15 @@ def domain_warning(imaging_mode: str | None, source: str | None, model_name: str
         Where the mode was read (named in the sentence).
     model_name : str
         The model, named in the sentence.
-    model_metadata : mapping
-        The model's metadata (its ``imaging_modes``, see :func:`model_imaging_modes`).
+    model : ModelDescription or mapping
+        The model's description or metadata (its ``imaging_modes``, see
+        :func:`model_imaging_modes`).
     """
     from ..io.imaging_mode import is_stem
 
     if not imaging_mode or imaging_mode == "unknown":
         return None
-    trained = model_imaging_modes(model_metadata)
+    trained = model_imaging_modes(model)
     if imaging_mode in trained or (imaging_mode == "STEM" and any(map(is_stem, trained))):
         return None
     article = "an" if imaging_mode == "HRTEM" else "a"
@@ -498,14 +494,14 @@ def iter_detect_atoms(
         raise TEMAtomsError(f"the pixel size must be positive, not {sampling} Å/px")
     warning = sampling_warning(sampling)
     if warning:
-        warnings.warn(warning, stacklevel=2)
+        warnings.warn(warning, SamplingWarning, stacklevel=2)
     loaded = (model if isinstance(model, LoadedModel)
               else load_cached_model(model, device, precision, engine))
-    if loaded.metadata.get("task") == "species":
+    if loaded.description.is_species:
         raise TEMAtomsError(f"model {loaded.name!r} finds species in a three-image focal series, "
                             "not columns in one image: use tem-atoms species (or the Species "
                             "widget), or a column model such as au-hrtem")
-    domain = domain_warning(mode, mode_source, loaded.name, loaded.metadata)
+    domain = domain_warning(mode, mode_source, loaded.name, loaded.description)
     if domain:
         warnings.warn(domain, DomainWarning, stacklevel=2)
     if threshold is None:
@@ -513,11 +509,11 @@ def iter_detect_atoms(
     conditions = None
     if cs is not None or defocus is not None:
         try:
-            conditions = model_condition_vector(loaded.metadata, cs, defocus)
+            conditions = model_condition_vector(loaded.description, cs, defocus)
         except TEMAtomsError as exc:
             raise TEMAtomsError(f"model {loaded.name}: {exc}") from None
         cs, defocus = (None if value is None else float(value) for value in (cs, defocus))
-    optics = model_optics(loaded.metadata)
+    optics = model_optics(loaded.description)
     transfer = optics.warning(cs, defocus) if optics else None
     if transfer and warn_transfer:
         warnings.warn(transfer, TransferWarning, stacklevel=2)
@@ -533,7 +529,7 @@ def iter_detect_atoms(
         if not np.all(np.isfinite(frame)):
             raise TEMAtomsError(f"{where(index)}contains NaN or infinite values")
         if index == 0:  # one decision for the whole stack, from its first frame
-            negate, contrast_note = contrast_for_model(frame, sampling, mode, loaded.metadata,
+            negate, contrast_note = contrast_for_model(frame, sampling, mode, loaded.description,
                                                        loaded.name)
             if contrast_note:
                 warnings.warn(contrast_note, DomainWarning, stacklevel=2)

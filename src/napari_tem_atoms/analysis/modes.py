@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ..models.description import ModelDescription, describe
+
 __all__ = ["DEFAULT_MODELS", "choose_model", "column_polarity", "contrast_for_model",
            "dark_column_modes"]
 
@@ -47,10 +49,9 @@ def choose_model(mode: str, source: str | None = None) -> tuple[str, str]:
     return name, f"{mode} image{where}"
 
 
-def dark_column_modes(metadata: Mapping[str, Any]) -> list[str]:
+def dark_column_modes(model: ModelDescription | Mapping[str, Any]) -> list[str]:
     """Imaging modes whose columns a (bright-column) model sees only after negation."""
-    modes = metadata.get("dark_columns")
-    return [str(mode) for mode in modes] if isinstance(modes, (list, tuple)) else []
+    return list(describe(model).dark_columns)
 
 
 def column_polarity(image: np.ndarray, sampling: float) -> tuple[str, float]:
@@ -83,7 +84,7 @@ def column_polarity(image: np.ndarray, sampling: float) -> tuple[str, float]:
 
 
 def contrast_for_model(image: np.ndarray, sampling: float, mode: str,
-                       metadata: Mapping[str, Any], model_name: str
+                       metadata: ModelDescription | Mapping[str, Any], model_name: str
                        ) -> tuple[bool, str | None]:
     """Whether to negate an image for a model, and a sentence when the user should know.
 

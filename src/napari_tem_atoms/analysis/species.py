@@ -31,7 +31,7 @@ from .detect import (
 )
 
 __all__ = ["detect_species", "iter_detect_species", "middle_defocus_image", "order_focal_series",
-           "species_from_heatmaps"]
+           "species_atoms_table", "species_counts", "species_from_heatmaps"]
 
 #: Smallest distance between two columns in MoS2's projection (Mo-S: 1.84 Å) [Å].
 MIN_SPECIES_DISTANCE = 1.2
@@ -80,6 +80,39 @@ def middle_defocus_image(defoci: Sequence[float] | None) -> int:
     increasing defocus).
     """
     return 1 if not defoci else int(np.argsort(defoci)[1])
+
+
+def species_atoms_table(atoms: pd.DataFrame, sampling: float | None, time_series: bool,
+                        defoci: Sequence[float] | None = None) -> pd.DataFrame:
+    """The atoms CSV table of :func:`detect_species`'s columns.
+
+    Parameters
+    ----------
+    atoms : pandas.DataFrame
+        ``frame``, ``y``, ``x``, ``species``, ``confidence``.
+    sampling : float or None
+        Pixel size [Å/px].
+    time_series : bool
+        True for a (T, 3, H, W) time series of focal series: the rows then give ``frame`` and
+        ``image``, the image of the series the positions lie on (the middle defocus, as the
+        Species widget writes them).
+    defoci : sequence of float, optional
+        The defoci in the order of the file's images (which image is the middle defocus).
+    """
+    from ..io import atoms_table
+
+    columns = ["y", "x"]
+    if time_series:
+        atoms = atoms.assign(image=middle_defocus_image(defoci))
+        columns = ["frame", "image", "y", "x"]
+    return atoms_table(atoms[columns].to_numpy(float), atoms[["species", "confidence"]],
+                       sampling)
+
+
+def species_counts(atoms: pd.DataFrame) -> str:
+    """``"12 Mo, 11 S2, 27 S1"``: the columns of each species."""
+    counts = pd.Series(atoms["species"]).value_counts()
+    return ", ".join(f"{counts.get(name, 0)} {name}" for name in ("Mo", "S2", "S1"))
 
 
 #: Below this, two images of a series differ by less than a tenth of their contrast: the same
@@ -210,10 +243,10 @@ def iter_detect_species(
                             "(sampling=..., --sampling)")
     loaded = (model if isinstance(model, LoadedModel)
               else load_cached_model(model, device, precision, engine))
-    if loaded.metadata.get("task") != "species":
+    if not loaded.description.is_species:
         raise TEMAtomsError(f"model {loaded.name!r} does not tell species apart; use a species "
                             "model such as mos2-focal")
-    domain = domain_warning(mode, mode_source, loaded.name, loaded.metadata)
+    domain = domain_warning(mode, mode_source, loaded.name, loaded.description)
     if domain:
         warnings.warn(domain, DomainWarning, stacklevel=2)
     if threshold is None:
@@ -241,8 +274,8 @@ def iter_detect_species(
                 prepared.append(normalise_image(rescaled))
             except TEMAtomsError as exc:
                 raise TEMAtomsError(f"series {index}: {exc}") from None
-        channels = loaded.metadata["architecture"]["in_channels"]
-        stacked = np.stack(prepared) if channels == 3 else prepared[1][None]
+        stacked = (np.stack(prepared) if loaded.description.in_channels == 3
+                   else prepared[1][None])
         maps = predict_heatmap(loaded, stacked)
         positions, classes, confidence = species_from_heatmaps(maps, threshold,
                                                                loaded.sampling)

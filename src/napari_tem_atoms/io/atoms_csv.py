@@ -11,24 +11,20 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..errors import TEMFileError
-from ._atomic import atomic_write
+from ..errors import InputError, TEMFileError
+from .tables import is_text, measured_text, unescaped, write_table
 
-__all__ = ["AtomsTable", "atoms_table", "is_atoms_csv", "read_atoms_csv", "write_atoms_csv"]
+__all__ = ["AtomsTable", "atoms_table", "combined_atoms_table", "is_atoms_csv",
+           "read_atoms_csv", "write_atoms_csv"]
 
 POSITION_COLUMNS = ("frame", "image", "y", "x")
 ANGSTROM_COLUMNS = ("y_angstrom", "x_angstrom")
-
-#: First characters that make a spreadsheet run a text cell as a formula (OWASP's list).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass
@@ -75,11 +71,16 @@ def atoms_table(
     pandas.DataFrame
         Columns in the documented order.
 
+    Raises
+    ------
+    InputError
+        Positions of another shape, or features of another length (a ``ValueError`` too).
+
     """
     coordinates = np.asarray(coordinates, dtype=float)
     if coordinates.ndim != 2 or coordinates.shape[1] not in (2, 3, 4):
         shape = coordinates.shape
-        raise ValueError(
+        raise InputError(
             f"atom positions must be (N, 2) as (y, x), (N, 3) as (frame, y, x) or (N, 4) as "
             f"(frame, image, y, x), not {shape}"
         )
@@ -97,7 +98,7 @@ def atoms_table(
         table["x_angstrom"] = table["x"] * size_x
     if features is not None and len(features.columns):
         if len(features) != len(table):
-            raise ValueError(
+            raise InputError(
                 f"{len(features)} feature rows for {len(table)} atoms: they must match"
             )
         for column in features.columns:
@@ -127,47 +128,41 @@ def write_atoms_csv(path: str | os.PathLike, table: pd.DataFrame) -> Path:
     -----
     Numbers get 6 decimals, or 6 significant digits below 1. Text cells a spreadsheet would
     run as a formula (starting with ``=``, ``+``, ``-``, ``@``...) get a leading ``'``, which
-    :func:`read_atoms_csv` removes.
+    :func:`read_atoms_csv` removes. Other tables have their own writers
+    (:mod:`~napari_tem_atoms.io.tables`).
 
     """
-    path = Path(path)
-    text_columns = [column for column in table.columns if _is_text(table[column])]
-    if text_columns:
-        table = table.copy()
-        for column in text_columns:
-            table[column] = table[column].astype(object).map(_escaped)
-    with atomic_write(path, "w", newline="", encoding="utf-8") as stream:
-        table.to_csv(stream, index=False, float_format=_float_text)
-    return path
+    return write_table(path, table, measured_text)
 
 
-def _is_text(column: pd.Series) -> bool:
-    return column.dtype.kind == "O" or pd.api.types.is_string_dtype(column.dtype)
+def combined_atoms_table(parts: list[tuple[pd.DataFrame, float | None, str]], stacks: bool,
+                         name_files: bool) -> pd.DataFrame:
+    """One atoms table, in one layout, from the detections of several images.
 
+    Parameters
+    ----------
+    parts : list of (pandas.DataFrame, float or None, str)
+        Per image: its detections (``frame``, ``y``, ``x`` and features such as
+        ``confidence``, ``n_atoms``), its pixel size [Å/px] and its file.
+    stacks : bool
+        True when any input is a stack: every row then has a ``frame`` (0 for an image).
+    name_files : bool
+        True to add a ``file`` column (several inputs).
 
-def _float_text(value: float) -> str:
-    """Six decimals, or six significant digits below 1 (a p-value of 3e-11 was 0.000000)."""
-    return f"{value:.6g}" if 0 < abs(value) < 1 else f"{value:.6f}"
-
-
-def _escaped(cell: object) -> object:
-    """A text cell a spreadsheet would run as a formula, with a leading ``'`` (OWASP's rule).
-
-    A file name or species label such as ``=HYPERLINK(...)`` would otherwise run when the CSV
-    is opened in a spreadsheet. Text that is a plain number (``-1.5``) is left as it is; so is
-    text that starts with ``'`` but not before a formula, so :func:`_unescaped` is exact.
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of every image, in the order given, as :func:`atoms_table` lays them out.
     """
-    if (isinstance(cell, str) and cell.lstrip("'").startswith(_FORMULA_STARTS)
-            and not _NUMBER.fullmatch(cell)):
-        return "'" + cell
-    return cell
-
-
-def _unescaped(cell: object) -> object:
-    """Undo :func:`_escaped`."""
-    if isinstance(cell, str) and cell.startswith("'") and _escaped(cell[1:]) == cell:
-        return cell[1:]
-    return cell
+    tables = []
+    for atoms, pixel_size, path in parts:
+        columns = ["frame", "y", "x"] if stacks else ["y", "x"]
+        features = [c for c in ("confidence", "n_atoms") if c in atoms.columns]
+        table = atoms_table(atoms[columns].to_numpy(float), atoms[features], pixel_size)
+        if name_files:
+            table["file"] = str(path)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
 
 
 def read_atoms_csv(path: str | os.PathLike) -> AtomsTable:
@@ -220,8 +215,8 @@ def read_atoms_csv(path: str | os.PathLike) -> AtomsTable:
     feature_columns = [c for c in table.columns if c not in (*position_columns, *ANGSTROM_COLUMNS)]
     features = table[feature_columns].reset_index(drop=True)
     for column in features.columns:
-        if _is_text(features[column]):
-            features[column] = features[column].map(_unescaped)
+        if is_text(features[column]):
+            features[column] = features[column].map(unescaped)
     return AtomsTable(coordinates=coordinates, features=features,
                       pixel_size_angstrom=pixel_size)  # type: ignore[arg-type]
 

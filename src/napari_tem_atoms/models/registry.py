@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,9 +19,11 @@ from typing import Any
 
 from .._cache import CACHE_ENV, cache_dir, fetch_file
 from ..errors import TEMAtomsError
+from .description import FORMAT_VERSION, ModelDescription, describe
 
 __all__ = ["REGISTRY", "LoadedModel", "ModelEntry", "load_cached_model", "load_model",
-           "model_metadata", "model_path", "registered_models", "save_model", "takes_conditions"]
+           "model_description", "model_metadata", "model_path", "read_description",
+           "registered_models", "save_model", "takes_conditions"]
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,9 @@ class LoadedModel:
     ----------
     network : torch.nn.Module
         The network in eval mode on `device`.
-    metadata : dict
-        Architecture, ``sampling`` [Å/px] of its input, ``classes``, training summary.
+    description : ModelDescription
+        What its weights say: architecture, ``sampling`` [Å/px] of its input, ``classes``,
+        default threshold, training summary. A metadata table is turned into one.
     device : str
         Where it runs (``"cpu"``, ``"cuda"``).
     name : str
@@ -120,14 +123,15 @@ class LoadedModel:
     """
 
     network: Any
-    metadata: dict
-    device: str
-    name: str
+    description: ModelDescription
+    device: str = "cpu"
+    name: str = ""
     sha256: str = field(default="")
     precision: str = "fp32"
     engine: Any = None
 
     def __post_init__(self) -> None:
+        self.description = describe(self.description)
         if self.engine is None:
             from .engines import TorchEngine
 
@@ -147,34 +151,39 @@ class LoadedModel:
         return self.engine(tiles, conditions)
 
     @property
+    def metadata(self) -> dict:
+        """The metadata table of the weights, as stored (:attr:`description` types it)."""
+        return self.description.metadata
+
+    @property
     def sampling(self) -> float:
         """Pixel size [Å/px] the network expects."""
-        return float(self.metadata["sampling"])
+        return self.description.sampling
 
     @property
     def threshold(self) -> float:
         """Default confidence threshold (best validation F1), 0.5 when the model has none."""
-        return float(self.metadata.get("threshold", 0.5))
+        return self.description.threshold
 
     @property
     def takes_conditions(self) -> bool:
         """True when the network takes imaging conditions (Cs, defocus) besides the image."""
-        return takes_conditions(self.metadata)
+        return self.description.takes_conditions
 
     @property
     def classes(self) -> list[str]:
         """Names of the output maps."""
-        return list(self.metadata.get("classes", ["column"]))
+        return list(self.description.classes)
 
     @property
     def counts(self) -> bool:
         """True when the network also estimates the atoms along the beam of each column."""
-        return bool(self.metadata.get("architecture", {}).get("counts", 0))
+        return self.description.counts
 
 
-def takes_conditions(metadata: dict) -> bool:
-    """True when a model's metadata says its network takes imaging conditions (Cs, defocus)."""
-    return bool(metadata.get("architecture", {}).get("conditions", 0))
+def takes_conditions(model: ModelDescription | Mapping[str, Any]) -> bool:
+    """True when a model's network takes imaging conditions (Cs, defocus) besides the image."""
+    return describe(model).takes_conditions
 
 
 def _sha256(path: Path) -> str:
@@ -265,67 +274,15 @@ def _fetched(entry: ModelEntry) -> tuple[Path, str]:
     return path, _sha256(path)
 
 
-def _architecture_keys() -> set[str]:
-    """The keys an ``architecture`` may have: the arguments of :class:`~.unet.UNet`."""
-    import inspect
-
-    from .unet import UNet
-
-    return set(inspect.signature(UNet.__init__).parameters) - {"self"}
-
-
-def _checked_metadata(path: Path, metadata: Any) -> dict:
-    """The metadata of a weights file, refused in words when a network cannot be built from it.
+def read_description(path: str | os.PathLike) -> ModelDescription:
+    """The checked description of a weights file (see :meth:`ModelDescription.from_metadata`).
 
     Raises
     ------
     TEMAtomsError
-        Naming the file and what is missing or wrong: the ``architecture`` (absent, not a
-        table, unknown keys, values that are not whole numbers), ``sampling`` (not a number
-        above 0), ``classes`` (not a list of names) or ``threshold`` (not between 0 and 1).
+        Not a napari-tem-atoms weights file, or metadata a network cannot be built from,
+        naming the file and what is wrong.
     """
-    def refuse(problem: str) -> TEMAtomsError:
-        return TEMAtomsError(f"{path}: {problem}; these weights cannot be used")
-
-    def is_number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    if not isinstance(metadata, dict):
-        raise refuse("its napari_tem_atoms metadata is not a table of settings")
-    architecture = metadata.get("architecture")
-    if not isinstance(architecture, dict):
-        raise refuse("its metadata has no 'architecture' (the network's layer settings)"
-                     if architecture is None else "its metadata's 'architecture' is not a table")
-    known = _architecture_keys()
-    unknown = sorted(set(architecture) - known)
-    if unknown:
-        raise refuse(f"its architecture has settings this version does not know: "
-                     f"{', '.join(unknown)} (known: {', '.join(sorted(known))}); a newer "
-                     "napari-tem-atoms may read it")
-    wrong = sorted(key for key, value in architecture.items()
-                   if not isinstance(value, int) or isinstance(value, bool) or value < 0)
-    if wrong:
-        said = ", ".join(f"{key} = {architecture[key]!r}" for key in wrong)
-        raise refuse(f"in its architecture, {said}: not a whole number of 0 or more")
-    sampling = metadata.get("sampling")
-    if sampling is None:
-        raise refuse("its metadata has no 'sampling' (the pixel size the network expects, Å/px)")
-    if not is_number(sampling) or not math.isfinite(sampling) or sampling <= 0:
-        raise refuse(f"its metadata's 'sampling' (the pixel size the network expects, Å/px) is "
-                     f"{sampling!r}, not a number above 0")
-    classes = metadata.get("classes", ["column"])
-    if not isinstance(classes, list) or not classes or not all(
-            isinstance(name, str) for name in classes):
-        raise refuse(f"its metadata's 'classes' is {classes!r}, not a list of names")
-    threshold = metadata.get("threshold", 0.5)
-    if not is_number(threshold) or not 0 <= threshold <= 1:
-        raise refuse(f"its metadata's 'threshold' is {threshold!r}, not a confidence between "
-                     "0 and 1")
-    return metadata
-
-
-def _read_metadata(path: Path) -> dict:
-    """The checked napari-tem-atoms metadata of a weights file (see :func:`_checked_metadata`)."""
     from safetensors import safe_open
 
     try:
@@ -333,11 +290,11 @@ def _read_metadata(path: Path) -> dict:
             metadata = json.loads(handle.metadata()["napari_tem_atoms"])
     except Exception as exc:  # damaged file, wrong format, missing metadata
         raise TEMAtomsError(f"{path}: not a napari-tem-atoms weights file ({exc})") from exc
-    return _checked_metadata(path, metadata)
+    return ModelDescription.from_metadata(metadata, str(path))
 
 
-def model_metadata(model: str | os.PathLike) -> dict:
-    """The metadata of a model's weights (sampling, threshold, training), without loading them.
+def model_description(model: str | os.PathLike) -> ModelDescription:
+    """What a model's weights say about it (sampling, threshold, training), without loading them.
 
     Raises
     ------
@@ -346,7 +303,18 @@ def model_metadata(model: str | os.PathLike) -> dict:
         and what is wrong.
     """
     path, _ = model_path(model)
-    return _read_metadata(path)
+    return read_description(path)
+
+
+def model_metadata(model: str | os.PathLike) -> dict:
+    """The metadata table of a model's weights, as stored (:func:`model_description` types it).
+
+    Raises
+    ------
+    TEMAtomsError
+        As :func:`model_description`.
+    """
+    return dict(model_description(model).metadata)
 
 
 def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None,
@@ -384,14 +352,13 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None,
     precision = resolve_precision(precision, device)
     engine = resolve_engine(engine, device)
     threads = use_allowed_cores()
-    metadata = _read_metadata(path)
+    description = read_description(path)
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # damaged file, wrong format
         raise TEMAtomsError(f"{path}: not a napari-tem-atoms weights file ({exc})") from exc
-    architecture = metadata["architecture"]
     try:
-        network = UNet(**architecture)
+        network = UNet(**description.architecture)
     except ValueError as exc:  # check_architecture: too few channels or poolings
         raise TEMAtomsError(f"{path}: its architecture cannot be built ({exc})") from None
     try:
@@ -404,10 +371,10 @@ def load_model(model: str | os.PathLike = "au-hrtem", device: str | None = None,
     # predict_heatmap feeds channels-last tiles; weights in the same layout spare oneDNN a
     # reorder per convolution: a 768² tile takes 0.17 s instead of 0.36 s on 2 cores.
     prepare_for_inference(network.eval()).to(device, memory_format=torch.channels_last)
-    runner = make_engine(network, device, precision, engine, digest,
-                         int(architecture.get("conditions", 0)), threads)
-    return LoadedModel(network=network, metadata=metadata, device=device, name=os.fspath(model),
-                       sha256=digest, precision=precision, engine=runner)
+    runner = make_engine(network, device, precision, engine, digest, description.n_conditions,
+                         threads)
+    return LoadedModel(network=network, description=description, device=device,
+                       name=os.fspath(model), sha256=digest, precision=precision, engine=runner)
 
 
 def _checked_device(device: str | None) -> str:
@@ -439,11 +406,14 @@ def load_cached_model(model: str | os.PathLike = "au-hrtem", device: str | None 
     return _LOADED[key]
 
 
-def save_model(path: str | os.PathLike, network: Any, metadata: dict) -> str:
+def save_model(path: str | os.PathLike, network: Any,
+               metadata: ModelDescription | Mapping[str, Any]) -> str:
     """Write a network's weights and metadata as safetensors; return the file's SHA-256.
 
     The network must be as trained: one prepared for inference (what :func:`load_model`
-    returns) has other layers, which a weights file cannot be loaded back into.
+    returns) has other layers, which a weights file cannot be loaded back into. The metadata
+    is stored with the current ``format_version``
+    (:data:`~napari_tem_atoms.models.description.FORMAT_VERSION`).
     """
     from safetensors.torch import save_file
 
@@ -455,7 +425,11 @@ def save_model(path: str | os.PathLike, network: Any, metadata: dict) -> str:
     path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     temporary = path.with_name(f".{path.name}.part")
-    save_file(state, str(temporary), metadata={"napari_tem_atoms": json.dumps(metadata)})
+    # As given (a load refuses what cannot be used), with the format version it is written in.
+    stored = (metadata.to_metadata() if isinstance(metadata, ModelDescription)
+              else {**metadata, "format_version": metadata.get("format_version",
+                                                               FORMAT_VERSION)})
+    save_file(state, str(temporary), metadata={"napari_tem_atoms": json.dumps(stored)})
     temporary.chmod(0o644)
     temporary.replace(path)
     return _sha256(path)

@@ -24,8 +24,9 @@ import pandas as pd
 from .columns import column_labels, project_columns
 from .exit_waves import ExitWaveConfig, _configure_abtem, _multislice
 from .microscope import MicroscopeSettings, form_image, shift_waves
+from .structures import GOLD_LATTICE_CONSTANT
 
-__all__ = ["DIFFUSION_REGIMES", "DiffusionVideo", "simulate_adatom_video",
+__all__ = ["DIFFUSION_REGIMES", "DiffusionVideo", "outline_columns", "simulate_adatom_video",
            "simulate_diffusion_video"]
 
 #: Leaving rates per frame of adatoms on facets, by regime; at edges and corners twice that.
@@ -125,7 +126,7 @@ def simulate_adatom_video(
     """
     from scipy.spatial import cKDTree
 
-    from .structures import GOLD_LATTICE_CONSTANT, add_adatoms
+    from .structures import add_adatoms
 
     if regime not in DIFFUSION_REGIMES:
         raise ValueError(f"regime must be one of {', '.join(DIFFUSION_REGIMES)}")
@@ -166,6 +167,34 @@ def simulate_adatom_video(
     return _render(atoms, labels, columns, present, is_adatom_column, rate_off, rate_on, kind,
                    n_frames, dose, sampling, drift_per_frame, microscope, rng,
                    defocus_jitter=defocus_jitter)
+
+
+def outline_columns(positions: np.ndarray,
+                    lattice_constant: float = GOLD_LATTICE_CONSTANT) -> np.ndarray:
+    """Which columns of an fcc particle seen along [110] lie on its outline (the truth).
+
+    Along [110] the columns of an fcc crystal form a centred rectangular lattice: every
+    column inside the particle has six neighbouring columns within a/√2 (four {111} neighbours
+    at a√(3/8) and two at a/√2). A column with fewer lies on the outline: these are the
+    surface columns that come and go. Geometry alone, not the analysis the videos validate.
+
+    Parameters
+    ----------
+    positions : numpy.ndarray
+        (N, 2) projected column positions [Å].
+    lattice_constant : float, optional
+        The fcc lattice constant a [Å].
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) bool.
+    """
+    from scipy.spatial import cKDTree
+
+    reach = 1.05 * lattice_constant / math.sqrt(2)  # a little over a/√2: rounding
+    neighbours = cKDTree(positions).query_ball_point(positions, reach, return_length=True)
+    return np.asarray(neighbours) - 1 < 6  # each column finds itself
 
 
 def _markov_presence(rng: np.random.Generator, n_frames: int, switching: np.ndarray,
@@ -278,10 +307,7 @@ def simulate_diffusion_video(
     labels = column_labels(atoms.positions)
     columns = project_columns(atoms.positions)  # (y, x, n) [Å], rows indexed by label
 
-    from ..analysis.occupancy import edge_distances
-
-    distance, spacing = edge_distances(columns[:, :2])
-    surface = distance < 0.5 * spacing
+    surface = outline_columns(columns[:, :2])
     n_sites = len(columns)
     occupancy = np.where(surface, rng.uniform(*occupancy_range, n_sites), 1.0)
     rate_off = np.where(surface, rng.uniform(*switch_range, n_sites), 0.0)

@@ -5,7 +5,7 @@ Aberrations, partial coherence, detector MTF, blur, sampling, contrast and shot 
 Conventions follow abTEM: arrays here are (y, x) images (abTEM's are (x, y)-indexed and are
 transposed when stored); ``defocus`` is ``-C10`` (a positive defocus is underfocus), so for a
 positive Cs the Scherzer defocus is positive and for negative-Cs imaging (bright atoms,
-overfocus) the defocus is negative. The phase error is
+overfocus) the defocus is negative. The phase error (:mod:`napari_tem_atoms.optics`) is
 
     χ(α, φ) = 2π/λ [½ α² (C10 + C12 cos 2(φ − φ12)) + ¼ α⁴ Cs],   α = λk,
 
@@ -25,15 +25,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import fft as sp_fft
 
+from .. import optics
+from ..optics import wavelength
+
 __all__ = ["MicroscopeEnvelope", "MicroscopeSettings", "expected_image", "form_image",
            "fourier_resample", "phase_error", "shift_waves", "wavelength"]
-
-
-def wavelength(energy: float) -> float:
-    """Relativistic electron wavelength [Å] at `energy` [eV]."""
-    m0c2 = 510998.95  # electron rest energy [eV]
-    hc = 12398.419843  # [eV Å]
-    return hc / np.sqrt(energy * (2 * m0c2 + energy))
 
 
 @dataclass(frozen=True)
@@ -150,20 +146,12 @@ def _frequencies(shape: tuple[int, int], sampling: float) -> tuple[np.ndarray, n
 
 
 def phase_error(ky: np.ndarray, kx: np.ndarray, settings: MicroscopeSettings) -> np.ndarray:
-    """The aberration phase χ [rad] at spatial frequencies (`ky`, `kx`) [1/Å].
+    """The aberration phase χ [rad] of `settings` at spatial frequencies (`ky`, `kx`) [1/Å].
 
-    The formula is the module's; a weak phase object's reflection at k is transferred to the
-    image as sin χ(k), so where it is near zero the image holds little of that reflection.
+    :func:`napari_tem_atoms.optics.phase_error` with this microscope's aberrations.
     """
-    lam = wavelength(settings.energy)
-    alpha2 = lam**2 * (kx**2 + ky**2)
-    phi = np.arctan2(ky, kx)
-    c10 = -settings.defocus
-    return 2 * np.pi / lam * (
-        0.5 * alpha2 * (c10 + settings.astigmatism
-                        * np.cos(2 * (phi - settings.astigmatism_angle)))
-        + 0.25 * alpha2**2 * settings.cs
-    )
+    return optics.phase_error(ky, kx, settings.energy, settings.defocus, settings.cs,
+                              settings.astigmatism, settings.astigmatism_angle)
 
 
 def transfer_function(shape: tuple[int, int], sampling: float, settings: MicroscopeSettings,

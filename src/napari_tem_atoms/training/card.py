@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["HAND_WRITTEN_END", "HAND_WRITTEN_START", "keep_hand_written", "model_card"]
+from ..models.description import ModelDescription, describe
+
+__all__ = ["HAND_WRITTEN_END", "HAND_WRITTEN_START", "keep_hand_written", "model_card",
+           "write_model_card", "write_species_card"]
 
 #: Markers around a card's hand-written sections (what each training stage changed and
 #: measured), which a regenerated card keeps.
@@ -21,15 +23,15 @@ def _range(values: Any, scale: float = 1.0, unit: str = "") -> str:
     return f"{low * scale:g} … {high * scale:g}{(' ' + unit) if unit else ''}"
 
 
-def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
+def model_card(model: ModelDescription | dict, sha256: str, scores: pd.DataFrame | None = None,
                plot: str | None = None, validation: dict | None = None,
                extra: str = "", stages: list[tuple[str, str]] | None = None) -> str:
     """Render the model card of a trained model.
 
     Parameters
     ----------
-    metadata : dict
-        The metadata stored in the weights (architecture, sampling, training summary).
+    model : ModelDescription or dict
+        What the weights say (architecture, sampling, training summary), or their metadata.
     sha256 : str
         SHA-256 of the weights file.
     scores : pandas.DataFrame, optional
@@ -44,35 +46,35 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
         (configuration file, output folder) of every training stage, first to last, when the
         weights were made by a chain of runs (see :func:`training_stages`).
     """
-    training = metadata["training"]
-    context = metadata["architecture"].get("context", 0)
-    refine = metadata["architecture"].get("refine", 0)
-    field_px = _receptive_field(metadata["architecture"])
+    model = describe(model)
+    training = model.training
+    context = model.architecture.get("context", 0)
+    refine = model.architecture.get("refine", 0)
+    field_px = _receptive_field(model.architecture)
     envelope = training["envelope"]
     waves = training["exit_waves"]
     data = training["data"]
     lines = [
-        f"# Model card: `{metadata['name']}`",
+        f"# Model card: `{model.name}`",
         "",
-        metadata["description"] + ".",
+        model.description + ".",
         "",
         "| | |",
         "|---|---|",
-        f"| Weights | `{metadata['name']}.safetensors`, SHA-256 `{sha256}` |",
+        f"| Weights | `{model.name}.safetensors`, SHA-256 `{sha256}` |",
         f"| Network | U-Net, {training['parameters']:,} parameters, "
-        f"{metadata['architecture']['base_channels']} base channels, depth "
-        f"{metadata['architecture']['depth']}"
+        f"{model.architecture['base_channels']} base channels, depth "
+        f"{model.architecture['depth']}"
         + (f", {context} dilated context blocks after the bottleneck (receptive field "
-           f"{field_px} px = {field_px * metadata['sampling']:.0f} Å)" if context else "")
+           f"{field_px} px = {field_px * model.sampling:.0f} Å)" if context else "")
         + (f", {refine} residual block{'s' if refine > 1 else ''} more in the half-resolution "
            "encoder and decoder" if refine else "")
         + ", fully convolutional |",
-        f"| Input | one image rescaled to {metadata['sampling']} Å/px, "
-        f"{metadata['normalisation']} |",
-        *([_conditions_row(metadata["conditions"], training)]
-          if metadata.get("conditions") else []),
-        f"| Output | {', '.join(metadata['classes'])} probability map; columns are its peaks |",
-        f"| Default threshold | {metadata.get('threshold', 0.5)} (best F1 on held-out validation "
+        f"| Input | one image rescaled to {model.sampling} Å/px, "
+        f"{model.normalisation} |",
+        *([_conditions_row(model.conditions, training)] if model.conditions else []),
+        f"| Output | {', '.join(model.classes)} probability map; columns are its peaks |",
+        f"| Default threshold | {model.threshold} (best F1 on held-out validation "
         "images; `--threshold` overrides it) |",
         f"| Training | {training['steps']:,} steps × {training['batch_size']} patches of "
         f"{training['patch_size']}² px = {training['samples_seen']:,} images, never the same "
@@ -175,7 +177,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
                 *_score_table(told),
                 "",
             ]
-        lines += _window_section(scores, metadata)
+        lines += _window_section(scores, model)
         if plot:
             lines += [f"![F1 and RMSE against dose]({plot})", ""]
         lines += _targets(network, peer)
@@ -183,7 +185,7 @@ def model_card(metadata: dict, sha256: str, scores: pd.DataFrame | None = None,
             lines += ["Told the imaging conditions: " + "; ".join(
                 f"F1 {told.loc[dose, 'f1']:.3f} at {dose:g} e/Å²" for dose in (100, 1000)
                 if dose in told.index) + ".", ""]
-    lines += _reproduce(metadata, stages)
+    lines += _reproduce(model, stages)
     if extra:
         lines += [extra.rstrip(), ""]
     return "\n".join(lines)
@@ -231,10 +233,12 @@ def _receptive_field(architecture: dict) -> int:
     return 1 + levels + bottleneck + context + refine
 
 
-def _reproduce(metadata: dict, stages: list[tuple[str, str]] | None = None) -> list[str]:
+def _reproduce(model: ModelDescription | dict, stages: list[tuple[str, str]] | None = None
+               ) -> list[str]:
     """The commands that make these weights, from the configuration files in the repo."""
-    name = metadata["name"]
-    init_from = metadata["training"].get("init_from")
+    model = describe(model)
+    name = model.name
+    init_from = model.training.get("init_from")
     if not stages:  # one run, or the two-stage layout of the configs folder
         stages = ([(f"configs/{name}-stage1.toml", "run")] if init_from else [])
         stages.append((f"configs/{name}.toml", "finetune" if init_from else "run"))
@@ -282,13 +286,13 @@ def training_stages(config: str | Path) -> list[tuple[str, str]]:
     return chain
 
 
-def _window_section(scores: pd.DataFrame, metadata: dict) -> list[str]:
+def _window_section(scores: pd.DataFrame, model: ModelDescription) -> list[str]:
     """The table of the images whose microscope transfers the lattice (if scored)."""
     from ..analysis.transfer import MINIMUM_TRANSFER, model_optics
     from .evaluate import IN_WINDOW
 
     window = scores[scores.method == IN_WINDOW].set_index("dose")
-    optics = model_optics(metadata)
+    optics = model_optics(model)
     if window.empty or optics is None:
         return []
     names = " and ".join(f"{name} ({spacing:.2f} Å)"
@@ -349,12 +353,11 @@ def _targets(network: pd.DataFrame, peer: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
-def metadata_of(weights: str | Path) -> dict:
-    """The metadata stored in a safetensors weights file."""
-    from safetensors import safe_open
+def metadata_of(weights: str | Path) -> ModelDescription:
+    """What a safetensors weights file says about its model (checked, typed)."""
+    from ..models import read_description
 
-    with safe_open(str(weights), framework="pt") as handle:
-        return json.loads(handle.metadata()["napari_tem_atoms"])
+    return read_description(weights)
 
 
 def keep_hand_written(card: str, previous: str | Path) -> str:
@@ -376,3 +379,65 @@ def keep_hand_written(card: str, previous: str | Path) -> str:
     if speed < 0:
         return card.rstrip("\n") + "\n\n" + block.rstrip("\n") + "\n"
     return card[:speed + 1] + block + card[speed + 1:]
+
+
+def write_model_card(card: str | Path, model: str, scores: pd.DataFrame, images: int,
+                     speed: pd.DataFrame | None = None, plot: str | Path | None = None,
+                     config: str | Path | None = None) -> Path:
+    """Write the model card of a column model, keeping the hand-written sections of the last.
+
+    Parameters
+    ----------
+    card : str or Path
+        The Markdown file (written atomically).
+    model : str
+        Registered model name or ``.safetensors`` file.
+    scores : pandas.DataFrame
+        Output of :func:`~napari_tem_atoms.training.evaluate.evaluate`.
+    images : int
+        Images scored per dose.
+    speed : pandas.DataFrame, optional
+        Output of :func:`~napari_tem_atoms.training.speed.measure_speed`: the card's speed
+        section and the verdict on the project's speed target.
+    plot : str or Path, optional
+        The F1/RMSE plot, linked relative to the card.
+    config : str or Path, optional
+        The training configuration: the card's Reproduce section follows its stages.
+    """
+    import os
+
+    from ..io._atomic import atomic_write
+    from ..models import model_path, read_description
+    from .speed import speed_section
+
+    card = Path(card)
+    weights, digest = model_path(model)
+    scores.attrs["images_per_dose"] = images
+    link = os.path.relpath(plot, card.parent) if plot else None
+    stages = training_stages(config) if config else None
+    extra = speed_section(speed) if speed is not None else ""
+    text = keep_hand_written(model_card(read_description(weights), digest, scores=scores,
+                                        plot=link, extra=extra, stages=stages), card)
+    with atomic_write(card, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    return card
+
+
+def write_species_card(card: str | Path, model: str, scores: pd.DataFrame, images: int
+                       ) -> Path:
+    """Write the model card of a species model, keeping the hand-written sections of the last.
+
+    `scores` is the output of :func:`~napari_tem_atoms.training.species.evaluate_species`
+    (`images` series per dose).
+    """
+    from ..io._atomic import atomic_write
+    from ..models import model_path, read_description
+    from .species import species_card
+
+    card = Path(card)
+    weights, digest = model_path(model)
+    text = keep_hand_written(species_card(read_description(weights), digest, scores, images),
+                             card)
+    with atomic_write(card, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    return card

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, TEMFileError
 from ..simulation.exit_waves import ExitWaveConfig
 from ..simulation.microscope import MicroscopeEnvelope
 from .data import ConditionDraw, HardRegime, total_fraction
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "load_config"]
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "config_task", "load_config",
+           "read_toml"]
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,39 @@ def _update(instance: Any, values: dict, section: str) -> Any:
     known = {f.name for f in fields(instance)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"[{section}] has unknown keys: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"[{section}] has unknown keys: {', '.join(sorted(unknown))}")
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return replace(instance, **converted)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML configuration file.
+
+    Raises
+    ------
+    TEMFileError
+        The file cannot be read.
+    ConfigError
+        It is not valid TOML (the message names the file and the line).
+    """
+    try:
+        with open(path, "rb") as stream:
+            return tomllib.load(stream)
+    except OSError as exc:
+        raise TEMFileError(path, f"cannot read the configuration ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
+
+
+def config_task(path: str | Path) -> str:
+    """What a training configuration trains: its top-level ``task`` (default ``"columns"``).
+
+    Raises
+    ------
+    TEMFileError, ConfigError
+        As :func:`read_toml`.
+    """
+    return str(read_toml(path).get("task", "columns"))
 
 
 def load_config(path: str | Path) -> TrainingRun:
@@ -131,13 +163,14 @@ def load_config(path: str | Path) -> TrainingRun:
 
     Raises
     ------
-    ValueError
+    ConfigError
         An unknown section or key, or a hard regime that is incomplete or out of range; the
-        message names the file.
+        message names the file (a ``ValueError`` too).
+    TEMFileError
+        The file cannot be read.
     """
     path = Path(path)
-    with open(path, "rb") as stream:
-        raw = tomllib.load(stream)
+    raw = read_toml(path)
     run = TrainingRun()
     sections = {"data": run.data, "model": run.model, "train": run.train,
                 "exit_waves": run.exit_waves, "envelope": run.envelope,
@@ -149,16 +182,16 @@ def load_config(path: str | Path) -> TrainingRun:
     except ValueError as error:
         hint = (" (the hard_* keys are now [[data.hard_regimes]] tables: zone_axis, defocus, "
                 "fraction)" if "hard_" in str(error) else "")
-        raise ValueError(f"{path}: {error}{hint}") from None
+        raise ConfigError(f"{path}: {error}{hint}") from None
     if has_conditions and not updated["model"].conditions:
-        raise ValueError(f"{path}: [conditions] applies only to a network with condition "
+        raise ConfigError(f"{path}: [conditions] applies only to a network with condition "
                          "inputs: set conditions = true in [model], or remove the section")
     model = updated["model"]
     if model.crystal:
         from ..analysis.transfer import CRYSTAL_REFLECTIONS
 
         if model.crystal not in CRYSTAL_REFLECTIONS:
-            raise ValueError(f"{path}: [model] crystal = {model.crystal!r} is not one of "
+            raise ConfigError(f"{path}: [model] crystal = {model.crystal!r} is not one of "
                              f"{', '.join(map(repr, CRYSTAL_REFLECTIONS))} (or leave it out)")
     from ..models.unet import check_architecture
 
@@ -166,22 +199,22 @@ def load_config(path: str | Path) -> TrainingRun:
         check_architecture(base_channels=model.base_channels, depth=model.depth,
                            context=model.context, refine=model.refine)
     except ValueError as error:
-        raise ValueError(f"{path}: [model] {error}") from None
+        raise ConfigError(f"{path}: [model] {error}") from None
     from ..models.runtime import PRECISIONS
 
     if updated["train"].precision not in PRECISIONS:
-        raise ValueError(f"{path}: [train] precision = {updated['train'].precision!r} is not "
+        raise ConfigError(f"{path}: [train] precision = {updated['train'].precision!r} is not "
                          f"one of {', '.join(map(repr, PRECISIONS))}")
     output = raw.pop("output", run.output)
     if raw:
-        raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
+        raise ConfigError(f"{path}: unknown settings {', '.join(sorted(raw))}")
     base = path.parent
     data = updated["data"]
     try:
         regimes = tuple(HardRegime.from_dict(dict(regime)) for regime in data.hard_regimes)
         total_fraction(regimes)
     except (TypeError, ValueError) as error:  # a missing or unknown key, a bad range or share
-        raise ValueError(f"{path}: [[data.hard_regimes]]: {error}") from None
+        raise ConfigError(f"{path}: [[data.hard_regimes]]: {error}") from None
     data = replace(data, folder=str((base / data.folder).resolve()), hard_regimes=regimes)
     train = updated["train"]
     if train.init_from:

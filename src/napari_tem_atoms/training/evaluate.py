@@ -194,7 +194,7 @@ def evaluate(
     envelope = envelope or MicroscopeEnvelope()
     loaded = load_model(model)
     maker = SampleMaker(particles, carbons, loaded.sampling, envelope, support_probability)
-    optics = model_optics(loaded.metadata)
+    optics = model_optics(loaded.description)
     rows = []
     for dose in doses:
         images = _images(maker, envelope, dose, images_per_dose, seed)

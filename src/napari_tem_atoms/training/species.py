@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import pandas as pd
 
 from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..analysis.species import species_from_heatmaps
+from ..errors import ConfigError
+from ..models.description import ModelDescription, describe
 from ..simulation.microscope import (
     MicroscopeEnvelope,
     MicroscopeSettings,
@@ -29,7 +30,7 @@ from ..simulation.microscope import (
     shift_waves,
 )
 from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
-from .config import TrainConfig, _update
+from .config import TrainConfig, _update, read_toml
 from .data import column_targets, random_patch
 from .metrics import MatchCounts, match_columns
 from .train import CHECKPOINT_FILE, _batches, network_maps, optimise, resume, training_runtime
@@ -97,9 +98,16 @@ class SpeciesRun:
 def load_species_config(path: str | Path) -> SpeciesRun:
     """Read a species training configuration (``task = "species"``); folders relative to it."""
     path = Path(path)
-    with open(path, "rb") as stream:
-        raw = tomllib.load(stream)
+    raw = read_toml(path)
     raw.pop("task", None)
+    try:
+        return _species_run(path, raw)
+    except ConfigError as exc:
+        said = str(exc)
+        raise ConfigError(said if said.startswith(f"{path}:") else f"{path}: {said}") from None
+
+
+def _species_run(path: Path, raw: dict[str, Any]) -> SpeciesRun:
     run = SpeciesRun()
     microscope = _update(run.envelope.microscope, raw.pop("microscope", {}), "microscope")
     envelope = _update(replace(run.envelope, microscope=microscope), raw.pop("envelope", {}),
@@ -108,12 +116,12 @@ def load_species_config(path: str | Path) -> SpeciesRun:
     model = _update(run.model, raw.pop("model", {}), "model")
     train = _update(run.train, raw.pop("train", {}), "train")
     if train.init_from:
-        raise ValueError("[train] init_from is for column detectors; species models train "
+        raise ConfigError("[train] init_from is for column detectors; species models train "
                          "from scratch")
     mos2 = _update(run.mos2, raw.pop("mos2", {}), "mos2")
     output = raw.pop("output", run.output)
     if raw:
-        raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
+        raise ConfigError(f"{path}: unknown settings {', '.join(sorted(raw))}")
     data = replace(data, folder=str((path.parent / data.folder).resolve()))
     return SpeciesRun(output=str((path.parent / output).resolve()), data=data, model=model,
                       train=train, mos2=mos2, envelope=envelope)
@@ -341,8 +349,8 @@ def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: in
             loaded = load_cached_model(name, "cpu")
             totals = {k: MatchCounts() for k in (*SPECIES, "all")}
             for sample in samples:
-                channels = loaded.metadata["architecture"]["in_channels"]
-                inputs = sample.images if channels == 3 else sample.images[1:2]
+                inputs = (sample.images if loaded.description.in_channels == 3
+                          else sample.images[1:2])
                 maps = network_maps(loaded.network, inputs, loaded.precision == "bf16")
                 positions, classes, _ = species_from_heatmaps(maps, loaded.threshold,
                                                               run.model.sampling)
@@ -357,9 +365,11 @@ def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: in
     return pd.DataFrame(rows)
 
 
-def species_card(metadata: dict, sha256: str, scores: pd.DataFrame, images: int) -> str:
+def species_card(model: ModelDescription | dict, sha256: str, scores: pd.DataFrame,
+                 images: int) -> str:
     """The model card of a species model: how it was made, what it scores, the ablation."""
-    training = metadata["training"]
+    model = describe(model)
+    training = model.training
     envelope = training["envelope"]
     microscope = envelope["microscope"]
     mos2 = training["data"]["mos2"]
@@ -369,17 +379,17 @@ def species_card(metadata: dict, sha256: str, scores: pd.DataFrame, images: int)
         return f"{low:g} to {high:g}{unit}"
 
     lines = [
-        f"# Model card: `{metadata['name']}`", "",
-        metadata["description"] + ".", "",
-        f"- Weights: `{metadata['name']}.safetensors`, SHA-256 `{sha256}`, bundled with the "
+        f"# Model card: `{model.name}`", "",
+        model.description + ".", "",
+        f"- Weights: `{model.name}.safetensors`, SHA-256 `{sha256}`, bundled with the "
         "package, loaded without pickle.",
-        f"- Input: {metadata['inputs']}; each image rescaled to {metadata['sampling']} Å/px and "
-        f"normalised on its own. Output: one map per class ({', '.join(metadata['classes'])}); "
+        f"- Input: {model.inputs}; each image rescaled to {model.sampling} Å/px and "
+        f"normalised on its own. Output: one map per class ({', '.join(model.classes)}); "
         "a column is a peak of their maximum, its species the highest map there.",
         f"- Network: U-Net, {training['parameters']:,} parameters "
-        f"({metadata['architecture']['in_channels']} input channels, "
-        f"{metadata['architecture']['base_channels']} base channels, depth "
-        f"{metadata['architecture']['depth']}); default threshold {metadata['threshold']} (best "
+        f"({model.architecture['in_channels']} input channels, "
+        f"{model.architecture['base_channels']} base channels, depth "
+        f"{model.architecture['depth']}); default threshold {model.threshold} (best "
         "species F1 on the validation series).",
         "- Reproduce: `tem-atoms train configs/mos2-focal.toml` (and "
         "`configs/mos2-single.toml` for the ablation), then `tem-atoms evaluate --config "

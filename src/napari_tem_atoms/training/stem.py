@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.detect import MIN_COLUMN_DISTANCE, find_peaks, normalise_image, rescale_to_sampling
+from ..errors import ConfigError
 from ..simulation.stem import (
     HELD_OUT_STRUCTURES,
     IGNORED_FRACTION,
@@ -32,7 +32,7 @@ from ..simulation.stem import (
     render_stem_image,
     structure_pool,
 )
-from .config import ModelConfig, TrainConfig, _update
+from .config import ModelConfig, TrainConfig, _update, read_toml
 from .data import Sample, column_targets, random_patch
 from .metrics import MatchCounts, match_columns
 
@@ -68,12 +68,13 @@ class StemRun:
 
 
 def load_stem_config(path: str | Path) -> StemRun:
-    """Read a STEM training configuration (``task``, ``output``, ``[model]``, ``[train]``,
-    ``[stem]``, ``[envelope]``); relative folders are relative to the file.
+    """Read a STEM training configuration; keys left out keep their defaults.
+
+    Sections: ``task``, ``output``, ``[model]``, ``[train]``, ``[stem]``, ``[envelope]``;
+    relative folders are relative to the file.
     """
     path = Path(path)
-    with open(path, "rb") as stream:
-        raw = tomllib.load(stream)
+    raw = read_toml(path)
     run = StemRun()
     try:
         model = _update(run.model, raw.pop("model", {}), "model")
@@ -81,12 +82,12 @@ def load_stem_config(path: str | Path) -> StemRun:
         stem = _update(run.stem, raw.pop("stem", {}), "stem")
         envelope = _update(run.envelope, raw.pop("envelope", {}), "envelope")
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise ConfigError(f"{path}: {error}") from None
     output = raw.pop("output", run.output)
     if raw.pop("task", "stem-columns") != "stem-columns":
-        raise ValueError(f"{path}: not a stem-columns configuration")
+        raise ConfigError(f"{path}: not a stem-columns configuration")
     if raw:
-        raise ValueError(f"{path}: unknown settings {', '.join(sorted(raw))}")
+        raise ConfigError(f"{path}: unknown settings {', '.join(sorted(raw))}")
     envelope = replace(envelope, abf_fraction=stem.abf_fraction)
     if train.init_from:
         train = replace(train, init_from=str((path.parent / train.init_from).resolve()))
@@ -138,7 +139,7 @@ class StemSampleMaker:
             structure_index = int(group[rng.integers(len(group))])
         structure = self.structures[structure_index]
         settings = settings or self.envelope.draw(rng)
-        n = int(round(field_of_view / settings.sampling))
+        n = round(field_of_view / settings.sampling)
         offset = (0.0, 0.0)
         if structure.spec.kind == "particle":
             offset = tuple(rng.uniform(-0.35, 0.35, 2) * field_of_view)
