@@ -313,22 +313,37 @@ def test_info_shows_the_mode(hyperspy_files, capsys):
     assert "  mode: HRTEM (TIA metadata: Mode 'TEM uP SA Zoom Image')" in out
 
 
-def test_detect_warns_once_per_stem_file_and_mode_overrides(hyperspy_files, tmp_path, capsys):
+def test_detect_picks_the_stem_model_for_a_stem_file_and_says_why(hyperspy_files, tmp_path,
+                                                                   capsys):
     stem = hyperspy_files / "dm3_2D_data/test_STEM_image.dm3"
     output = tmp_path / "atoms.csv"
     assert main(["detect", str(stem), "--sampling", "0.12", "-o", str(output)]) == 0
+    err = capsys.readouterr().err
+    assert f"{stem}: stem-columns: STEM-HAADF image (from DM tags:" in err
+    assert "model stem-columns on cpu" in err
+    assert "trained on HRTEM images only" not in err
+
+
+def test_detect_warns_once_per_stem_file_given_an_hrtem_model(hyperspy_files, tmp_path,
+                                                              capsys):
+    stem = hyperspy_files / "dm3_2D_data/test_STEM_image.dm3"
+    output = tmp_path / "atoms.csv"
+    assert main(["detect", str(stem), "--sampling", "0.12", "--model", "au-hrtem",
+                 "-o", str(output)]) == 0
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "trained on HRTEM images only" in line]
     assert len(lines) == 1
     assert lines[0].startswith(f"warning: {stem}: this is a STEM-HAADF image (from DM tags:")
     assert "model au-hrtem" in lines[0]
+    # The user says it is HRTEM: au-hrtem is picked, and nothing is warned.
     assert main(["detect", str(stem), "--sampling", "0.12", "--mode", "hrtem",
                  "-o", str(output)]) == 0
-    assert "trained on HRTEM images only" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "trained on HRTEM images only" not in err and "model au-hrtem on" in err
     array = tmp_path / "image.npy"
     np.save(array, np.asarray(read_images(stem)[0].data, dtype=np.float32))
     assert main(["detect", str(array), "--sampling", "0.12", "--mode", "stem-bf",
-                 "-o", str(output)]) == 0
+                 "--model", "au-hrtem", "-o", str(output)]) == 0
     assert "STEM-BF image (set by the user (--mode))" in capsys.readouterr().err
 
 

@@ -81,6 +81,13 @@ REGISTRY: dict[str, ModelEntry] = {
         sha256="ffda09f053320762a618d7017e47d9c787f6939c5d2e90899a13dbf0d39c0ac7",
         crystal="gold",
     ),
+    "stem-columns": ModelEntry(
+        name="stem-columns",
+        description="Atomic columns in STEM images: HAADF/ADF (bright) and ABF/BF (dark, "
+                    "negated before the network), any crystal",
+        filename="stem-columns.safetensors",
+        sha256="c092c50630e744dd0e6f633be2010ab0f795f2b5148c82784296ce7977a6611b",
+    ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",
         description="Mo, S2 and S1 (sulfur vacancy) columns of MoS2 from a three-image focal "

@@ -1,0 +1,164 @@
+"""STEM: the incoherent simulator, the model chosen by imaging mode, dark columns, detection."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_tem_atoms import detect_atoms
+from napari_tem_atoms.analysis.detect import DomainWarning
+from napari_tem_atoms.analysis.modes import choose_model, column_polarity, contrast_for_model
+from napari_tem_atoms.io import Calibration, TEMImage
+from napari_tem_atoms.simulation.stem import (
+    TRAINING_STRUCTURES,
+    ProjectedStructure,
+    StemEnvelope,
+    StemSettings,
+    StemStructureSpec,
+    project_structure,
+    render_stem_image,
+)
+from napari_tem_atoms.training.metrics import match_columns
+from napari_tem_atoms.training.stem import StemSampleMaker
+
+STEM_MODEL = {"dark_columns": ["STEM-ABF", "STEM-BF"]}
+
+
+def _one_column(y: float, x: float, z: int = 79) -> ProjectedStructure:
+    spec = StemStructureSpec("Au", "bulk", (0, 0, 1))
+    return ProjectedStructure(spec, np.array([[y, x]]), np.array([[10]]), np.array([z]), 5.0)
+
+
+def _quiet(settings: StemSettings) -> StemSettings:
+    """No noise, no scan distortion: the image as the optics make it."""
+    return replace(settings, dose=1e12, readout_noise=0.0, line_jitter=0.0, flyback=0.0,
+                   drift=(0.0, 0.0), line_gain=0.0, amorphous=0.0, rotation=0.0,
+                   background=0.0)
+
+
+def test_a_haadf_column_is_a_bright_peak_where_its_label_says():
+    rng = np.random.default_rng(0)
+    settings = _quiet(StemSettings(mode="HAADF", sampling=0.1, defocus=0.0, cs=0.0))
+    image, columns, visibility = render_stem_image(_one_column(0.37, -0.52), settings,
+                                                   (64, 64), rng)
+    peak = np.unravel_index(np.argmax(image), image.shape)
+    assert len(columns) == 1 and visibility[0] == pytest.approx(1.0)
+    # The field's centre is pixel 31.5; the column 0.37 Å below and 0.52 Å left of it.
+    assert columns[0] == pytest.approx([31.5 + 3.7, 31.5 - 5.2], abs=1e-6)
+    assert np.hypot(*(np.array(peak) - columns[0])) < 1.0
+    assert image[peak] > 20 * np.median(image)
+
+
+def test_an_abf_column_is_a_dark_dip():
+    rng = np.random.default_rng(0)
+    settings = _quiet(StemSettings(mode="ABF", sampling=0.1))
+    image, columns, _ = render_stem_image(_one_column(0.0, 0.0), settings, (64, 64), rng)
+    dip = np.unravel_index(np.argmin(image), image.shape)
+    assert np.hypot(*(np.array(dip) - columns[0])) < 1.0
+    assert image[dip] < 0.8 * np.median(image)
+
+
+def test_labels_follow_the_scan_distortions():
+    """With drift and a fly-back shift, each column's label is where its peak appears."""
+    rng = np.random.default_rng(3)
+    spec = StemStructureSpec("Au", "bulk", (0, 0, 1))
+    positions = np.array([[y, x] for y in (-6.0, 0.0, 6.0) for x in (-6.0, 0.0, 6.0)])
+    structure = ProjectedStructure(spec, positions, np.full((9, 1), 10), np.array([79]), 8.0)
+    settings = replace(_quiet(StemSettings(mode="HAADF", sampling=0.1)), drift=(0.004, 0.006),
+                       flyback=0.6, flyback_decay=15.0)
+    image, columns, _ = render_stem_image(structure, settings, (200, 200), rng)
+    for row, col in columns:
+        r, c = int(round(row)), int(round(col))
+        window = image[r - 4:r + 5, c - 4:c + 5]
+        peak = np.unravel_index(np.argmax(window), window.shape)
+        assert np.hypot(peak[0] - 4 + r - row, peak[1] - 4 + c - col) <= 1.0
+
+
+def test_structures_project_into_columns_of_the_right_spacing():
+    rng = np.random.default_rng(1)
+    gold = project_structure(StemStructureSpec("Au", "bulk", (0, 0, 1)), rng, half_width=10)
+    spacing = np.sort(np.linalg.norm(gold.positions - gold.positions[0], axis=1))[1]
+    assert spacing == pytest.approx(4.078 / 2, abs=0.05)  # fcc [001]: a/2
+    mos2 = project_structure(StemStructureSpec("MoS2", "monolayer", (0, 0, 1)), rng,
+                             half_width=10)
+    assert set(mos2.elements) == {16, 42}
+    assert mos2.n_atoms.max() <= 2  # Mo alone, S2 pairs (S1 where one is missing)
+
+
+def test_samples_mark_faint_columns_as_neither_target_nor_error():
+    rng = np.random.default_rng(2)
+    strontium_titanate = [s for s in TRAINING_STRUCTURES if s.name == "SrTiO3"][0]
+    maker = StemSampleMaker([project_structure(strontium_titanate, rng)], 0.15)
+    sample = maker.make(rng, replace(StemEnvelope().draw(rng, mode="HAADF"),
+                                     z_exponent=1.8, rotation=0.0))
+    visible, faint = sample.columns[:, 2] == 1, sample.columns[:, 2] == 0
+    assert visible.sum() > 0 and faint.sum() > 0  # Sr and Ti-O columns; oxygen columns
+    r, c = np.round(sample.columns[faint][0, :2]).astype(int)
+    assert sample.mask[r, c] == 0  # oxygen: out of the loss in HAADF
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("HRTEM", "au-hrtem"), ("STEM-HAADF", "stem-columns"), ("STEM-ABF", "stem-columns"),
+    ("STEM", "stem-columns"), ("unknown", "au-hrtem")])
+def test_the_model_follows_the_imaging_mode(mode, expected):
+    name, reason = choose_model(mode, "Velox metadata")
+    assert name == expected
+    assert ("not recorded" in reason) if mode == "unknown" else reason.startswith(mode)
+
+
+def _simulated(mode: str, seed: int = 0, dose: float = 1e6):
+    rng = np.random.default_rng(seed)
+    structure = project_structure(StemStructureSpec("SrTiO3", "bulk", (0, 0, 1)), rng)
+    settings = replace(StemEnvelope().draw(rng, mode=mode), sampling=0.1, dose=dose,
+                       amorphous=0.02, convergence=25.0, source_size=0.2, coma=0.0,
+                       astigmatism=0.0, defocus=0.0, z_exponent=1.7, background=0.1)
+    image, columns, visibility = render_stem_image(structure, settings, (320, 320), rng)
+    return image, columns[visibility >= 0.1], settings
+
+
+def test_polarity_of_sparse_columns_is_read_from_the_image():
+    haadf, _, settings = _simulated("HAADF")
+    abf, _, _ = _simulated("ABF")
+    assert column_polarity(haadf, settings.sampling)[0] == "bright"
+    assert column_polarity(abf, settings.sampling)[0] == "dark"
+
+
+def test_contrast_decisions_for_a_bright_column_model():
+    haadf, _, settings = _simulated("HAADF")
+    abf, _, _ = _simulated("ABF")
+    s = settings.sampling
+    assert contrast_for_model(haadf, s, "STEM-HAADF", STEM_MODEL, "m") == (False, None)
+    assert contrast_for_model(abf, s, "STEM-ABF", STEM_MODEL, "m") == (True, None)
+    negate, note = contrast_for_model(abf, s, "STEM", STEM_MODEL, "m")
+    assert negate and "taken as ABF/BF and negated" in note
+    negate, note = contrast_for_model(abf, s, "STEM-HAADF", STEM_MODEL, "m")
+    assert not negate and "look dark" in note and "--mode abf" in note
+    assert contrast_for_model(abf, s, "STEM-ABF", {}, "hrtem-model") == (False, None)
+
+
+def _stem_image(mode: str, seed: int = 0) -> tuple[TEMImage, np.ndarray, StemSettings]:
+    image, columns, settings = _simulated(mode, seed)
+    layer_mode = {"HAADF": "STEM-HAADF", "ABF": "STEM-ABF"}[mode]
+    return (TEMImage(data=image, path=Path("sim.npy"), name="sim",
+                     calibration=Calibration.uncalibrated(), file_format="NPY",
+                     imaging_mode=layer_mode, imaging_mode_source="made for the test"),
+            columns, settings)
+
+
+@pytest.mark.parametrize("mode", ["HAADF", "ABF"])
+def test_stem_columns_finds_the_columns_of_a_simulated_stem_image(mode):
+    image, columns, settings = _stem_image(mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DomainWarning)  # the right model: nothing to warn
+        atoms = detect_atoms(image, sampling=settings.sampling)
+    assert atoms.attrs["model"] == "stem-columns"
+    assert atoms.attrs["model_reason"].startswith(f"STEM-{mode} image")
+    assert atoms.attrs["negated"] is (mode == "ABF")
+    truth = np.column_stack([columns, np.full(len(columns), 3)])
+    scores = match_columns(atoms[["y", "x"]].to_numpy(), truth, settings.sampling)
+    assert scores.f1 >= 0.95, scores
+    assert scores.rmse_pm <= 15.0, scores
