@@ -72,7 +72,7 @@ def test_labels_follow_the_scan_distortions():
                        flyback=0.6, flyback_decay=15.0)
     image, columns, _ = render_stem_image(structure, settings, (200, 200), rng)
     for row, col in columns:
-        r, c = int(round(row)), int(round(col))
+        r, c = int(np.rint(row)), int(np.rint(col))
         window = image[r - 4:r + 5, c - 4:c + 5]
         peak = np.unravel_index(np.argmax(window), window.shape)
         assert np.hypot(peak[0] - 4 + r - row, peak[1] - 4 + c - col) <= 1.0
@@ -91,7 +91,7 @@ def test_structures_project_into_columns_of_the_right_spacing():
 
 def test_samples_mark_faint_columns_as_neither_target_nor_error():
     rng = np.random.default_rng(2)
-    strontium_titanate = [s for s in TRAINING_STRUCTURES if s.name == "SrTiO3"][0]
+    strontium_titanate = next(s for s in TRAINING_STRUCTURES if s.name == "SrTiO3")
     maker = StemSampleMaker([project_structure(strontium_titanate, rng)], 0.15)
     sample = maker.make(rng, replace(StemEnvelope().draw(rng, mode="HAADF"),
                                      z_exponent=1.8, rotation=0.0))
