@@ -283,3 +283,38 @@ def test_one_image_three_times_is_not_a_focal_series():
         size=image.shape)]))
     assert note and "images 1 and 2, 1 and 3, 2 and 3" in note
     assert identical_images_note(rng.normal(size=(3, 64, 64))) is None
+
+
+def _honeycomb(a=3.16, cells=6):
+    """MoS2 along [001]: Mo and S2 columns on a honeycomb, (y, x) in Å."""
+    rows = []
+    for i in range(cells):
+        for j in range(cells):
+            origin = np.array([0.0, 0.0]) + i * np.array([0.0, a]) + j * np.array(
+                [a * np.sqrt(3) / 2, a / 2])
+            rows.append((*origin, "Mo"))
+            rows.append((*(origin + [a / np.sqrt(3), 0.0]), "S2"))
+    return pd.DataFrame(rows, columns=["y", "x", "species"])
+
+
+def test_specimen_check_accepts_mos2_and_flags_another_crystal():
+    from napari_tem_atoms.analysis.species import specimen_note
+
+    sampling = 0.1
+    mos2 = _honeycomb()
+    mos2[["y", "x"]] /= sampling  # pixels
+    assert specimen_note(mos2, sampling) is None
+    # A gold [100] lattice (2.04 Å square) labelled as the model would label anything.
+    y, x = np.mgrid[0:8, 0:8] * 2.04 / sampling
+    gold = pd.DataFrame({"y": y.ravel(), "x": x.ravel(),
+                         "species": np.resize(["Mo", "S2", "S1"], 64)})
+    note = specimen_note(gold, sampling)
+    assert note and "do not form MoS2's honeycomb" in note and "2.04 Å" in note
+
+
+def test_a_gold_focal_series_is_said_not_to_be_mos2():
+    from napari_tem_atoms.samples import synthetic_focal_series
+
+    with pytest.warns(UserWarning, match="do not form MoS2's honeycomb"):
+        atoms = detect_species(synthetic_focal_series(), sampling=0.1)
+    assert any("not species" in note for note in atoms.attrs["notes"])

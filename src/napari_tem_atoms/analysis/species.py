@@ -120,6 +120,50 @@ def species_counts(atoms: pd.DataFrame) -> str:
 IDENTICAL_DIFFERENCE = 0.1
 
 
+#: MoS2 seen along [001]: a honeycomb of Mo and S2 columns, each with three of the other kind
+#: at a / √3 (a = 3.16 Å).
+MOS2_NEIGHBOUR_DISTANCE, MOS2_NEIGHBOURS = 3.16 / np.sqrt(3), 3
+
+
+def specimen_note(atoms: pd.DataFrame, sampling: float) -> str | None:
+    """A note when the labelled columns do not form MoS2's honeycomb, else None.
+
+    The species model names Mo and S columns of MoS2-like crystals; on another crystal (a gold
+    particle, a perovskite) its labels are not species. Checked on the columns found: their
+    nearest-neighbour distance (MoS2: 1.82 Å, within 15 %), how many neighbours each has within
+    1.25 times that (3), and how many of a Mo column's neighbours are sulfur (most of them).
+    Fewer than 12 columns are not judged.
+    """
+    from scipy.spatial import cKDTree
+
+    if len(atoms) < 12:
+        return None
+    positions = atoms[["y", "x"]].to_numpy(float) * sampling
+    tree = cKDTree(positions)
+    distance, index = tree.query(positions, k=2)
+    nearest = float(np.median(distance[:, 1]))
+    reach = 1.25 * MOS2_NEIGHBOUR_DISTANCE
+    neighbours = np.array([len(found) - 1 for found in tree.query_ball_point(positions, reach)])
+    species = atoms["species"].to_numpy(str)
+    molybdenum = np.flatnonzero(species == "Mo")
+    sulfur_share = 1.0
+    if len(molybdenum):
+        around = tree.query_ball_point(positions[molybdenum], reach)
+        pairs = [(i, j) for i, found in zip(molybdenum, around, strict=True) for j in found
+                 if j != i]
+        sulfur_share = (float(np.mean([species[j] != "Mo" for _, j in pairs])) if pairs
+                        else 0.0)
+    typical = int(np.median(neighbours))
+    if (abs(nearest - MOS2_NEIGHBOUR_DISTANCE) <= 0.15 * MOS2_NEIGHBOUR_DISTANCE
+            and typical == MOS2_NEIGHBOURS and sulfur_share >= 0.6):
+        return None
+    return (f"the columns found do not form MoS2's honeycomb (nearest neighbours {nearest:.2f} Å "
+            f"apart, {typical} per column, {sulfur_share:.0%} of the Mo columns' neighbours "
+            f"sulfur; MoS2 along [001]: {MOS2_NEIGHBOUR_DISTANCE:.2f} Å, "
+            f"{MOS2_NEIGHBOURS}, all): the species model names Mo and S columns of MoS2-like "
+            "crystals only, and these labels are not species")
+
+
 def identical_images_note(series: np.ndarray) -> str | None:
     """A note when two images of a focal series are (nearly) the same image, else None.
 
@@ -284,6 +328,10 @@ def iter_detect_species(
                               "y": positions[:, 0] * factor, "x": positions[:, 1] * factor,
                               "species": names, "confidence": confidence.astype(float)})
         tables.append(table)
+        if index == 0:  # the specimen: judged once, on the first series
+            specimen = specimen_note(table, sampling)
+            if specimen:
+                same_images.append(specimen)
         yield DetectionStep(index, array.shape[0], table)
     notes = [*notes, *same_images]
     for note in notes:
