@@ -293,7 +293,7 @@ def _honeycomb(a=3.16, cells=6):
             origin = np.array([0.0, 0.0]) + i * np.array([0.0, a]) + j * np.array(
                 [a * np.sqrt(3) / 2, a / 2])
             rows.append((*origin, "Mo"))
-            rows.append((*(origin + [a / np.sqrt(3), 0.0]), "S2"))
+            rows.append((*(origin + np.array([a / np.sqrt(3), 0.0])), "S2"))
     return pd.DataFrame(rows, columns=["y", "x", "species"])
 
 

@@ -140,7 +140,7 @@ def specimen_note(atoms: pd.DataFrame, sampling: float) -> str | None:
         return None
     positions = atoms[["y", "x"]].to_numpy(float) * sampling
     tree = cKDTree(positions)
-    distance, index = tree.query(positions, k=2)
+    distance, _ = tree.query(positions, k=2)
     nearest = float(np.median(distance[:, 1]))
     reach = 1.25 * MOS2_NEIGHBOUR_DISTANCE
     neighbours = np.array([len(found) - 1 for found in tree.query_ball_point(positions, reach)])
