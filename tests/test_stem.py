@@ -162,3 +162,17 @@ def test_stem_columns_finds_the_columns_of_a_simulated_stem_image(mode):
     scores = match_columns(atoms[["y", "x"]].to_numpy(), truth, settings.sampling)
     assert scores.f1 >= 0.95, scores
     assert scores.rmse_pm <= 15.0, scores
+
+
+def test_occupancy_of_a_stem_video_takes_the_stem_model():
+    from napari_tem_atoms.analysis.video import video_occupancy
+
+    image, _, settings = _stem_image("HAADF")
+    frames = np.stack([image.data[:200, :200]] * 3)
+    video = replace(image, data=frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DomainWarning)  # stem-columns: in its domain
+        result = video_occupancy(video, sampling=settings.sampling)
+    assert len(result.sites) > 20
+    with pytest.warns(DomainWarning, match="au-hrtem-adatoms was trained on HRTEM"):
+        video_occupancy(video, "au-hrtem-adatoms", sampling=settings.sampling)

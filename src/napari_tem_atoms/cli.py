@@ -302,12 +302,16 @@ def _occupancy(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .analysis.transfer import TransferWarning
-    from .analysis.video import iter_video_occupancy
+    from .analysis.video import OCCUPANCY_MODEL, iter_video_occupancy
     from .io import read_atoms_csv, read_image, write_occupancy_matrix_csv, write_sites_csv
+    from .io.imaging_mode import is_stem
     from .models import load_cached_model, model_description
 
     try:
-        video = read_image(args.video, lazy=True)
+        video = _with_mode(read_image(args.video, lazy=True), args.mode)
+        if args.model == "auto":  # STEM videos: the STEM model; else the one that sees adatoms
+            args.model = ("stem-columns" if is_stem(video.imaging_mode)
+                          else OCCUPANCY_MODEL)
         atoms = None
         if args.atoms:
             table = read_atoms_csv(args.atoms)
@@ -717,9 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
         "occupancy", help="per-site occupancy and transitions over a video; write a sites CSV")
     occupancy.add_argument("video", type=Path, metavar="VIDEO",
                            help="a stack of frames in any readable format")
-    occupancy.add_argument("--model", default="au-hrtem-adatoms",
-                           help="registered model name or .safetensors file (default: "
-                                "au-hrtem-adatoms, which sees single adatoms)")
+    occupancy.add_argument("--model", default="auto",
+                           help="registered model name or .safetensors file (default auto: "
+                                "au-hrtem-adatoms, which sees single adatoms, or stem-columns "
+                                "for a STEM video)")
     occupancy.add_argument("--sampling", type=_positive, metavar="Å/px",
                            help="pixel size, when the file does not give it")
     occupancy.add_argument("--atoms", type=Path, metavar="CSV",
@@ -735,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="detections closer than this belong to one site (default 0.6)")
     occupancy.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     _add_runtime_arguments(occupancy)
+    _add_mode_argument(occupancy)
     occupancy.add_argument("--method", choices=("detections", "evidence"), default="detections",
                            help="detections (default; always with --atoms): a frame is occupied "
                                 "where a detection was found; evidence: sites from the mean of "

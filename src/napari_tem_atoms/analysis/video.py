@@ -12,6 +12,7 @@ so it is not the default yet.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TEMAtomsError
+from ..io.imaging_mode import is_stem
 from ._steps import run_steps
 from .align import iter_estimate_drift
-from .detect import _as_frames, iter_detect_atoms
+from .detect import _as_frames, imaging_mode_of, iter_detect_atoms
 from .occupancy import SiteOccupancy, evidence_occupancy, site_occupancy
 
 #: The detector occupancy uses by default: trained on adatoms and columns of every height
@@ -64,7 +66,7 @@ def _forward(steps: Generator[Any, None, Any], stage: str, total: int
 
 def iter_video_occupancy(
     video: Any,
-    model: Any = OCCUPANCY_MODEL,
+    model: Any = "auto",
     sampling: float | None = None,
     atoms: pd.DataFrame | None = None,
     drift: np.ndarray | None = None,
@@ -77,11 +79,22 @@ def iter_video_occupancy(
     precision: str | None = "auto",
     engine: str | None = "auto",
     method: str = "detections",
+    imaging_mode: str | None = None,
 ) -> Generator[VideoStep, None, SiteOccupancy]:
     """Generator form of :func:`video_occupancy`: yields a :class:`VideoStep` per frame."""
     if method not in OCCUPANCY_METHODS:
         raise TEMAtomsError(f"unknown occupancy method {method!r}: use one of "
                             f"{', '.join(OCCUPANCY_METHODS)}")
+    from ..io import TEMImage, read_image
+
+    if isinstance(video, (str, os.PathLike)):
+        video = read_image(video, lazy=True)
+    mode = imaging_mode_of(video, imaging_mode)[0]
+    if model is None or model == "auto":  # STEM videos: the STEM column model
+        model = "stem-columns" if is_stem(mode) else OCCUPANCY_MODEL
+    # The detector gets the TEMImage itself when there is one: it checks the mode it was
+    # trained on against the file's (a DomainWarning) and negates ABF/BF for a STEM model.
+    source = video if isinstance(video, TEMImage) and imaging_mode is None else None
     frames, sampling, is_stack = _as_frames(video, sampling)
     if not is_stack or frames.shape[0] < 2:
         raise TEMAtomsError(f"an occupancy needs a video of at least 2 frames, got data of "
@@ -92,9 +105,10 @@ def iter_video_occupancy(
                                                         sampling=sampling), "drift", n_frames)
     if atoms is None and method == "evidence":
         maps: list[np.ndarray] = []
-        steps = iter_detect_atoms(frames, model, sampling, threshold, device, cs=cs,
-                                  defocus=defocus, precision=precision, engine=engine,
-                                  keep_heatmaps=True)
+        steps = iter_detect_atoms(frames if source is None else source, model, sampling,
+                                  threshold, device, cs=cs, defocus=defocus,
+                                  precision=precision, engine=engine, keep_heatmaps=True,
+                                  imaging_mode=None if source is not None else mode)
         while True:
             try:
                 step = next(steps)
@@ -109,10 +123,10 @@ def iter_video_occupancy(
         yield VideoStep("sites", 1, 1)
         return result
     if atoms is None:
-        atoms = yield from _forward(iter_detect_atoms(frames, model, sampling, threshold,
-                                                      device, cs=cs, defocus=defocus,
-                                                      precision=precision, engine=engine),
-                                    "detect", n_frames)
+        atoms = yield from _forward(iter_detect_atoms(
+            frames if source is None else source, model, sampling, threshold, device, cs=cs,
+            defocus=defocus, precision=precision, engine=engine,
+            imaging_mode=None if source is not None else mode), "detect", n_frames)
     elif len(atoms) and "frame" in atoms.columns and atoms["frame"].max() >= n_frames:
         raise TEMAtomsError(f"the atoms reach frame {int(atoms['frame'].max())} but the video "
                             f"has {n_frames} frames: they do not belong to this video")
@@ -156,7 +170,7 @@ def _evidence_result(maps: list[np.ndarray], atoms: pd.DataFrame, drift: np.ndar
 
 def video_occupancy(
     video: Any,
-    model: Any = OCCUPANCY_MODEL,
+    model: Any = "auto",
     sampling: float | None = None,
     atoms: pd.DataFrame | None = None,
     drift: np.ndarray | None = None,
@@ -169,6 +183,7 @@ def video_occupancy(
     precision: str | None = "auto",
     engine: str | None = "auto",
     method: str = "detections",
+    imaging_mode: str | None = None,
 ) -> SiteOccupancy:
     """Drift-correct a video, detect its atoms and measure every site's occupancy.
 
@@ -177,8 +192,9 @@ def video_occupancy(
     video : array_like, TEMImage or path
         (frame, y, x) video, or a file :func:`~napari_tem_atoms.read_image` reads.
     model : str, path or LoadedModel, optional
-        Detector (see :func:`~napari_tem_atoms.detect_atoms`); default
-        :data:`OCCUPANCY_MODEL`, which sees adatoms.
+        Detector (see :func:`~napari_tem_atoms.detect_atoms`); default ``"auto"``:
+        :data:`OCCUPANCY_MODEL`, which sees adatoms, for HRTEM (and unknown) videos, and
+        ``stem-columns`` for STEM ones.
     sampling : float, optional
         Pixel size [Å/px]; required unless the file gives it.
     atoms : pandas.DataFrame, optional
@@ -204,6 +220,10 @@ def video_occupancy(
         site; ``"evidence"``: sites from the mean of the network's maps, a hidden Markov model
         per site over its per-frame evidence (see the module's docstring). With `atoms` given,
         the detections method is used.
+    imaging_mode : str, optional
+        How the video was recorded, over what its file says (see
+        :func:`~napari_tem_atoms.detect_atoms`): it picks the default model, and a model not
+        trained on it warns (:class:`~napari_tem_atoms.analysis.detect.DomainWarning`).
 
     Returns
     -------
@@ -212,4 +232,4 @@ def video_occupancy(
     """
     return run_steps(iter_video_occupancy(video, model, sampling, atoms, drift, threshold,
                                           max_shift, site_radius, device, cs, defocus,
-                                          precision, engine, method))
+                                          precision, engine, method, imaging_mode))
