@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 from napari_tem_atoms import detect_atoms
 from napari_tem_atoms.models import load_model
 from napari_tem_atoms.models.runtime import processor
