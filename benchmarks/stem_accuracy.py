@@ -60,9 +60,12 @@ def main() -> None:
                              loaded.sampling)
         peer = tuned_peer(mode, 12, args.seed + 1)
         polarity = 1.0 if mode == "HAADF" else -1.0
-        peer_rows = evaluate_stem(lambda image, s, m, p=peer, sign=polarity:
-                                  p.detect(image, s, sign), DOSES, args.images, args.seed, HELD_OUT_STRUCTURES, mode,
-                                  loaded.sampling)
+        def classical(image: np.ndarray, sampling: float, mode_name: str,
+                      p: ClassicalPeer = peer, sign: float = polarity) -> np.ndarray:
+            return p.detect(image, sampling, sign)
+
+        peer_rows = evaluate_stem(classical, DOSES, args.images, args.seed,
+                                  HELD_OUT_STRUCTURES, mode, loaded.sampling)
         print(f"\n### {mode}: {args.images} held-out images per dose "
               f"({time.time() - start:.0f} s); peer sigma {peer.sigma} Å, threshold "
               f"{peer.threshold}\n")
