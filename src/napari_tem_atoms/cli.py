@@ -398,34 +398,19 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_species_config(path: Path) -> bool:
-    import tomllib
-
-    with open(path, "rb") as stream:
-        return tomllib.load(stream).get("task") == "species"
-
-
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .training import load_config
-    from .training.train import train
+    from .training.train import load_task, train
 
     def log(line: str) -> None:
         print(line, flush=True)
 
-    from .training.species import load_species_config, train_species
-
-    species = _is_species_config(args.config)
     try:  # a configuration that cannot be read or has unknown keys
-        run = (load_species_config if species else load_config)(args.config)
+        task = load_task(args.config, precision=args.precision)
     except (OSError, ValueError) as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 1
-    if args.precision:  # the command line over the configuration's precision
-        run = replace(run, train=replace(run.train, precision=args.precision))
     try:  # what the configuration points at is missing or does not fit
-        (train_species if species else train)(run, log=log)
+        train(task, log=log)
     except TEMAtomsError as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 1
@@ -461,7 +446,9 @@ def _evaluate_species(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    if _is_species_config(args.config):
+    from .training.train import load_task
+
+    if load_task(args.config).name == "species":
         return _evaluate_species(args)
     from .simulation.exit_waves import load_exit_waves
     from .training import load_config

@@ -11,7 +11,11 @@ from ..simulation.exit_waves import ExitWaveConfig
 from ..simulation.microscope import MicroscopeEnvelope
 from .data import ConditionDraw, HardRegime, total_fraction
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "load_config"]
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "columns_run", "load_config",
+           "read_config", "update_section"]
+
+#: The task of a configuration without a ``task`` key: the column detectors (au-hrtem …).
+DEFAULT_TASK = "columns"
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,14 @@ class TrainingRun:
     conditions: ConditionDraw = field(default_factory=ConditionDraw)
 
 
-def _update(instance: Any, values: dict, section: str) -> Any:
+def update_section(instance: Any, values: dict, section: str) -> Any:
+    """`instance` (a dataclass) with the keys of the TOML table `section` set.
+
+    Raises
+    ------
+    ValueError
+        A key the dataclass has no field for.
+    """
     known = {f.name for f in fields(instance)}
     unknown = set(values) - known
     if unknown:
@@ -120,13 +131,19 @@ def _update(instance: Any, values: dict, section: str) -> Any:
     return replace(instance, **converted)
 
 
-def load_config(path: str | Path) -> TrainingRun:
-    """Read a training configuration; keys left out keep their defaults.
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The TOML of a training configuration, as a dictionary."""
+    with open(path, "rb") as stream:
+        return tomllib.load(stream)
 
-    Sections: top-level ``output``; ``[data]``, ``[model]``, ``[train]``, ``[exit_waves]``,
-    ``[envelope]``, ``[conditions]`` with the fields of the matching dataclasses. Relative
-    folders are relative to the configuration file. ``[[data.hard_regimes]]`` tables
-    (``zone_axis``, ``defocus``, ``fraction``) become
+
+def load_config(path: str | Path) -> TrainingRun:
+    """Read the training configuration of a column detector; keys left out keep their defaults.
+
+    Sections: top-level ``output`` (and ``task = "columns"``, the default); ``[data]``,
+    ``[model]``, ``[train]``, ``[exit_waves]``, ``[envelope]``, ``[conditions]`` with the
+    fields of the matching dataclasses. Relative folders are relative to the configuration
+    file. ``[[data.hard_regimes]]`` tables (``zone_axis``, ``defocus``, ``fraction``) become
     :class:`~napari_tem_atoms.training.data.HardRegime` entries.
 
     Raises
@@ -136,15 +153,22 @@ def load_config(path: str | Path) -> TrainingRun:
         message names the file.
     """
     path = Path(path)
-    with open(path, "rb") as stream:
-        raw = tomllib.load(stream)
+    raw = read_config(path)
+    task = raw.pop("task", DEFAULT_TASK)
+    if task != DEFAULT_TASK:
+        raise ValueError(f"{path}: a {task!r} configuration, not a column detector's")
+    return columns_run(path, raw)
+
+
+def columns_run(path: Path, raw: dict[str, Any]) -> TrainingRun:
+    """The :class:`TrainingRun` of the TOML `raw` read from `path` (see :func:`load_config`)."""
     run = TrainingRun()
     sections = {"data": run.data, "model": run.model, "train": run.train,
                 "exit_waves": run.exit_waves, "envelope": run.envelope,
                 "conditions": run.conditions}
     has_conditions = "conditions" in raw
     try:
-        updated = {name: _update(default, raw.pop(name, {}), name)
+        updated = {name: update_section(default, raw.pop(name, {}), name)
                    for name, default in sections.items()}
     except ValueError as error:
         hint = (" (the hard_* keys are now [[data.hard_regimes]] tables: zone_axis, defocus, "
