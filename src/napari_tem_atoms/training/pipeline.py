@@ -8,6 +8,14 @@ other weights (``init_from``), training only some layers (``train_only``), the o
 with its log, one threshold calibration on one grid, and writing the weights, their metadata
 and the model card.
 
+::
+
+    CONFIG.toml --(task key)--> train.TASKS --> ColumnsTask  (columns.py) --+
+                                            --> SpeciesTask  (species.py) --+
+    TrainingTask: build_data, network_input,                                 |
+      architecture, loss, score, metadata, card                              v
+                            run_training (here) --> <name>.safetensors, .json, .md
+
 Resumable (a checkpoint every ``checkpoint_every`` steps, loaded with
 ``torch.load(weights_only=True)``) and reproducible (seeded model, data stream and validation).
 """
