@@ -176,3 +176,38 @@ def test_occupancy_of_a_stem_video_takes_the_stem_model():
     assert len(result.sites) > 20
     with pytest.warns(DomainWarning, match="au-hrtem-adatoms was trained on HRTEM"):
         video_occupancy(video, "au-hrtem-adatoms", sampling=settings.sampling)
+
+
+@pytest.mark.slow
+def test_a_small_stem_training_runs_through_the_one_pipeline(tmp_path):
+    import json
+
+    from napari_tem_atoms.models import load_model
+    from napari_tem_atoms.training.train import load_task, train
+
+    config = tmp_path / "tiny.toml"
+    config.write_text('''task = "stem-columns"
+output = "run"
+[model]
+name = "tiny-stem"
+base_channels = 4
+depth = 2
+[train]
+steps = 3
+batch_size = 2
+patch_size = 64
+validate_every = 3
+checkpoint_every = 3
+validation_images = 2
+workers = 0
+[stem]
+structures_per_kind = 1
+materials = ["Au"]
+''')
+    weights = train(load_task(config), log=lambda line: None)
+    metadata = json.loads((tmp_path / "run" / "tiny-stem.json").read_text())
+    assert metadata["dark_columns"] == ["STEM-ABF", "STEM-BF"]
+    assert "Au [001] (bulk)" in metadata["training"]["data"]["structures"]
+    assert "Cu [001] (bulk)" not in metadata["training"]["data"]["structures"]
+    assert (tmp_path / "run" / "tiny-stem.md").read_text().startswith("# Model card")
+    assert load_model(weights).description.dark_columns == ("STEM-ABF", "STEM-BF")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import ConfigError, TEMAtomsError, TEMFileError
+from .errors import TEMAtomsError, TEMFileError
 from .io import read_images
 from .io._atomic import check_writable
 from .models.engines import ENGINES
@@ -391,30 +391,14 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .training import load_config
-    from .training.config import config_task
-    from .training.species import load_species_config, train_species
-    from .training.train import train
+    from .training.train import load_task, train
 
     def log(line: str) -> None:
         print(line, flush=True)
 
-    from .training.stem import load_stem_config, train_stem
-
-    tasks = {"columns": (load_config, train), "species": (load_species_config, train_species),
-             "stem-columns": (load_stem_config, train_stem)}
-    task = config_task(args.config)
-    if task not in tasks:
-        raise ConfigError(f"{args.config}: task = {task!r} is not one of "
-                          f"{', '.join(map(repr, tasks))}")
-    loader, trainer = tasks[task]
-    run = loader(args.config)  # names the file
-    if args.precision:  # the command line over the configuration's precision
-        run = replace(run, train=replace(run.train, precision=args.precision))
+    task = load_task(args.config, precision=args.precision)  # names the file
     try:  # what the configuration points at is missing or does not fit
-        trainer(run, log=log)
+        train(task, log=log)
     except TEMAtomsError as exc:
         raise TEMAtomsError(f"{args.config}: {exc}") from None
     return 0

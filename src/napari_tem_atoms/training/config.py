@@ -12,8 +12,11 @@ from ..simulation.exit_waves import ExitWaveConfig
 from ..simulation.microscope import MicroscopeEnvelope
 from .data import ConditionDraw, HardRegime, total_fraction
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "config_task", "load_config",
-           "read_toml"]
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TrainingRun", "columns_run", "config_task",
+           "load_config", "read_config", "read_toml", "update_section"]
+
+#: The task of a configuration without a ``task`` key: the column detectors (au-hrtem …).
+DEFAULT_TASK = "columns"
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,14 @@ class TrainingRun:
     conditions: ConditionDraw = field(default_factory=ConditionDraw)
 
 
-def _update(instance: Any, values: dict, section: str) -> Any:
+def update_section(instance: Any, values: dict, section: str) -> Any:
+    """`instance` (a dataclass) with the keys of the TOML table `section` set.
+
+    Raises
+    ------
+    ValueError
+        A key the dataclass has no field for.
+    """
     known = {f.name for f in fields(instance)}
     unknown = set(values) - known
     if unknown:
@@ -149,16 +159,21 @@ def config_task(path: str | Path) -> str:
     TEMFileError, ConfigError
         As :func:`read_toml`.
     """
-    return str(read_toml(path).get("task", "columns"))
+    return str(read_toml(path).get("task", DEFAULT_TASK))
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The TOML of a training configuration, as a dictionary (see :func:`read_toml`)."""
+    return read_toml(path)
 
 
 def load_config(path: str | Path) -> TrainingRun:
-    """Read a training configuration; keys left out keep their defaults.
+    """Read the training configuration of a column detector; keys left out keep their defaults.
 
-    Sections: top-level ``output``; ``[data]``, ``[model]``, ``[train]``, ``[exit_waves]``,
-    ``[envelope]``, ``[conditions]`` with the fields of the matching dataclasses. Relative
-    folders are relative to the configuration file. ``[[data.hard_regimes]]`` tables
-    (``zone_axis``, ``defocus``, ``fraction``) become
+    Sections: top-level ``output`` (and ``task = "columns"``, the default); ``[data]``,
+    ``[model]``, ``[train]``, ``[exit_waves]``, ``[envelope]``, ``[conditions]`` with the
+    fields of the matching dataclasses. Relative folders are relative to the configuration
+    file. ``[[data.hard_regimes]]`` tables (``zone_axis``, ``defocus``, ``fraction``) become
     :class:`~napari_tem_atoms.training.data.HardRegime` entries.
 
     Raises
@@ -171,13 +186,21 @@ def load_config(path: str | Path) -> TrainingRun:
     """
     path = Path(path)
     raw = read_toml(path)
+    task = raw.pop("task", DEFAULT_TASK)
+    if task != DEFAULT_TASK:
+        raise ConfigError(f"{path}: a {task!r} configuration, not a column detector's")
+    return columns_run(path, raw)
+
+
+def columns_run(path: Path, raw: dict[str, Any]) -> TrainingRun:
+    """The :class:`TrainingRun` of the TOML `raw` read from `path` (see :func:`load_config`)."""
     run = TrainingRun()
     sections = {"data": run.data, "model": run.model, "train": run.train,
                 "exit_waves": run.exit_waves, "envelope": run.envelope,
                 "conditions": run.conditions}
     has_conditions = "conditions" in raw
     try:
-        updated = {name: _update(default, raw.pop(name, {}), name)
+        updated = {name: update_section(default, raw.pop(name, {}), name)
                    for name, default in sections.items()}
     except ValueError as error:
         hint = (" (the hard_* keys are now [[data.hard_regimes]] tables: zone_axis, defocus, "

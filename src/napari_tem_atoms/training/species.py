@@ -10,8 +10,8 @@ ablation that shows what the focal series adds.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,13 @@ from ..simulation.microscope import (
     shift_waves,
 )
 from ..simulation.mos2 import SPECIES, MoS2Config, build_mos2_cache, load_mos2
-from .config import TrainConfig, _update, read_toml
+from .config import TrainConfig, read_config, update_section
 from .data import column_targets, random_patch
 from .metrics import MatchCounts, match_columns
-from .train import CHECKPOINT_FILE, _batches, network_maps, optimise, resume, training_runtime
+from .pipeline import Log, Trained, TrainingData, TrainingTask, Validation, network_maps
 
-__all__ = ["FocalEnvelope", "FocalSeriesMaker", "SpeciesRun", "evaluate_species",
-           "load_species_config", "score_species", "train_species"]
+__all__ = ["FocalEnvelope", "FocalSeriesMaker", "SpeciesRun", "SpeciesTask", "evaluate_species",
+           "load_species_config", "score_species", "species_run"]
 
 
 @dataclass(frozen=True)
@@ -98,27 +98,29 @@ class SpeciesRun:
 def load_species_config(path: str | Path) -> SpeciesRun:
     """Read a species training configuration (``task = "species"``); folders relative to it."""
     path = Path(path)
-    raw = read_toml(path)
+    raw = read_config(path)
     raw.pop("task", None)
     try:
-        return _species_run(path, raw)
+        return species_run(path, raw)
     except ConfigError as exc:
         said = str(exc)
         raise ConfigError(said if said.startswith(f"{path}:") else f"{path}: {said}") from None
 
 
-def _species_run(path: Path, raw: dict[str, Any]) -> SpeciesRun:
+def species_run(path: Path, raw: dict[str, Any]) -> SpeciesRun:
+    """The :class:`SpeciesRun` of the TOML `raw` (less ``task``) read from `path`."""
     run = SpeciesRun()
-    microscope = _update(run.envelope.microscope, raw.pop("microscope", {}), "microscope")
-    envelope = _update(replace(run.envelope, microscope=microscope), raw.pop("envelope", {}),
-                        "envelope")
-    data = _update(run.data, raw.pop("data", {}), "data")
-    model = _update(run.model, raw.pop("model", {}), "model")
-    train = _update(run.train, raw.pop("train", {}), "train")
+    microscope = update_section(run.envelope.microscope, raw.pop("microscope", {}),
+                                "microscope")
+    envelope = update_section(replace(run.envelope, microscope=microscope),
+                              raw.pop("envelope", {}), "envelope")
+    data = update_section(run.data, raw.pop("data", {}), "data")
+    model = update_section(run.model, raw.pop("model", {}), "model")
+    train = update_section(run.train, raw.pop("train", {}), "train")
     if train.init_from:
         raise ConfigError("[train] init_from is for column detectors; species models train "
                          "from scratch")
-    mos2 = _update(run.mos2, raw.pop("mos2", {}), "mos2")
+    mos2 = update_section(run.mos2, raw.pop("mos2", {}), "mos2")
     output = raw.pop("output", run.output)
     if raw:
         raise ConfigError(f"{path}: unknown settings {', '.join(sorted(raw))}")
@@ -204,17 +206,14 @@ def score_species(positions: np.ndarray, classes: np.ndarray, columns: np.ndarra
     return counts
 
 
-def validate_species(network: Any, samples: list[FocalSample], sampling: float,
-                     bfloat16: bool, threshold: float = 0.5) -> dict[str, MatchCounts]:
-    """Species-aware scores on fixed samples."""
-    network.eval()
+def species_totals(maps: Sequence[np.ndarray], samples: Sequence[FocalSample],
+                   threshold: float, sampling: float) -> dict[str, MatchCounts]:
+    """:func:`score_species` of the species maps of `samples`, added over them."""
     totals = {name: MatchCounts() for name in (*SPECIES, "all")}
-    for sample in samples:
-        maps = network_maps(network, sample.images, bfloat16)
-        positions, classes, _ = species_from_heatmaps(maps, threshold, sampling)
+    for sample, sample_maps in zip(samples, maps, strict=True):
+        positions, classes, _ = species_from_heatmaps(sample_maps, threshold, sampling)
         for name, counts in score_species(positions, classes, sample.columns, sampling).items():
             totals[name] += counts
-    network.train()
     return totals
 
 
@@ -233,82 +232,98 @@ def ensure_mos2(run: SpeciesRun, log: Any = print) -> None:
                 f"{Path(name).name}")
 
 
-def train_species(run: SpeciesRun, log: Any = print) -> Path:
-    """Train the species network; write weights, metadata and training log into ``output``."""
-    import torch
-    import torch.nn.functional as F
+@dataclass
+class FlakeData(TrainingData):
+    """The MoS2 flakes a species model trains on, and how many are held out."""
 
-    from ..models.registry import save_model
-    from ..models.unet import UNet
+    flakes: list[dict]
+    validation_flakes: int
 
-    cfg, model_cfg = run.train, run.model
-    output = Path(run.output)
-    output.mkdir(parents=True, exist_ok=True)
-    ensure_mos2(run, log)
-    flakes = load_mos2(run.data.folder, "train")
-    maker = FocalSeriesMaker(flakes, model_cfg.sampling, run.envelope, model_cfg.inputs)
-    validation_maker = FocalSeriesMaker(load_mos2(run.data.folder, "validation"),
-                                        model_cfg.sampling, run.envelope, model_cfg.inputs)
-    rng = np.random.default_rng([cfg.seed, 99])
-    validation = [validation_maker.make(rng, i % len(validation_maker.flakes))
-                  for i in range(cfg.validation_images)]
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.torch_threads())
-    architecture = {"in_channels": model_cfg.inputs, "out_channels": len(SPECIES),
-                    "base_channels": model_cfg.base_channels, "depth": model_cfg.depth}
-    network = UNet(**architecture).to(memory_format=torch.channels_last)
-    positive_weights = torch.tensor(model_cfg.positive_weights,
-                                    dtype=torch.float32).reshape(-1, 1, 1)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
-                                                    total_steps=cfg.steps, pct_start=0.05)
-    checkpoint = output / CHECKPOINT_FILE
-    step = resume(checkpoint, network, optimiser, scheduler, cfg.steps, log)
-    n_parameters = sum(p.numel() for p in network.parameters())
-    log(f"training {model_cfg.name}: {n_parameters:,} parameters, {len(flakes)} flakes, "
-        f"{model_cfg.inputs} input image(s), {cfg.steps} steps of {cfg.batch_size}×"
-        f"{cfg.patch_size}²")
-    log(training_runtime(cfg))
-    batches = _batches(maker, cfg.batch_size, cfg.patch_size, cfg.seed, step, cfg.workers)
 
-    def validate_now() -> tuple[dict[str, float], str]:
-        scores = validate_species(network, validation, model_cfg.sampling, cfg.use_bfloat16)
-        return ({"validation_f1": scores["all"].f1,
-                 "validation_s1_recall": scores["S1"].recall},
-                f"species F1 {scores['all'].f1:.3f}  "
-                + "  ".join(f"{k} F1 {scores[k].f1:.2f}" for k in SPECIES))
+class SpeciesTask(TrainingTask):
+    """Species models of MoS2 (``task = "species"``): Mo, S2 and S1 maps from a focal series.
 
-    optimise(network, optimiser, scheduler, batches, step=step, cfg=cfg,
-             loss_of=lambda logits, targets, masks: F.binary_cross_entropy_with_logits(
-                 logits, targets, weight=masks.expand_as(targets), pos_weight=positive_weights),
-             validate_now=validate_now, output=output, log=log)
-    best = max((validate_species(network, validation, model_cfg.sampling, cfg.use_bfloat16, t)
-                 ["all"].f1, round(float(t), 2)) for t in np.arange(0.2, 0.81, 0.1))
-    log(f"default threshold {best[1]}: validation species F1 {best[0]:.3f}")
-    metadata = {
-        "name": model_cfg.name, "description": model_cfg.description,
-        "architecture": architecture, "sampling": model_cfg.sampling,
-        "classes": list(SPECIES), "threshold": best[1], "task": "species",
-        "inputs": ("3 images of one area at increasing defocus (abTEM sign, defocus = -C10), "
-                   "aligned" if model_cfg.inputs == 3 else "1 image (the middle defocus)"),
-        "normalisation": "per image: zero mean, unit standard deviation at the model sampling",
-        "training": {"steps": cfg.steps, "batch_size": cfg.batch_size,
-                     "positive_weights": list(model_cfg.positive_weights),
-                     "patch_size": cfg.patch_size, "learning_rate": cfg.learning_rate,
-                     "seed": cfg.seed, "parameters": n_parameters,
-                     "samples_seen": cfg.steps * cfg.batch_size,
-                     "data": {"train_flakes": len(flakes),
-                              "validation_flakes": len(validation_maker.flakes),
-                              "seed": run.data.seed, "mos2": asdict(run.mos2)},
-                     "envelope": run.envelope.as_dict()},
-    }
-    weights = output / f"{model_cfg.name}.safetensors"
-    digest = save_model(weights, network, metadata)
-    (output / f"{model_cfg.name}.json").write_text(
-        json.dumps({**metadata, "sha256": digest}, indent=2))
-    log(f"wrote {weights} (SHA-256 {digest})")
-    return weights
+    With ``inputs = 1``, from its middle image only (the ablation).
+    """
+
+    name = "species"
+    run: SpeciesRun
+
+    @classmethod
+    def from_config(cls, path: Path, raw: dict[str, Any]) -> SpeciesTask:
+        """See :func:`load_species_config`."""
+        return cls(species_run(path, raw))
+
+    def build_data(self, log: Log) -> FlakeData:
+        """The MoS2 exit waves (computed with abTEM when not cached) and the series makers."""
+        run, model = self.run, self.run.model
+        ensure_mos2(run, log)
+        flakes = load_mos2(run.data.folder, "train")
+        maker = FocalSeriesMaker(flakes, model.sampling, run.envelope, model.inputs)
+        validation_maker = FocalSeriesMaker(load_mos2(run.data.folder, "validation"),
+                                            model.sampling, run.envelope, model.inputs)
+        return FlakeData(
+            patches=maker,
+            held_out=lambda rng, index: validation_maker.make(
+                rng, index % len(validation_maker.flakes)),
+            summary=f"{len(flakes)} flakes, {model.inputs} input image(s)",
+            flakes=flakes, validation_flakes=len(validation_maker.flakes))
+
+    def network_input(self, sample: FocalSample) -> tuple[np.ndarray, None]:
+        """The series (or its middle image) as input channels; no conditions."""
+        return sample.images, None
+
+    def architecture(self) -> dict[str, Any]:
+        """A U-Net with one input per image and one output map per species."""
+        model = self.run.model
+        return {"in_channels": model.inputs, "out_channels": len(SPECIES),
+                "base_channels": model.base_channels, "depth": model.depth}
+
+    def loss(self, logits: Any, targets: Any, masks: Any) -> Any:
+        """BCE per map, the column pixels of each class weighted by ``positive_weights``."""
+        import torch
+        import torch.nn.functional as F
+
+        positive_weights = torch.tensor(self.run.model.positive_weights,
+                                        dtype=torch.float32).reshape(-1, 1, 1)
+        return F.binary_cross_entropy_with_logits(logits, targets,
+                                                  weight=masks.expand_as(targets),
+                                                  pos_weight=positive_weights)
+
+    def score(self, maps: Sequence[np.ndarray], samples: Sequence[FocalSample],
+              threshold: float) -> Validation:
+        """Species-aware F1 (all classes, and per class) and the recall of S1 columns."""
+        scores = species_totals(maps, samples, threshold, self.run.model.sampling)
+        return Validation(
+            f1=scores["all"].f1,
+            fields={"validation_f1": scores["all"].f1,
+                    "validation_s1_recall": scores["S1"].recall},
+            line=(f"species F1 {scores['all'].f1:.3f}  "
+                  + "  ".join(f"{k} F1 {scores[k].f1:.2f}" for k in SPECIES)),
+            summary=f"species F1 {scores['all'].f1:.3f}")
+
+    def metadata(self, trained: Trained, data: FlakeData) -> dict[str, Any]:
+        """Network, inputs, classes, threshold and how it was trained (the card's source)."""
+        run, cfg, model = self.run, self.run.train, self.run.model
+        return {
+            "name": model.name, "description": model.description,
+            "architecture": trained.architecture, "sampling": model.sampling,
+            "classes": list(SPECIES), "threshold": trained.threshold, "task": "species",
+            "inputs": ("3 images of one area at increasing defocus (abTEM sign, defocus = "
+                       "-C10), aligned" if model.inputs == 3
+                       else "1 image (the middle defocus)"),
+            "normalisation": "per image: zero mean, unit standard deviation at the model "
+                             "sampling",
+            "training": {"steps": cfg.steps, "batch_size": cfg.batch_size,
+                         "positive_weights": list(model.positive_weights),
+                         "patch_size": cfg.patch_size, "learning_rate": cfg.learning_rate,
+                         "seed": cfg.seed, "parameters": trained.parameters,
+                         "samples_seen": cfg.steps * cfg.batch_size,
+                         "data": {"train_flakes": len(data.flakes),
+                                  "validation_flakes": data.validation_flakes,
+                                  "seed": run.data.seed, "mos2": asdict(run.mos2)},
+                         "envelope": run.envelope.as_dict()},
+        }
 
 
 def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: int = 96,
@@ -347,16 +362,11 @@ def evaluate_species(run: SpeciesRun, model: Any, doses: list[float], images: in
             if name is None:
                 continue
             loaded = load_cached_model(name, "cpu")
-            totals = {k: MatchCounts() for k in (*SPECIES, "all")}
-            for sample in samples:
-                inputs = (sample.images if loaded.description.in_channels == 3
-                          else sample.images[1:2])
-                maps = network_maps(loaded.network, inputs, loaded.precision == "bf16")
-                positions, classes, _ = species_from_heatmaps(maps, loaded.threshold,
-                                                              run.model.sampling)
-                for k, counts in score_species(positions, classes, sample.columns,
-                                               run.model.sampling).items():
-                    totals[k] += counts
+            channels = loaded.description.in_channels
+            maps = [network_maps(loaded.network,
+                                 sample.images if channels == 3 else sample.images[1:2],
+                                 loaded.precision == "bf16") for sample in samples]
+            totals = species_totals(maps, samples, loaded.threshold, run.model.sampling)
             rows.append({"dose": dose, "model": label, "f1": totals["all"].f1,
                          "precision": totals["all"].precision, "recall": totals["all"].recall,
                          **{f"f1_{k}": totals[k].f1 for k in SPECIES},

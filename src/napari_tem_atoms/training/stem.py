@@ -11,8 +11,8 @@ mode is ABF or BF, so one network finds bright columns of both (the model card a
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,14 @@ from ..simulation.stem import (
     render_stem_image,
     structure_pool,
 )
-from .config import ModelConfig, TrainConfig, _update, read_toml
+from .columns import ColumnTargetsTask
+from .config import ModelConfig, TrainConfig, read_toml, update_section
 from .data import Sample, column_targets, random_patch
 from .metrics import MatchCounts, match_columns
+from .pipeline import Log, Trained, TrainingData, Validation, run_training
 
-__all__ = ["StemConfig", "StemRun", "StemSampleMaker", "evaluate_stem", "load_stem_config",
-           "train_stem"]
+__all__ = ["StemColumnsTask", "StemConfig", "StemRun", "StemSampleMaker", "evaluate_stem",
+           "load_stem_config", "stem_card", "stem_run", "train_stem"]
 
 #: Field of view of a training image [Å] (a little more than a 256-px patch at 0.15 Å/px).
 FIELD = 40.0
@@ -52,6 +54,7 @@ class StemConfig:
     seed: int = 2024
     abf_fraction: float = 0.35  # share of ABF images (the rest HAADF)
     vacuum_probability: float = 0.25  # a bulk structure only partly in the field
+    materials: tuple[str, ...] = ()  # only these of the training structures (empty: all)
 
 
 @dataclass(frozen=True)
@@ -75,17 +78,22 @@ def load_stem_config(path: str | Path) -> StemRun:
     """
     path = Path(path)
     raw = read_toml(path)
+    if raw.pop("task", "stem-columns") != "stem-columns":
+        raise ConfigError(f"{path}: not a stem-columns configuration")
+    return stem_run(path, raw)
+
+
+def stem_run(path: Path, raw: dict[str, Any]) -> StemRun:
+    """The :class:`StemRun` of the TOML `raw` (less ``task``) read from `path`."""
     run = StemRun()
     try:
-        model = _update(run.model, raw.pop("model", {}), "model")
-        train = _update(run.train, raw.pop("train", {}), "train")
-        stem = _update(run.stem, raw.pop("stem", {}), "stem")
-        envelope = _update(run.envelope, raw.pop("envelope", {}), "envelope")
+        model = update_section(run.model, raw.pop("model", {}), "model")
+        train = update_section(run.train, raw.pop("train", {}), "train")
+        stem = update_section(run.stem, raw.pop("stem", {}), "stem")
+        envelope = update_section(run.envelope, raw.pop("envelope", {}), "envelope")
     except ValueError as error:
         raise ConfigError(f"{path}: {error}") from None
     output = raw.pop("output", run.output)
-    if raw.pop("task", "stem-columns") != "stem-columns":
-        raise ConfigError(f"{path}: not a stem-columns configuration")
     if raw:
         raise ConfigError(f"{path}: unknown settings {', '.join(sorted(raw))}")
     envelope = replace(envelope, abf_fraction=stem.abf_fraction)
@@ -170,138 +178,107 @@ def score(detected: np.ndarray, columns: np.ndarray, sampling: float) -> MatchCo
     return match_columns(detected, columns, sampling, min_atoms=1)
 
 
-def _calibrate(network: Any, samples: list[Sample], sampling: float, bfloat16: bool
-               ) -> tuple[float, MatchCounts]:
-    from .train import network_maps
+@dataclass
+class StemData(TrainingData):
+    """The structure pools a STEM task draws from, and its sample maker."""
 
-    maps = [network_maps(network, s.image[None], bfloat16)[0] for s in samples]
-    scored = []
-    for threshold in np.arange(0.1, 0.91, 0.05):
+    structures: list[ProjectedStructure]
+    maker: StemSampleMaker
+
+
+class StemColumnsTask(ColumnTargetsTask):
+    """``stem-columns``: columns of STEM images (HAADF/ADF bright, ABF/BF negated).
+
+    The loss, the network input and the architecture are every column detector's; the data
+    are drawn on the fly (no cache), and only visible columns are scored (faint ones, e.g.
+    oxygen in HAADF, are neither rewarded nor errors).
+    """
+
+    name = "stem-columns"
+    run: StemRun
+
+    @classmethod
+    def from_config(cls, path: Path, raw: dict[str, Any]) -> StemColumnsTask:
+        """See :func:`load_stem_config`."""
+        return cls(stem_run(path, raw))
+
+    def build_data(self, log: Log) -> StemData:
+        """Random instances of the training structures, and new ones for validation."""
+        run = self.run
+        start = time.time()
+        specs = tuple(spec for spec in TRAINING_STRUCTURES
+                      if not run.stem.materials or spec.name in run.stem.materials)
+        if not specs:
+            raise ConfigError(f"[stem] materials = {list(run.stem.materials)}: none of the "
+                              "training structures ("
+                              f"{', '.join(sorted({s.name for s in TRAINING_STRUCTURES}))})")
+        structures = structure_pool(specs, run.stem.structures_per_kind, run.stem.seed)
+        held_out = structure_pool(specs, run.stem.validation_per_kind, run.stem.seed + 1)
+        log(f"{len(structures)} training and {len(held_out)} validation structures built in "
+            f"{time.time() - start:.0f} s")
+        maker = StemSampleMaker(structures, run.model.sampling, run.envelope,
+                                run.stem.vacuum_probability)
+        validation_maker = StemSampleMaker(held_out, run.model.sampling, run.envelope,
+                                           run.stem.vacuum_probability)
+        return StemData(
+            patches=maker,
+            held_out=lambda rng, index: validation_maker.make(
+                rng, structure_index=index % len(held_out)),
+            summary=f"{len(structures)} structures", structures=structures, maker=maker)
+
+    def score(self, maps: Sequence[np.ndarray], samples: Sequence[Any],
+              threshold: float) -> Validation:
+        """F1, precision, recall and RMSE of the visible columns."""
         counts = MatchCounts()
         for sample, heat in zip(samples, maps, strict=True):
-            positions, _ = find_peaks(heat, threshold, MIN_COLUMN_DISTANCE / sampling)
-            counts += score(positions, sample.columns, sampling)
-        scored.append((counts.f1, round(float(threshold), 2), counts))
-    _, threshold, counts = max(scored, key=lambda item: item[0])
-    return threshold, counts
+            positions, _ = find_peaks(heat[0], threshold,
+                                      MIN_COLUMN_DISTANCE / self.run.model.sampling)
+            counts += score(positions, sample.columns, self.run.model.sampling)
+        return Validation(
+            f1=counts.f1,
+            fields={"validation_f1": counts.f1, "validation_rmse_pm": counts.rmse_pm},
+            line=(f"F1 {counts.f1:.3f}  precision {counts.precision:.3f}  "
+                  f"recall {counts.recall:.3f}  RMSE {counts.rmse_pm:.1f} pm"),
+            summary=f"F1 {counts.f1:.3f}, RMSE {counts.rmse_pm:.1f} pm")
+
+    def metadata(self, trained: Trained, data: StemData) -> dict[str, Any]:
+        """Network, input, modes (dark ones negated), threshold and how it was trained."""
+        run, cfg, model = self.run, self.run.train, self.run.model
+        return {
+            "name": model.name,
+            "description": model.description,
+            "architecture": trained.architecture,
+            "sampling": model.sampling,
+            "classes": ["column"],
+            "threshold": trained.threshold,
+            "imaging_modes": ["STEM-HAADF", "STEM-ABF", "STEM-BF", "STEM"],
+            "dark_columns": ["STEM-ABF", "STEM-BF"],
+            "normalisation": ("per frame: zero mean, unit standard deviation at the model "
+                              "sampling; ABF/BF images negated first (bright columns)"),
+            "training": {
+                "steps": cfg.steps, "batch_size": cfg.batch_size,
+                "patch_size": cfg.patch_size, "learning_rate": cfg.learning_rate,
+                "seed": cfg.seed, "parameters": trained.parameters,
+                "samples_seen": cfg.steps * cfg.batch_size,
+                "data": {"simulation": "incoherent STEM (simulation/stem.py)",
+                         "structures": sorted({s.spec.label + f" ({s.spec.kind})"
+                                               for s in data.structures}),
+                         "held_out_structures": sorted({s.label + f" ({s.kind})"
+                                                        for s in HELD_OUT_STRUCTURES}),
+                         **asdict(run.stem)},
+                "envelope": run.envelope.as_dict(),
+            },
+        }
+
+    def card(self, metadata: dict[str, Any], sha256: str,
+             last_validation: dict[str, Any] | None) -> str:
+        """:func:`stem_card`."""
+        return stem_card(metadata, sha256, validation=last_validation)
 
 
-def train_stem(run: StemRun, log: Any = print) -> Path:
+def train_stem(run: StemRun, log: Log = print) -> Path:
     """Train ``stem-columns``; return the path of the written weights (with metadata, card)."""
-    import torch
-
-    from ..models.registry import save_model
-    from ..models.unet import UNet
-    from .train import (
-        CHECKPOINT_FILE,
-        LOG_FILE,
-        _batches,
-        initialise_from,
-        optimise,
-        resume,
-        training_runtime,
-    )
-
-    cfg, model_cfg = run.train, run.model
-    output = Path(run.output)
-    output.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    structures = structure_pool(TRAINING_STRUCTURES, run.stem.structures_per_kind, run.stem.seed)
-    validation_structures = structure_pool(TRAINING_STRUCTURES, run.stem.validation_per_kind,
-                                           run.stem.seed + 1)
-    log(f"{len(structures)} training and {len(validation_structures)} validation structures "
-        f"built in {time.time() - start:.0f} s")
-    maker = StemSampleMaker(structures, model_cfg.sampling, run.envelope,
-                            run.stem.vacuum_probability)
-    validation_maker = StemSampleMaker(validation_structures, model_cfg.sampling, run.envelope,
-                                       run.stem.vacuum_probability)
-    rng = np.random.default_rng([cfg.seed, 99])
-    validation_samples = [validation_maker.make(rng) for _ in range(cfg.validation_images)]
-
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.torch_threads())
-    architecture = {"in_channels": 1, "out_channels": 1, "base_channels": model_cfg.base_channels,
-                    "depth": model_cfg.depth}
-    if model_cfg.context:
-        architecture["context"] = model_cfg.context
-    if model_cfg.refine:
-        architecture["refine"] = model_cfg.refine
-    network = UNet(**architecture).to(memory_format=torch.channels_last)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
-                                                    total_steps=cfg.steps, pct_start=0.05)
-    step = resume(output / CHECKPOINT_FILE, network, optimiser, scheduler, cfg.steps, log)
-    if not step and cfg.init_from:
-        log(initialise_from(network, cfg.init_from))
-    n_parameters = sum(p.numel() for p in network.parameters())
-    log(f"training {model_cfg.name}: {n_parameters:,} parameters, {cfg.steps} steps of "
-        f"{cfg.batch_size}×{cfg.patch_size}²")
-    log(training_runtime(cfg))
-    batches = _batches(maker, cfg.batch_size, cfg.patch_size, cfg.seed, step, cfg.workers)
-
-    def validate_now() -> tuple[dict[str, float], str]:
-        from .train import network_maps
-
-        network.eval()
-        counts = MatchCounts()
-        for sample in validation_samples:
-            heat = network_maps(network, sample.image[None], cfg.use_bfloat16)[0]
-            positions, _ = find_peaks(heat, 0.5, MIN_COLUMN_DISTANCE / model_cfg.sampling)
-            counts += score(positions, sample.columns, model_cfg.sampling)
-        network.train()
-        return ({"validation_f1": counts.f1, "validation_rmse_pm": counts.rmse_pm},
-                f"F1 {counts.f1:.3f}  precision {counts.precision:.3f}  "
-                f"recall {counts.recall:.3f}  RMSE {counts.rmse_pm:.1f} pm")
-
-    def loss_of(logits: Any, targets: Any, masks: Any) -> Any:
-        import torch.nn.functional as F
-
-        return F.binary_cross_entropy_with_logits(logits, targets, weight=masks)
-
-    optimise(network, optimiser, scheduler, batches, step=step, cfg=cfg, loss_of=loss_of,
-             validate_now=validate_now, output=output, log=log)
-    rng = np.random.default_rng([cfg.seed, 100])
-    calibration = [validation_maker.make(rng) for _ in range(4 * cfg.validation_images)]
-    network.eval()
-    threshold, calibrated = _calibrate(network, calibration, model_cfg.sampling,
-                                       cfg.use_bfloat16)
-    log(f"default threshold {threshold}: validation F1 {calibrated.f1:.3f}, RMSE "
-        f"{calibrated.rmse_pm:.1f} pm on {len(calibration)} images")
-    metadata = {
-        "name": model_cfg.name,
-        "description": model_cfg.description,
-        "architecture": architecture,
-        "sampling": model_cfg.sampling,
-        "classes": ["column"],
-        "threshold": threshold,
-        "imaging_modes": ["STEM-HAADF", "STEM-ABF", "STEM-BF", "STEM"],
-        "dark_columns": ["STEM-ABF", "STEM-BF"],
-        "normalisation": ("per frame: zero mean, unit standard deviation at the model "
-                          "sampling; ABF/BF images negated first (bright columns)"),
-        "training": {
-            "steps": cfg.steps, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
-            "learning_rate": cfg.learning_rate, "seed": cfg.seed,
-            "parameters": n_parameters, "samples_seen": cfg.steps * cfg.batch_size,
-            "data": {"simulation": "incoherent STEM (simulation/stem.py)",
-                     "structures": sorted({s.spec.label + f" ({s.spec.kind})"
-                                           for s in structures}),
-                     "held_out_structures": sorted({s.label + f" ({s.kind})"
-                                                    for s in HELD_OUT_STRUCTURES}),
-                     **asdict(run.stem)},
-            "envelope": run.envelope.as_dict(),
-        },
-    }
-    weights = output / f"{model_cfg.name}.safetensors"
-    digest = save_model(weights, network, metadata)
-    (output / f"{model_cfg.name}.json").write_text(
-        json.dumps({**metadata, "sha256": digest}, indent=2))
-    records = [json.loads(line) for line in (output / LOG_FILE).read_text().splitlines()]
-    last_validation = next((r for r in reversed(records) if "validation_f1" in r), None)
-    (output / f"{model_cfg.name}.md").write_text(
-        stem_card(metadata, digest, validation=last_validation))
-    log(f"wrote {weights} (SHA-256 {digest}) and its model card")
-    return weights
+    return run_training(StemColumnsTask(run), log)
 
 
 def _span(bounds: Any, unit: str = "", scale: float = 1.0) -> str:
