@@ -177,7 +177,7 @@ def test_imaging_conditions_show_for_a_model_that_takes_them(qtbot, viewer_with_
     widget.frames.value = "current frame"
     widget.run()
     _wait(qtbot, widget)
-    assert passed == [{"cs": -15e4, "defocus": None}]
+    assert passed == [{"cs": -15e4, "defocus": None, "imaging_mode": "unknown"}]
     points = viewer.layers["stack atoms"]
     assert points.metadata["cs_angstrom"] == -15e4 and points.metadata["defocus_angstrom"] is None
 

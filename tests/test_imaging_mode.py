@@ -348,15 +348,26 @@ def test_detect_warns_once_per_stem_file_given_an_hrtem_model(hyperspy_files, tm
 
 
 @pytest.mark.gui
-def test_detect_widget_says_a_stem_layer_is_out_of_the_model_domain(make_napari_viewer,
+def test_detect_widget_picks_the_model_by_mode_and_warns_for_another(make_napari_viewer,
                                                                      hyperspy_files):
     viewer = make_napari_viewer()
     [layer] = viewer.open(str(hyperspy_files / "dm3_2D_data/test_STEM_image.dm3"),
                           plugin="napari-tem-atoms")
     _, widget = viewer.window.add_plugin_dock_widget("napari-tem-atoms", "Detect atoms")
+    # Auto: the STEM model, and why; nothing to warn.
+    assert widget.imaging_mode.value == "STEM-HAADF"
+    assert widget.chosen_model()[0] == "stem-columns"
+    assert widget.model_description.value.startswith("stem-columns: STEM-HAADF image")
+    assert "trained on" not in widget.sampling_note.value
+    # An HRTEM model chosen by hand: said, not refused.
+    widget.model.value = "au-hrtem"
     assert "STEM-HAADF image" in widget.sampling_note.value
     assert "au-hrtem was trained on HRTEM images only" in widget.sampling_note.value
-    assert widget.run_button.enabled  # said, not refused
-    layer.metadata["imaging_mode"] = "HRTEM"  # the user says the file is wrong
-    widget._validate()
+    assert widget.run_button.enabled
+    # The user says the file is wrong: kept in the layer, and the warning goes.
+    widget.imaging_mode.value = "HRTEM"
+    assert layer.metadata["imaging_mode"] == "HRTEM"
+    assert layer.metadata["imaging_mode_source"].startswith("set by the user")
     assert "STEM" not in widget.sampling_note.value
+    widget.model.value = "auto"
+    assert widget.chosen_model()[0] == "au-hrtem"

@@ -211,3 +211,21 @@ materials = ["Au"]
     assert "Cu [001] (bulk)" not in metadata["training"]["data"]["structures"]
     assert (tmp_path / "run" / "tiny-stem.md").read_text().startswith("# Model card")
     assert load_model(weights).description.dark_columns == ("STEM-ABF", "STEM-BF")
+
+
+@pytest.mark.gui
+def test_detect_widget_finds_the_dark_columns_of_an_abf_layer(make_napari_viewer, qtbot):
+    image, columns, settings = _stem_image("ABF")
+    viewer = make_napari_viewer()
+    viewer.add_image(image.data, name="abf", scale=(settings.sampling, settings.sampling),
+                     units=("angstrom", "angstrom"),
+                     metadata={"imaging_mode": "STEM-ABF",
+                               "imaging_mode_source": "made for the test"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-tem-atoms", "Detect atoms")
+    assert widget.chosen_model()[0] == "stem-columns"
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None and not widget.cancel_button.enabled,
+                    timeout=120_000)
+    found = viewer.layers["abf atoms"].data
+    truth = np.column_stack([columns, np.full(len(columns), 3)])
+    assert match_columns(found, truth, settings.sampling).f1 >= 0.95

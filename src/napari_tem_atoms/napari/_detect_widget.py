@@ -8,6 +8,7 @@ kept, so moving the threshold afterwards re-finds the peaks without running the 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,15 +24,18 @@ from magicgui.widgets import (
     RadioButtons,
     create_widget,
 )
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..analysis.detect import (
+    DomainWarning,
     atoms_from_heatmap,
     domain_warning,
     iter_detect_atoms,
     sampling_warning,
 )
+from ..analysis.modes import choose_model, contrast_for_model
 from ..errors import TEMAtomsError
+from ..io.imaging_mode import IMAGING_MODES
 from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer, show_atoms
@@ -44,6 +48,10 @@ if TYPE_CHECKING:
 ALL_FRAMES, CURRENT_FRAME = "all frames", "current frame"
 #: Shortest time between two hand-overs of finished frames from the worker [s].
 YIELD_INTERVAL = 0.25
+#: The Model choice that picks the model for the image's imaging mode.
+AUTO_MODEL = "auto"
+#: The Imaging mode choices ("unknown": the file does not say).
+IMAGING_MODE_CHOICES = list(IMAGING_MODES)
 #: Shortest time between two refreshes of the status line and progress bar [s]: any widget
 #: refresh re-composites the whole window, a cost on a display without a GPU.
 STATUS_INTERVAL = 1.0
@@ -65,9 +73,18 @@ class DetectWidget(WorkerRunner, Container):
         self._viewer = viewer
         self.image_layer = create_widget(annotation="napari.layers.Image", label="Image")
         column_models = registered_models("columns")
-        self.model = ComboBox(label="Model", choices=column_models,
-                              tooltip="\n".join(f"{name}: {REGISTRY[name].description}"
-                                                for name in column_models))
+        self.imaging_mode = ComboBox(
+            label="Imaging mode", choices=IMAGING_MODE_CHOICES, value="unknown",
+            tooltip="How the image was recorded, as its file says; change it when the file "
+                    "does not say or is wrong. It picks the model (auto) and whether STEM "
+                    "columns are dark (ABF, BF: negated for the STEM model).")
+        self.model = ComboBox(label="Model", choices=[AUTO_MODEL, *column_models],
+                              value=AUTO_MODEL,
+                              tooltip="\n".join([f"{AUTO_MODEL}: the model for the image's "
+                                                 "imaging mode (HRTEM: au-hrtem, STEM: "
+                                                 "stem-columns)"]
+                                                + [f"{name}: {REGISTRY[name].description}"
+                                                   for name in column_models]))
         self.model_description = Label(value="")
         self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001, tooltip="Pixel size of the image, in ångström")
@@ -88,7 +105,8 @@ class DetectWidget(WorkerRunner, Container):
         self.progress_bar = make_progress_bar()
         self.status = Label(value="")
         wrap_text(self.model_description, self.sampling_note, self.status)
-        self.extend([self.image_layer, self.model, self.model_description, self.sampling,
+        self.extend([self.image_layer, self.imaging_mode, self.model, self.model_description,
+                     self.sampling,
                      self.sampling_note, self.threshold, self.frames, self.mirrors,
                      self.show_map, self.conditions,
                      self.run_button, self.cancel_button, self.progress_bar, self.status])
@@ -99,10 +117,12 @@ class DetectWidget(WorkerRunner, Container):
         self._log_counts: dict[int, np.ndarray] = {}
         self._run_info: dict[str, Any] = {}
         self._watched_layer: Any = None  # whose pixel size (scale, units) is followed
+        self._shown_model: str | None = None  # whose threshold the slider was set to
 
         self.image_layer.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
         self.model.changed.connect(self._validate)  # a STEM image warns for HRTEM models
+        self.imaging_mode.changed.connect(self._on_mode_changed)
         self.sampling.changed.connect(self._validate)
         self.threshold.changed.connect(self._on_threshold_changed)
         self.show_map.changed.connect(self._update_layers)
@@ -113,17 +133,46 @@ class DetectWidget(WorkerRunner, Container):
 
     # --- inputs ---------------------------------------------------------------------------
 
+    def chosen_model(self) -> tuple[str, str | None]:
+        """The model that will run, and why when it was picked for the imaging mode."""
+        if self.model.value != AUTO_MODEL:
+            return self.model.value, None
+        layer = self.image_layer.value
+        metadata = {} if layer is None else layer.metadata
+        return choose_model(metadata.get("imaging_mode") or "unknown",
+                            metadata.get("imaging_mode_source"))
+
     def _on_model_changed(self) -> None:
-        entry = REGISTRY.get(self.model.value)
-        self.model_description.value = entry.description if entry else ""
+        name, reason = self.chosen_model()
+        entry = REGISTRY.get(name)
+        description = entry.description if entry else ""
+        self.model_description.value = (f"{name}: {reason}. {description}" if reason
+                                        else description)
         try:
-            self.threshold.value = float(model_metadata(self.model.value).get("threshold", 0.5))
+            if name != self._shown_model:  # the same model: the user's threshold stays
+                self.threshold.value = float(model_metadata(name).get("threshold", 0.5))
+                self._shown_model = name
         except TEMAtomsError as exc:  # missing or damaged weights: say so, keep the widget
             self.model_description.value = f"⚠ {exc}"
-        self.conditions.show_for(self.model.value)
+        self.conditions.show_for(name)
+
+    def _on_mode_changed(self) -> None:
+        """The user says how the image was recorded: kept in the layer, for every widget."""
+        layer = self.image_layer.value
+        if layer is None or self.imaging_mode.value == layer.metadata.get("imaging_mode",
+                                                                          "unknown"):
+            return
+        layer.metadata["imaging_mode"] = self.imaging_mode.value
+        layer.metadata["imaging_mode_source"] = "set by the user (Detect widget)"
+        self._on_model_changed()
+        self._validate()
 
     def _on_image_changed(self) -> None:
         layer = self.image_layer.value
+        mode = "unknown" if layer is None else layer.metadata.get("imaging_mode") or "unknown"
+        with self.imaging_mode.changed.blocked():  # the file's mode, not a user's choice
+            self.imaging_mode.value = mode if mode in IMAGING_MODE_CHOICES else "unknown"
+        self._on_model_changed()  # auto: the model follows the image's mode
         if layer is not self._watched_layer and self.worker is None:
             # Another image: the last run's status described the one before.
             self.status.value = self._points_summary() if layer is self._run_info.get(
@@ -172,7 +221,7 @@ class DetectWidget(WorkerRunner, Container):
         if not problem:  # a warning, not a refusal: the run stays possible
             warning = sampling_warning(float(self.sampling.value))
             problem = f"⚠ {warning[0].upper()}{warning[1:]}." if warning else ""
-            domain = _domain_note(layer, self.model.value)
+            domain = _domain_note(layer, self.chosen_model()[0])
             if domain:  # a STEM image for an HRTEM model: said, the run stays possible
                 problem = f"{problem} ⚠ {domain[0].upper()}{domain[1:]}.".strip()
         self.sampling_note.value = problem
@@ -195,12 +244,14 @@ class DetectWidget(WorkerRunner, Container):
             return
         indices = self._frame_indices(layer)
         data, sampling = layer.data, float(self.sampling.value)
-        model_name, threshold = self.model.value, float(self.threshold.value)
+        model_name, threshold = self.chosen_model()[0], float(self.threshold.value)
+        mode = layer.metadata.get("imaging_mode") or "unknown"
         average_mirrors = bool(self.mirrors.value)
         conditions = self.conditions.values()
         # A run with the same image and settings adds to what earlier runs found (one frame
         # after another, or a cancelled run over the rest): only its own frames are replaced.
-        settings = (model_name, sampling, average_mirrors, tuple(sorted(conditions.items())))
+        settings = (model_name, mode, sampling, average_mirrors,
+                    tuple(sorted(conditions.items())))
         previous = self._run_info
         if previous.get("layer") is not layer or previous.get("settings") != settings:
             self._results, self._log_counts = {}, {}
@@ -219,6 +270,10 @@ class DetectWidget(WorkerRunner, Container):
                 yield ("error", str(exc))
                 return
             yield ("model", loaded)
+            first = np.asarray(data[indices[0]] if stack else data, dtype=np.float32)
+            note = contrast_for_model(first, sampling, mode, loaded.description, loaded.name)[1]
+            if note:  # what the image's contrast decided, or how it contradicts the mode
+                yield ("note", note)
             # One generator over every chosen frame: a call per frame cost 5 % of the run. A
             # single frame goes in as a 2-D image, so its messages are named here, by its index.
             whole_stack = stack and len(indices) > 1
@@ -229,7 +284,7 @@ class DetectWidget(WorkerRunner, Container):
             batch, sent = [], time.perf_counter()
             try:
                 for step in _steps(frames, loaded, sampling, threshold, average_mirrors,
-                                   **conditions):
+                                   imaging_mode=mode, **conditions):
                     batch.append((indices[step.frame], step.atoms, step.heatmap,
                                   step.log_counts))
                     if time.perf_counter() - sent >= YIELD_INTERVAL:
@@ -255,6 +310,8 @@ class DetectWidget(WorkerRunner, Container):
             # Device, engine and precision: the speed a user sees depends on all three.
             self._run_info["runtime"] = item[1].describe_runtime()
             self._run_info["model_sampling"] = item[1].sampling
+        elif kind == "note":
+            show_warning(f"Detect atoms: {item[1]}")
         elif kind == "error":
             show_error(f"Detect atoms: {item[1]}")
             self.status.value = item[1]
@@ -386,18 +443,20 @@ def _pixel_size_events(layer: Any) -> list[Any]:
 
 def _steps(frame: np.ndarray, loaded: Any, sampling: float, threshold: float,
            average_mirrors: bool = False, cs: float | None = None,
-           defocus: float | None = None):
-    return iter_detect_atoms(frame, loaded, sampling=sampling, threshold=threshold,
-                             keep_heatmaps=True, average_mirrors=average_mirrors, cs=cs,
-                             defocus=defocus)
+           defocus: float | None = None, imaging_mode: str = "unknown"):
+    # The mode decides whether a STEM model sees the frame negated (ABF, BF); the domain
+    # warning and the contrast note were said by the widget already.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DomainWarning)
+        yield from iter_detect_atoms(frame, loaded, sampling=sampling, threshold=threshold,
+                                     keep_heatmaps=True, average_mirrors=average_mirrors,
+                                     cs=cs, defocus=defocus, imaging_mode=imaging_mode)
 
 
 def _domain_note(layer: Any, model_name: str) -> str | None:
     """The :func:`~..analysis.detect.domain_warning` for a layer read from a STEM file."""
-    from ..io.imaging_mode import is_stem
-
     mode = layer.metadata.get("imaging_mode")
-    if not is_stem(mode):  # the models are trained on HRTEM: nothing else to say
+    if not mode or mode == "unknown":
         return None
     try:
         metadata = model_metadata(model_name)
