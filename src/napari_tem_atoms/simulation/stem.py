@@ -26,7 +26,7 @@ from scipy import fft as sp_fft
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from .columns import column_labels
-from .microscope import wavelength
+from .microscope import _log_uniform, _uniform, wavelength
 
 __all__ = ["HELD_OUT_STRUCTURES", "STEM_MODES", "TRAINING_STRUCTURES", "ProjectedStructure",
            "StemEnvelope", "StemSettings", "StemStructureSpec", "project_structure",
@@ -280,14 +280,6 @@ class StemSettings:
     def as_dict(self) -> dict[str, Any]:
         """The values as a plain dictionary (for metadata and cards)."""
         return asdict(self)
-
-
-def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
-    return float(rng.uniform(*bounds))
-
-
-def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
-    return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from .pipeline import (
     Validation,
     calibrate,
     held_out_maps,
+    optimisation_summary,
 )
 
 __all__ = ["COUNT_LOSS_WEIGHT", "ColumnTargetsTask", "ColumnsTask", "calibrate_threshold",
@@ -187,8 +188,7 @@ class ColumnsTask(ColumnTargetsTask):
                                "training": asdict(run.conditions)}}
                if model.conditions else {}),
             "training": {
-                "steps": cfg.steps, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
-                "learning_rate": cfg.learning_rate, "seed": cfg.seed,
+                **optimisation_summary(cfg),
                 "init_from": Path(cfg.init_from).name if cfg.init_from else None,
                 **({"condition_learning_rate_factor": cfg.condition_learning_rate_factor}
                    if model.conditions and cfg.condition_learning_rate_factor != 1 else {}),

@@ -38,8 +38,8 @@ from .config import TrainConfig
 
 __all__ = ["CHECKPOINT_FILE", "LOG_FILE", "THRESHOLDS", "Log", "PatchSource", "Trained",
            "TrainingData", "TrainingTask", "Validation", "calibrate", "held_out_maps",
-           "initialise_from", "network_maps", "optimise", "resume", "run_training",
-           "save_checkpoint", "training_runtime"]
+           "initialise_from", "network_maps", "optimisation_summary", "optimise", "resume",
+           "run_training", "save_checkpoint", "training_runtime"]
 
 Log = Callable[[str], None]
 
@@ -204,6 +204,12 @@ class TrainingTask(ABC, Generic[RunT, DataT]):
              last_validation: dict[str, Any] | None) -> str | None:
         """The model card written beside the weights (``<name>.md``), or None for none."""
         return None
+
+
+def optimisation_summary(cfg: TrainConfig) -> dict[str, Any]:
+    """How a network was optimised, as every task's metadata records it first."""
+    return {"steps": cfg.steps, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
+            "learning_rate": cfg.learning_rate, "seed": cfg.seed}
 
 
 # -- the pipeline ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from .columns import ColumnTargetsTask
 from .config import ModelConfig, TrainConfig, read_toml, update_section
 from .data import Sample, column_targets, random_patch
 from .metrics import MatchCounts, match_columns
-from .pipeline import Log, Trained, TrainingData, Validation, run_training
+from .pipeline import Log, Trained, TrainingData, Validation, optimisation_summary, run_training
 
 __all__ = ["StemColumnsTask", "StemConfig", "StemRun", "StemSampleMaker", "evaluate_stem",
            "load_stem_config", "stem_card", "stem_run", "train_stem"]
@@ -256,9 +256,7 @@ class StemColumnsTask(ColumnTargetsTask):
             "normalisation": ("per frame: zero mean, unit standard deviation at the model "
                               "sampling; ABF/BF images negated first (bright columns)"),
             "training": {
-                "steps": cfg.steps, "batch_size": cfg.batch_size,
-                "patch_size": cfg.patch_size, "learning_rate": cfg.learning_rate,
-                "seed": cfg.seed, "parameters": trained.parameters,
+                **optimisation_summary(cfg), "parameters": trained.parameters,
                 "samples_seen": cfg.steps * cfg.batch_size,
                 "data": {"simulation": "incoherent STEM (simulation/stem.py)",
                          "structures": sorted({s.spec.label + f" ({s.spec.kind})"
