@@ -152,12 +152,13 @@ def _detect(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     import pandas as pd
-    from tqdm import tqdm
 
     from .analysis.detect import domain_warning, sampling_warning
-    from .batch import frame_jobs, run_jobs
+    from .batch import frame_jobs, iter_jobs
+    from .events import Notice
     from .io import atoms_table, write_atoms_csv
     from .models import load_cached_model
+    from .terminal import TerminalDriver
 
     images, jobs, unusable = [], [], []
     for path in args.inputs:  # each on its own: one unreadable input does not stop the others
@@ -183,30 +184,29 @@ def _detect(args: argparse.Namespace) -> int:
         return 1
     where = f"scheduler {args.scheduler}" if args.scheduler else "this computer"
     print(f"{_runtime_line(loaded)}; {len(jobs)} frames on {where}", file=sys.stderr)
-    said = set()
+    driver = TerminalDriver(descriptions={"detect": "detecting"})
     for image in images:
+        # Said once per file here (the driver says a text once per file): the frames' own
+        # notices stay in the workers, and frames carry no imaging mode.
         warning = sampling_warning(args.sampling or image.pixel_size_angstrom)
-        if warning:  # said once per file here: the frames' own warnings stay in the workers
-            print(f"warning: {image.path}: {warning}", file=sys.stderr)
-        # The workers get frames, which carry no mode: said here, once per file and mode.
+        if warning:
+            driver.notice(Notice("sampling", warning), where=str(image.path))
         domain = domain_warning(image.imaging_mode, image.imaging_mode_source, loaded.name,
                                 loaded.metadata)
-        if domain and (image.path, domain) not in said:
-            said.add((image.path, domain))
-            print(f"warning: {image.path}: {domain}", file=sys.stderr)
-    _say_transfer(conditions, loaded.metadata)  # once: the frames do not warn
+        if domain:
+            driver.notice(Notice("domain", domain), where=str(image.path))
+    _say_transfer(conditions, loaded.metadata, driver)  # once: the frames do not warn
     try:
-        with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
-            results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
-                               args.device, on_done=lambda job: bar.update(1),
-                               average_mirrors=args.average_mirrors, precision=args.precision,
-                               engine=args.engine, errors="collect", **conditions)
+        results = driver.run(iter_jobs(jobs, str(args.model), args.threshold, args.scheduler,
+                                       args.device, average_mirrors=args.average_mirrors,
+                                       precision=args.precision, engine=args.engine,
+                                       errors="collect", **conditions))
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     failed = [result for result in results if isinstance(result, TEMAtomsError)]
     for error in failed:  # each names its file and frame
-        print(f"error: {error}", file=sys.stderr)
+        driver.error(str(error))
     # One table, one layout, whatever failed: with any stack among the inputs an image is
     # frame 0; with several inputs, every row names its file.
     stacks = any(image.data.ndim == 3 for image in images)
@@ -237,21 +237,18 @@ def _detect(args: argparse.Namespace) -> int:
         missing = ([f"{len(unusable)} of {len(args.inputs)} inputs could not be read "
                     f"({', '.join(unusable)})"] if unusable else [])
         missing += [f"{len(failed)} of {len(jobs)} frames failed"] if failed else []
-        print(f"error: incomplete: {' and '.join(missing)} (see above); their atoms are not in "
-              f"{args.output}", file=sys.stderr)
-        return 2
-    return 0
+        driver.error(f"incomplete: {' and '.join(missing)} (see above); their atoms are not "
+                     f"in {args.output}")
+    return driver.status(wrote=True)
 
 
 def _species(args: argparse.Namespace) -> int:
-    import warnings
-
     import pandas as pd
-    from tqdm import tqdm
 
     from .analysis.species import iter_detect_species, middle_defocus_image
     from .io import atoms_table, read_image, write_atoms_csv
     from .models import load_cached_model
+    from .terminal import TerminalDriver
 
     defoci = None
     if args.defoci:
@@ -267,25 +264,12 @@ def _species(args: argparse.Namespace) -> int:
         loaded = load_cached_model(str(args.model), args.device, args.precision, args.engine)
         print(_runtime_line(loaded), file=sys.stderr)
         # The TEMImage, not its data: its imaging mode is checked against the model's.
-        steps = iter_detect_species(series, loaded, sampling, defoci,
-                                    align=not args.no_align, threshold=args.threshold,
-                                    max_shift=args.max_shift)
-        n_series = 1 if series.data.ndim == 3 else int(series.data.shape[0])
-        with warnings.catch_warnings(record=True) as caught, tqdm(
-                total=n_series, desc="species", unit="series", file=sys.stderr) as bar:
-            warnings.simplefilter("always")
-            while True:
-                try:
-                    next(steps)
-                    bar.update(1)
-                except StopIteration as stop:
-                    atoms = stop.value
-                    break
+        atoms = TerminalDriver(where=str(args.series)).run(iter_detect_species(
+            series, loaded, sampling, defoci, align=not args.no_align,
+            threshold=args.threshold, max_shift=args.max_shift))
     except TEMAtomsError as exc:
         print(f"error: {args.series}: {exc}", file=sys.stderr)
         return 1
-    for warning in caught:
-        print(f"warning: {args.series}: {warning.message}", file=sys.stderr)
     columns = ["y", "x"]
     if series.data.ndim == 4:
         # As the Species widget writes them: the positions lie on the middle-defocus image of
@@ -302,15 +286,12 @@ def _species(args: argparse.Namespace) -> int:
 
 
 def _occupancy(args: argparse.Namespace) -> int:
-    import warnings
-
     import pandas as pd
-    from tqdm import tqdm
 
-    from .analysis.transfer import TransferWarning
     from .analysis.video import iter_video_occupancy
     from .io import read_atoms_csv, read_image, write_atoms_csv
     from .models import load_cached_model, model_metadata
+    from .terminal import TerminalDriver
 
     try:
         video = read_image(args.video, lazy=True)
@@ -324,35 +305,18 @@ def _occupancy(args: argparse.Namespace) -> int:
         sampling = args.sampling or video.pixel_size_angstrom
         radius = args.site_radius / sampling if args.site_radius and sampling else None
         conditions = _conditions_of(args)
+        driver = TerminalDriver()
         if atoms is None and any(value is not None for value in conditions.values()):
             metadata = model_metadata(str(args.model))  # said before the drift, not after it
             _check_conditions(str(args.model), metadata, conditions)
-            _say_transfer(conditions, metadata)
+            _say_transfer(conditions, metadata, driver)  # the detector's own: said already
         model: object = args.model
         if atoms is None:  # the detector runs: say where and how
             model = load_cached_model(str(args.model), args.device, args.precision, args.engine)
             print(_runtime_line(model), file=sys.stderr)
-        steps = iter_video_occupancy(video, model, sampling, atoms=atoms,
-                                     threshold=args.threshold, max_shift=args.max_shift,
-                                     site_radius=radius, method=args.method, **conditions)
-        bar = None
-        # The detector's TransferWarning was said above, as a line of its own.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TransferWarning)
-            try:
-                while True:
-                    step = next(steps)
-                    if bar is None or bar.desc != step.stage:  # one bar per stage at a time
-                        if bar is not None:
-                            bar.close()
-                        bar = tqdm(total=step.total, desc=step.stage, file=sys.stderr,
-                                   unit="frame" if step.stage != "sites" else "step")
-                    bar.update(step.done - bar.n)
-            except StopIteration as stop:
-                result = stop.value
-            finally:
-                if bar is not None:
-                    bar.close()
+        result = driver.run(iter_video_occupancy(
+            video, model, sampling, atoms=atoms, threshold=args.threshold,
+            max_shift=args.max_shift, site_radius=radius, method=args.method, **conditions))
     except TEMAtomsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -591,14 +555,15 @@ def _check_conditions(model: str, metadata: dict, conditions: dict[str, float | 
         raise TEMAtomsError(f"model {model}: {exc} (--cs-um, --defocus)") from None
 
 
-def _say_transfer(conditions: dict[str, float | None], metadata: dict) -> None:
-    """Print, once, a warning when the conditions barely transfer the model's lattice."""
+def _say_transfer(conditions: dict[str, float | None], metadata: dict, driver: Any) -> None:
+    """Say, once, a warning when the conditions barely transfer the model's lattice."""
     from .analysis.transfer import model_optics
+    from .events import Notice
 
     optics = model_optics(metadata)
     transfer = optics.warning(**conditions) if optics else None
     if transfer:
-        print(f"warning: {transfer}", file=sys.stderr)
+        driver.notice(Notice("transfer", transfer))
 
 
 def _add_condition_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..events import TransferWarning
 from ..models import REGISTRY
 from ..simulation.microscope import MicroscopeSettings, phase_error
 
@@ -38,10 +39,6 @@ CRYSTAL_REFLECTIONS: dict[str, dict[str, float]] = {"gold": GOLD_REFLECTIONS}
 #: and 0.875 / 0.858 at 0.2–0.5 / below 0.2 ([110] with {111}: 0.996, 0.956, 0.902).
 MINIMUM_TRANSFER = 0.5
 
-
-
-class TransferWarning(UserWarning):
-    """Issued when the imaging conditions given barely transfer the lattice's reflections."""
 
 
 _DIRECTIONS = np.linspace(0.0, np.pi, 73)  # every 2.5°: enough to find the worst 2-fold case

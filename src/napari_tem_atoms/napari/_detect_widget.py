@@ -23,7 +23,7 @@ from magicgui.widgets import (
     RadioButtons,
     create_widget,
 )
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from ..analysis.detect import (
     atoms_from_heatmap,
@@ -32,6 +32,7 @@ from ..analysis.detect import (
     sampling_warning,
 )
 from ..errors import TEMAtomsError
+from ..events import Progress, batch_progress
 from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer, show_atoms
@@ -59,6 +60,8 @@ class DetectWidget(WorkerRunner, Container):
     viewer : napari.viewer.Viewer
         The viewer the widget is docked in (napari passes it).
     """
+
+    title = "Detect atoms"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -205,6 +208,7 @@ class DetectWidget(WorkerRunner, Container):
         if previous.get("layer") is not layer or previous.get("settings") != settings:
             self._results, self._log_counts = {}, {}
         self._run_info = {"layer": layer, "sampling": sampling, "n_frames": len(indices),
+                          "indices": indices,
                           "settings": settings, "done": 0,
                           "start": time.perf_counter(), "stack": layer.ndim == 3,
                           "conditions": {f"{key}_angstrom": value
@@ -213,60 +217,46 @@ class DetectWidget(WorkerRunner, Container):
         stack = layer.ndim == 3
 
         def work():
-            try:
-                loaded = load_cached_model(model_name)
-            except TEMAtomsError as exc:
-                yield ("error", str(exc))
-                return
-            yield ("model", loaded)
+            loaded = load_cached_model(model_name)
+            yield Progress("model", 0, len(indices), loaded)
             # One generator over every chosen frame: a call per frame cost 5 % of the run. A
             # single frame goes in as a 2-D image, so its messages are named here, by its index.
             whole_stack = stack and len(indices) > 1
             frames = data if whole_stack else np.asarray(data[indices[0]] if stack else data)
             # Frames go to the main thread in batches, at most every YIELD_INTERVAL: each
             # yield wakes the event loop, which on two cores takes time from the network.
-            # Cancel is honoured at the next batch.
-            batch, sent = [], time.perf_counter()
+            # Cancel is honoured at the next batch; what came before a bad frame is kept.
             try:
-                for step in _steps(frames, loaded, sampling, threshold, average_mirrors,
-                                   **conditions):
-                    batch.append((indices[step.frame], step.atoms, step.heatmap,
-                                  step.log_counts))
-                    if time.perf_counter() - sent >= YIELD_INTERVAL:
-                        yield ("frames", batch)
-                        batch, sent = [], time.perf_counter()
+                return (yield from batch_progress(
+                    _steps(frames, loaded, sampling, threshold, average_mirrors, **conditions),
+                    YIELD_INTERVAL))
             except TEMAtomsError as exc:
-                if batch:  # what was found before the bad frame is kept
-                    yield ("frames", batch)
-                    batch = []
-                named = stack and not whole_stack
-                yield ("error", f"frame {indices[0]}: {exc}" if named else str(exc))
-            if batch:
-                yield ("frames", batch)
+                if stack and not whole_stack:
+                    raise TEMAtomsError(f"frame {indices[0]}: {exc}") from None
+                raise
 
         # The progress bar moves with the status, at most every STATUS_INTERVAL.
         self._start_worker(work, len(indices), "Detecting atoms",
                            f"Detecting atoms in {len(indices)} frame(s)...")
 
-    def _on_yielded(self, item: tuple) -> None:
-        kind = item[0]
-        if kind == "model":
-            self._run_info["device"] = item[1].device
+    def _on_progress(self, progress: Progress) -> None:
+        if progress.stage == "model":
+            loaded = progress.item
+            self._run_info["device"] = loaded.device
             # Device, engine and precision: the speed a user sees depends on all three.
-            self._run_info["runtime"] = item[1].describe_runtime()
-            self._run_info["model_sampling"] = item[1].sampling
-        elif kind == "error":
-            show_error(f"Detect atoms: {item[1]}")
-            self.status.value = item[1]
-            self._run_info["error"] = item[1]
-        else:
-            for index, atoms, heatmap, log_counts in item[1]:
-                if log_counts is not None:
-                    self._log_counts[index] = log_counts
+            self._run_info["runtime"] = loaded.describe_runtime()
+            self._run_info["model_sampling"] = loaded.sampling
+        else:  # a batch of frames (see run)
+            indices = self._run_info["indices"]
+            for step in progress.item:
+                index = indices[step.frame]
+                if step.log_counts is not None:
+                    self._log_counts[index] = step.log_counts
+                atoms = step.atoms
                 if atoms["frame"].ne(index).any():  # a single frame of a stack comes as 0
                     atoms = atoms.assign(frame=index)
-                self._results[index] = (atoms, heatmap)
-            self._run_info["done"] += len(item[1])
+                self._results[index] = (atoms, step.heatmap)
+            self._run_info["done"] += len(progress.item)
             # Redrawing after every frame would cost as much as the network on a
             # software-rendered display: the status refreshes every STATUS_INTERVAL, the points
             # as the run goes but at most 5 % of the time (each redraw waits 20 times as long
@@ -283,6 +273,13 @@ class DetectWidget(WorkerRunner, Container):
                 self._update_layers()
                 info["points_shown"] = time.perf_counter()
                 info["redraw_seconds"] = info["points_shown"] - now
+
+    def _on_error(self, message: str) -> None:
+        self.status.value = message
+        self._run_info["error"] = message
+
+    def _on_result(self, atoms: pd.DataFrame) -> None:
+        """Nothing more to do: the frames came with the progress, shown by `_after_run`."""
 
     def _after_run(self) -> None:
         """Show what was found (all of it, or what came before Cancel or an error)."""
