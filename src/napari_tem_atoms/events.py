@@ -31,6 +31,8 @@ Nothing here imports napari, Qt or the analysis code: every layer may import it.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Generator, Mapping
@@ -151,8 +153,20 @@ def warn(event: Event) -> None:
     The default of :func:`run`: what the plain API functions did before the events existed.
     """
     if isinstance(event, Notice):
-        # stacklevel 4: the caller of the API function (warn <- run <- detect_atoms <- caller).
-        warnings.warn(event.text, event.warning_class, stacklevel=4)
+        warnings.warn(event.text, event.warning_class, stacklevel=_outside_the_package())
+
+
+def _outside_the_package() -> int:
+    """The `stacklevel` of the first caller of :func:`warn` outside this package.
+
+    A warning then points at the user's line (their ``detect_atoms(...)``), however many of
+    the package's own functions lie between (what ``skip_file_prefixes`` does from Python 3.12).
+    """
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(2), 2  # warn's caller, seen from warnings.warn in warn
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def ignore(event: Event) -> None:

@@ -87,6 +87,7 @@ class WorkerRunner:
     _stage_offsets: Mapping[str, int]
     _follow_total: bool
     _said: set[str]
+    _relay: Generator[Any, None, None]
 
     def _start_worker(self, work: Callable[[], Events[Any]], total: int | None,
                       description: str, status: str,
@@ -107,7 +108,12 @@ class WorkerRunner:
             self.progress_bar.max = 1 if total is None else max(1, int(total))
             self.progress_bar.value = 0
             self.progress_bar.tooltip = description
-        self.worker = create_worker(_relay, work)
+        relay = self._relay = _relay(work)
+
+        def in_the_worker() -> Generator[Any, None, None]:
+            yield from relay
+
+        self.worker = create_worker(in_the_worker)
         self.worker.yielded.connect(self._on_event)
         self.worker.finished.connect(self._on_worker_finished)
         self.run_button.enabled = False
@@ -142,6 +148,9 @@ class WorkerRunner:
             self.status.value = "Cancelling..."
 
     def _on_worker_finished(self) -> None:
+        # A cancelled stream stopped at a yield: closed now (its `finally` blocks run), not
+        # whenever the worker is collected.
+        self._relay.close()
         self.worker = None
         self.cancel_button.enabled = False
         self._after_run()
