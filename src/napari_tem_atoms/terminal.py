@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO, TypeVar
 
-from .events import Events, Notice, Progress
+from .events import Event, Events, Notice, Progress, run
 
 __all__ = ["TerminalDriver"]
 
@@ -53,17 +53,15 @@ class TerminalDriver:
         (the bar is closed first): the command says it and chooses its exit status.
         """
         try:
-            while True:
-                try:
-                    event = next(events)
-                except StopIteration as stop:
-                    return stop.value
-                if isinstance(event, Notice):
-                    self.notice(event)
-                else:
-                    self._progress(event)
+            return run(events, on_event=self._show)
         finally:
             self._close_bar()
+
+    def _show(self, event: Event) -> None:
+        if isinstance(event, Notice):
+            self.notice(event)
+        else:
+            self._progress(event)
 
     def notice(self, notice: Notice, where: str | None = None) -> None:
         """Print ``warning: [FILE: ]TEXT``, unless this text was said for this file already."""
