@@ -116,7 +116,7 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     """
     def on_event(event: Any) -> None:
         if isinstance(event, Progress):
-            if on_done is not None:
+            if on_done is not None and event.item is not None:
                 on_done(event.item)
         else:
             warn(event)
@@ -133,7 +133,9 @@ def iter_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
               ) -> Events[list[pd.DataFrame | TEMAtomsError]]:
     """Run every job: yield a ``Progress("detect", jobs done, jobs, job)`` as each finishes.
 
-    Returns one table per job (same order), each with its frame index.
+    A ``Progress("detect", 0, jobs)`` comes first, before the first frame (which on a cluster
+    may wait for the workers to load the model). Returns one table per job (same order), each
+    with its frame index.
 
     Parameters
     ----------
@@ -195,6 +197,7 @@ def iter_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
                 raise
             return failure(job, exc)
 
+    yield Progress("detect", 0, len(jobs))
     if scheduler is None:
         finished = []
         for job in jobs:

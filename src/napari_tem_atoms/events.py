@@ -3,8 +3,9 @@
 Every ``iter_*`` function of the core (detection, species, drift, occupancy, batch jobs) is a
 generator that yields two kinds of event and *returns* its result:
 
-- :class:`Progress` (stage, done, total, item): a unit of work finished; `item` carries what it
-  produced when a caller can show it early (a frame's atoms), else None;
+- :class:`Progress` (stage, done, total, item): how far a stage has got, usually sent as a
+  unit of work finishes; `item` carries what that unit produced when a caller can show it
+  early (a frame's atoms), else None;
 - :class:`Notice` (kind, text, data): something the user must read (a pixel size outside the
   trained range, an HRTEM model given a STEM image, a defocus that barely transfers the
   lattice, a focal series unlike the trained ones). It is an event, not a ``warnings.warn``:
@@ -63,7 +64,7 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class Progress:
-    """A unit of work done.
+    """How far a stage has got (usually: one more unit of work done).
 
     Attributes
     ----------
@@ -71,7 +72,8 @@ class Progress:
         What is being done, in one word (``"detect"``, ``"drift"``, ``"species"``,
         ``"sites"``, ``"frames"``).
     done : int
-        Units of this stage done so far (1 after the first).
+        Units of this stage done so far (1 after the first; a stage may announce itself
+        with 0).
     total : int or None
         Units in this stage (None: not known, e.g. frames still arriving).
     item : object, optional
