@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from napari_tem_atoms import events
 from napari_tem_atoms.analysis.detect import iter_detect_atoms
 from napari_tem_atoms.analysis.transfer import model_optics
 from napari_tem_atoms.models import load_model
@@ -154,10 +155,12 @@ def main() -> None:
             columns[:, :2] /= sample.recorded_sampling
             told = dict(zip(("cs", "defocus"), told_conditions(settings, args.seed, index),
                             strict=True)) if args.told else {}
-            steps = iter_detect_atoms(sample.recorded, loaded, sampling=sample.recorded_sampling,
-                                      threshold=args.threshold, warn_transfer=False,
-                                      average_mirrors=args.average_mirrors, **told)
-            detected = np.concatenate([s.atoms[["y", "x"]].to_numpy() for s in steps])
+            atoms = events.run(iter_detect_atoms(sample.recorded, loaded,
+                                                 sampling=sample.recorded_sampling,
+                                                 threshold=args.threshold,
+                                                 average_mirrors=args.average_mirrors, **told),
+                               on_event=events.ignore)
+            detected = atoms[["y", "x"]].to_numpy()
             counts = match_columns(detected, columns, sample.recorded_sampling)
             rows.append({
                 "dose": dose, "image": index, "f1": counts.f1, "precision": counts.precision,

@@ -28,7 +28,8 @@ def test_focal_series_is_aligned_cropped_and_undone(qtbot, make_napari_viewer):
     widget.max_shift.value = 6
     widget.run()
     _wait(qtbot, widget)
-    assert widget.progress_bar.value == widget.progress_bar.max == 3  # full at the end
+    # Full at the end: 3 pairs of images, under each of the 2 windows "auto" tries.
+    assert widget.progress_bar.value == widget.progress_bar.max == 6
     np.testing.assert_allclose(widget.shifts, true, atol=0.2)
     aligned = viewer.layers["series aligned"]
     assert not layer.visible and aligned.visible
@@ -67,13 +68,13 @@ def test_the_chosen_window_reaches_the_registration(qtbot, make_napari_viewer, m
     import napari_tem_atoms.napari._align_widget as align_widget
 
     chosen = []
-    original = align_widget.align_focal_series
+    original = align_widget.iter_align_focal_series
 
     def recording(*args, **kwargs):
         chosen.append(kwargs["window"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(align_widget, "align_focal_series", recording)
+    monkeypatch.setattr(align_widget, "iter_align_focal_series", recording)
     viewer = make_napari_viewer()
     viewer.add_image(focal_series(np.zeros((3, 2))), name="series")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
@@ -103,7 +104,7 @@ def test_cancelling_a_drift_registration_changes_nothing_and_says_so(qtbot,
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     widget.kind.value = "drift (video)"
     widget.run()
-    qtbot.waitUntil(lambda: widget._done_frames >= 2, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.progress_bar.value >= 2, timeout=60_000)
     widget.cancel()
     _wait(qtbot, widget)
     assert widget.status.value == "Cancelled: nothing was changed."

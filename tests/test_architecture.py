@@ -2,10 +2,10 @@
 
 ::
 
-    floor 3   napari/   training/   cli.py   __init__.py     (front ends, training)
+    floor 3   napari/   training/   cli.py   terminal.py   __init__.py   (front ends, training)
     floor 2   analysis/   batch.py   live.py                 (detection, species, occupancy)
     floor 1   io/   models/   simulation/   samples.py       (files, networks, physics data)
-    floor 0   errors.py   optics.py   _cache.py              (imports nothing of the package)
+    floor 0   errors.py   events.py   optics.py   _cache.py  (no higher floor: events use errors)
 
 Imports inside functions count too: a lazy import up a floor is still a dependency.
 """
@@ -18,10 +18,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_tem_atoms"
 
 FLOORS = {
-    "errors": 0, "optics": 0, "_cache": 0,
+    "errors": 0, "events": 0, "optics": 0, "_cache": 0,
     "io": 1, "models": 1, "simulation": 1, "samples": 1,
     "analysis": 2, "batch": 2, "live": 2,
-    "napari": 3, "training": 3, "cli": 3, "__init__": 3,
+    "napari": 3, "training": 3, "cli": 3, "terminal": 3, "__init__": 3,
 }
 
 

@@ -147,3 +147,16 @@ def test_collected_failures_on_a_cluster(monkeypatch):
     assert str(results[1]) == "stack.npy, frame 1: the image holds NaN"
     assert str(results[2]).startswith("stack.npy, frame 2: ValueError: ")
     assert [results[k].frame.tolist() for k in (0, 3)] == [[0], [3]]
+
+
+def test_the_jobs_report_progress_from_zero(monkeypatch):
+    from napari_tem_atoms.batch import iter_jobs
+    from napari_tem_atoms.events import run
+
+    monkeypatch.setattr(batch, "detect_frame", _fake_detect)
+    progress = []
+    results = run(iter_jobs(_jobs(4), "au-hrtem", None, errors="collect"), progress.append)
+    assert [(event.stage, event.done, event.total) for event in progress] == [
+        ("detect", done, 4) for done in range(5)]  # a bar at 0 % while the first frame runs
+    assert [event.item.frame for event in progress[1:]] == [0, 1, 2, 3]
+    assert len(results) == 4

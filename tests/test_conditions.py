@@ -17,6 +17,7 @@ from napari_tem_atoms.analysis.conditions import (
 )
 from napari_tem_atoms.analysis.detect import predict_heatmap
 from napari_tem_atoms.batch import detect_frame
+from napari_tem_atoms.events import Progress
 from napari_tem_atoms.models import load_model, save_model
 from napari_tem_atoms.models.unet import UNet
 from napari_tem_atoms.simulation.microscope import MicroscopeSettings
@@ -126,9 +127,14 @@ def told_model(tmp_path):
     return path
 
 
+def _steps(events):
+    """The per-frame results of an event stream (its progress items)."""
+    return [event.item for event in events if isinstance(event, Progress)]
+
+
 def _maps(loaded, image, **conditions):
-    steps = list(iter_detect_atoms(image, loaded, sampling=0.1, threshold=0.0,
-                                   keep_heatmaps=True, **conditions))
+    steps = _steps(iter_detect_atoms(image, loaded, sampling=0.1, threshold=0.0,
+                                     keep_heatmaps=True, **conditions))
     return np.stack([step.heatmap for step in steps])
 
 
@@ -141,10 +147,10 @@ def test_detection_uses_the_conditions_on_every_path_and_records_them(told_model
     told = _maps(loaded, image, cs=-15e4, defocus=-50.0)
     assert np.abs(told - unknown).max(axis=(1, 2)).min() > 1e-3
     np.testing.assert_array_equal(_maps(loaded, image, cs=None, defocus=None), unknown)
-    mirrored = list(iter_detect_atoms(image[0], loaded, sampling=0.1, keep_heatmaps=True,
-                                      average_mirrors=True, cs=-15e4, defocus=-50.0))
-    mirrored_unknown = list(iter_detect_atoms(image[0], loaded, sampling=0.1,
-                                              keep_heatmaps=True, average_mirrors=True))
+    mirrored = _steps(iter_detect_atoms(image[0], loaded, sampling=0.1, keep_heatmaps=True,
+                                        average_mirrors=True, cs=-15e4, defocus=-50.0))
+    mirrored_unknown = _steps(iter_detect_atoms(image[0], loaded, sampling=0.1,
+                                                keep_heatmaps=True, average_mirrors=True))
     assert np.abs(mirrored[0].heatmap - mirrored_unknown[0].heatmap).max() > 1e-3
     atoms = detect_atoms(image, loaded, sampling=0.1, threshold=0.0, cs=-15e4, defocus=-50)
     assert atoms.attrs["cs"] == -15e4 and atoms.attrs["defocus"] == -50.0

@@ -105,7 +105,7 @@ def test_missing_pixel_size_is_shown_and_blocks_the_run(make_napari_viewer):
 
 
 def test_errors_reach_the_user_in_plain_words(qtbot, make_napari_viewer, monkeypatch):
-    import napari_tem_atoms.napari._detect_widget as module
+    import napari_tem_atoms.napari._worker as module
 
     shown = []
     monkeypatch.setattr(module, "show_error", shown.append)
@@ -119,7 +119,7 @@ def test_errors_reach_the_user_in_plain_words(qtbot, make_napari_viewer, monkeyp
 
 
 def test_a_bad_frame_is_named_in_the_message(qtbot, make_napari_viewer, monkeypatch):
-    import napari_tem_atoms.napari._detect_widget as module
+    import napari_tem_atoms.napari._worker as module
 
     shown = []
     monkeypatch.setattr(module, "show_error", shown.append)

@@ -142,7 +142,7 @@ def test_every_frame_is_shown_at_once_and_skipped_ones_keep_their_place(
 def test_frames_without_a_pixel_size_stop_the_session_once(qtbot, make_napari_viewer,
                                                            tmp_path, frames, monkeypatch):
     errors = []
-    monkeypatch.setattr("napari_tem_atoms.napari._live_widget.show_error", errors.append)
+    monkeypatch.setattr("napari_tem_atoms.napari._worker.show_error", errors.append)
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Live mode")
     widget.folder.value = tmp_path

@@ -19,6 +19,7 @@ from napari_tem_atoms.analysis.transfer import (
 )
 from napari_tem_atoms.cli import main
 from napari_tem_atoms.errors import TEMAtomsError
+from napari_tem_atoms.events import Notice
 from napari_tem_atoms.models import model_metadata
 from napari_tem_atoms.samples import synthetic_gold_stack
 from napari_tem_atoms.simulation.microscope import wavelength
@@ -109,10 +110,12 @@ def test_detection_warns_once_outside_the_windows_and_records_it(tmp_path, capsy
         atoms = detect_atoms(stack.images[0], sampling=0.12, cs=-15e4, defocus=-80.0)
         assert atoms.attrs["transfer_warning"] is None
         assert detect_atoms(stack.images[0], sampling=0.12).attrs["transfer_warning"] is None
-        # A caller that runs one frame per call (Live mode, the batch jobs) says it itself.
-        steps = iter_detect_atoms(stack.images[0], sampling=0.12, cs=-15e4, defocus=0.0,
-                                  warn_transfer=False)
-        assert next(steps).atoms is not None
+        # The event stream says it as a notice, not a warning: its driver says it once.
+        said = [event for event in iter_detect_atoms(stack.images[0], sampling=0.12,
+                                                     cs=-15e4, defocus=0.0)
+                if isinstance(event, Notice)]
+        assert [notice.kind for notice in said] == ["transfer"]
+        assert said[0].warning_class is TransferWarning
 
     path = tmp_path / "stack.npy"
     np.save(path, stack.images)

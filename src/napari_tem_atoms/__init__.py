@@ -10,6 +10,7 @@ from .analysis import detect_atoms, iter_detect_atoms
 from .errors import (
     ConfigError,
     DomainWarning,
+    FocalSeriesWarning,
     InputError,
     SamplingWarning,
     TEMAtomsError,
@@ -37,6 +38,7 @@ __all__ = [
     "Calibration",
     "ConfigError",
     "DomainWarning",
+    "FocalSeriesWarning",
     "InputError",
     "SamplingWarning",
     "TEMAtomsError",

@@ -9,7 +9,6 @@ run the same function on the same frames, so the results are identical.
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis.detect import SAMPLING_WARNING_START, DomainWarning, iter_detect_atoms
+from .analysis.detect import iter_detect_atoms
 from .analysis.modes import choose_model
 from .errors import TEMAtomsError
+from .events import Events, Progress, ignore, run, warn
 from .io import TEMImage
 from .models import load_cached_model
 
-__all__ = ["FrameJob", "detect_frame", "frame_jobs", "run_jobs"]
+__all__ = ["FrameJob", "detect_frame", "frame_jobs", "iter_jobs", "run_jobs"]
+
 
 def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: float | None,
                  device: str | None = None, average_mirrors: bool = False,
@@ -34,23 +35,20 @@ def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: floa
 
     `model` ``"auto"`` takes the model for `imaging_mode` (see
     :func:`~.analysis.modes.choose_model`); the mode also decides whether a STEM model sees the
-    frame negated (ABF/BF). No :class:`~.analysis.transfer.TransferWarning`, no warning about a
-    pixel size outside the trained range and no :class:`~.analysis.detect.DomainWarning` is
-    issued per frame: whoever runs the jobs says them once per file (``tem-atoms detect``
-    does).
+    frame negated (ABF/BF). The frame's notices (a pixel size outside the trained range, a
+    defocus that barely transfers the lattice, a model out of its imaging mode) are dropped:
+    they are its file's, said once per file by whoever makes the jobs (``tem-atoms detect``
+    does, from :func:`~.analysis.detect.sampling_warning`,
+    :func:`~.analysis.transfer.model_optics` and :func:`~.analysis.detect.domain_warning`),
+    not once per frame, and a frame on a cluster worker has no one to say them to.
     """
     if model == "auto":
         model = choose_model(imaging_mode)[0]
-    with warnings.catch_warnings():
-        # Said once per file by whoever runs the jobs (tem-atoms detect does), not per frame.
-        warnings.filterwarnings("ignore", message=SAMPLING_WARNING_START)
-        warnings.simplefilter("ignore", DomainWarning)
-        loaded = load_cached_model(model, device, precision, engine)
-        steps = iter_detect_atoms(np.asarray(frame), loaded, sampling=sampling,
+    loaded = load_cached_model(model, device, precision, engine)
+    atoms = run(iter_detect_atoms(np.asarray(frame), loaded, sampling=sampling,
                                   threshold=threshold, average_mirrors=average_mirrors, cs=cs,
-                                  defocus=defocus, warn_transfer=False,
-                                  imaging_mode=imaging_mode)
-        return next(steps).atoms.drop(columns="frame")
+                                  defocus=defocus, imaging_mode=imaging_mode), on_event=ignore)
+    return atoms.drop(columns="frame")
 
 
 @dataclass
@@ -121,6 +119,32 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
              ) -> list[pd.DataFrame | TEMAtomsError]:
     """Run every job; return one table per job (same order), each with its frame index.
 
+    The plain form of :func:`iter_jobs` (same parameters); `on_done` is called with each
+    finished job (in completion order).
+    """
+    def on_event(event: Any) -> None:
+        if isinstance(event, Progress):
+            if on_done is not None and event.item is not None:
+                on_done(event.item)
+        else:
+            warn(event)
+
+    return run(iter_jobs(jobs, model, threshold, scheduler, device, average_mirrors, cs,
+                         defocus, precision, engine, errors), on_event)
+
+
+def iter_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
+              scheduler: str | None = None, device: str | None = None,
+              average_mirrors: bool = False, cs: float | None = None,
+              defocus: float | None = None, precision: str | None = "auto",
+              engine: str | None = "auto", errors: str = "raise"
+              ) -> Events[list[pd.DataFrame | TEMAtomsError]]:
+    """Run every job: yield a ``Progress("detect", jobs done, jobs, job)`` as each finishes.
+
+    A ``Progress("detect", 0, jobs)`` comes first, before the first frame (which on a cluster
+    may wait for the workers to load the model). Returns one table per job (same order), each
+    with its frame index.
+
     Parameters
     ----------
     jobs : sequence of FrameJob
@@ -134,8 +158,6 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
         Address of a ``dask.distributed`` scheduler (``tcp://host:8786``); default: here.
     device : str, optional
         ``cpu`` or ``cuda``.
-    on_done : callable, optional
-        Called with each finished job (for a progress bar), in completion order.
     average_mirrors : bool, optional
         Average the maps of each frame and its mirror images (see ``detect_atoms``).
     cs, defocus : float, optional
@@ -163,8 +185,6 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
 
     def finish(job: FrameJob, table: pd.DataFrame | TEMAtomsError
                ) -> pd.DataFrame | TEMAtomsError:
-        if on_done:
-            on_done(job)
         return table if isinstance(table, TEMAtomsError) else table.assign(frame=job.frame)
 
     def failure(job: FrameJob, exc: BaseException) -> TEMAtomsError:
@@ -187,8 +207,13 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
                 raise
             return failure(job, exc)
 
+    yield Progress("detect", 0, len(jobs))
     if scheduler is None:
-        return [finish(job, local(job)) for job in jobs]
+        finished = []
+        for job in jobs:
+            finished.append(finish(job, local(job)))
+            yield Progress("detect", len(finished), len(jobs), job)
+        return finished
 
     import dask
     from dask.distributed import as_completed
@@ -202,7 +227,7 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
         futures = client.compute(tasks)
         index = {future.key: i for i, future in enumerate(futures)}
         results: list[pd.DataFrame | TEMAtomsError | None] = [None] * len(jobs)
-        for future in as_completed(futures):
+        for done, future in enumerate(as_completed(futures), start=1):
             i = index[future.key]
             if future.status == "error":  # as the local run: ours named, others as they are
                 exc = future.exception()
@@ -211,9 +236,11 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
                 if errors == "collect":
                     results[i] = finish(jobs[i], failure(jobs[i], exc))
                     future.release()
+                    yield Progress("detect", done, len(jobs), jobs[i])
                     continue
             results[i] = finish(jobs[i], future.result())
             future.release()
+            yield Progress("detect", done, len(jobs), jobs[i])
     return results  # type: ignore[return-value]
 
 

@@ -40,6 +40,7 @@ from .models.runtime import PRECISIONS
 if TYPE_CHECKING:
     from .io import TEMImage
     from .models import LoadedModel, ModelDescription
+    from .terminal import TerminalDriver
 
 PLUGIN_NAME = "napari-tem-atoms"
 
@@ -156,13 +157,14 @@ def _detect(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     import pandas as pd
-    from tqdm import tqdm
 
     from .analysis.detect import domain_warning, sampling_warning
     from .analysis.modes import choose_model
-    from .batch import frame_jobs, run_jobs
+    from .batch import frame_jobs, iter_jobs
+    from .events import Notice
     from .io import combined_atoms_table, write_atoms_csv
     from .models import load_cached_model
+    from .terminal import TerminalDriver
 
     images, jobs, unusable = [], [], []
     for path in args.inputs:  # each on its own: one unreadable input does not stop the others
@@ -192,36 +194,35 @@ def _detect(args: argparse.Namespace) -> int:
     where = f"scheduler {args.scheduler}" if args.scheduler else "this computer"
     for model in models.values():
         print(f"{_runtime_line(model)}; {len(jobs)} frames on {where}", file=sys.stderr)
-    said = set()
+    driver = TerminalDriver(descriptions={"detect": "detecting"})
     for image, (name, reason) in zip(images, chosen, strict=True):
+        # Said once per file here (the driver says a text once per file): the frames' own
+        # notices stay in the workers, and frames carry no imaging mode.
         loaded = models[name]
         if reason:  # which model ran on it, and why
             print(f"{image.path}: {name}: {reason}", file=sys.stderr)
         warning = sampling_warning(args.sampling or image.pixel_size_angstrom)
-        if warning:  # said once per file here: the frames' own warnings stay in the workers
-            print(f"warning: {image.path}: {warning}", file=sys.stderr)
-        # The workers get frames, which carry no mode: said here, once per file and mode.
+        if warning:
+            driver.notice(Notice("sampling", warning), where=str(image.path))
         domain = domain_warning(image.imaging_mode, image.imaging_mode_source, loaded.name,
                                 loaded.description)
-        if domain and (image.path, domain) not in said:
-            said.add((image.path, domain))
-            print(f"warning: {image.path}: {domain}", file=sys.stderr)
+        if domain:
+            driver.notice(Notice("domain", domain), where=str(image.path))
         note = _contrast_note(image, args.sampling, loaded)
         if note:
-            print(f"warning: {image.path}: {note}", file=sys.stderr)
+            driver.notice(Notice("domain", note), where=str(image.path))
     for model in models.values():
-        _say_transfer(conditions, model.description)  # once: the frames do not warn
+        _say_transfer(conditions, model.description, driver)  # once: the frames do not warn
     try:
-        with tqdm(total=len(jobs), unit="frame", desc="detecting", file=sys.stderr) as bar:
-            results = run_jobs(jobs, str(args.model), args.threshold, args.scheduler,
-                               args.device, on_done=lambda job: bar.update(1),
-                               average_mirrors=args.average_mirrors, precision=args.precision,
-                               engine=args.engine, errors="collect", **conditions)
+        results = driver.run(iter_jobs(jobs, str(args.model), args.threshold, args.scheduler,
+                                       args.device, average_mirrors=args.average_mirrors,
+                                       precision=args.precision, engine=args.engine,
+                                       errors="collect", **conditions))
     except TEMAtomsError as exc:
         return _failed(exc)
     failed = [result for result in results if isinstance(result, TEMAtomsError)]
     for error in failed:  # each names its file and frame
-        _say_error(error)
+        driver.error(str(error))
     parts = []
     for number, image in enumerate(images):
         atoms = [table for job, table in zip(jobs, results, strict=True)
@@ -249,13 +250,10 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _species(args: argparse.Namespace) -> int:
-    import warnings
-
-    from tqdm import tqdm
-
     from .analysis.species import iter_detect_species, species_atoms_table, species_counts
     from .io import read_image, write_atoms_csv
     from .models import load_cached_model
+    from .terminal import TerminalDriver
 
     defoci = None
     if args.defoci:
@@ -270,24 +268,11 @@ def _species(args: argparse.Namespace) -> int:
         loaded = load_cached_model(str(args.model), args.device, args.precision, args.engine)
         print(_runtime_line(loaded), file=sys.stderr)
         # The TEMImage, not its data: its imaging mode is checked against the model's.
-        steps = iter_detect_species(series, loaded, sampling, defoci,
-                                    align=not args.no_align, threshold=args.threshold,
-                                    max_shift=args.max_shift)
-        n_series = 1 if series.data.ndim == 3 else int(series.data.shape[0])
-        with warnings.catch_warnings(record=True) as caught, tqdm(
-                total=n_series, desc="species", unit="series", file=sys.stderr) as bar:
-            warnings.simplefilter("always")
-            while True:
-                try:
-                    next(steps)
-                    bar.update(1)
-                except StopIteration as stop:
-                    atoms = stop.value
-                    break
+        atoms = TerminalDriver(where=str(args.series)).run(iter_detect_species(
+            series, loaded, sampling, defoci, align=not args.no_align,
+            threshold=args.threshold, max_shift=args.max_shift))
     except TEMAtomsError as exc:
         return _failed(TEMAtomsError(f"{args.series}: {exc}"))
-    for warning in caught:
-        print(f"warning: {args.series}: {warning.message}", file=sys.stderr)
     write_atoms_csv(args.output, species_atoms_table(atoms, sampling, series.data.ndim == 4,
                                                      defoci))
     print(f"{len(atoms)} columns ({species_counts(atoms)}) written to {args.output}",
@@ -296,16 +281,13 @@ def _species(args: argparse.Namespace) -> int:
 
 
 def _occupancy(args: argparse.Namespace) -> int:
-    import warnings
-
     import pandas as pd
-    from tqdm import tqdm
 
-    from .analysis.transfer import TransferWarning
     from .analysis.video import OCCUPANCY_MODEL, iter_video_occupancy
     from .io import read_atoms_csv, read_image, write_occupancy_matrix_csv, write_sites_csv
     from .io.imaging_mode import is_stem
     from .models import load_cached_model, model_description
+    from .terminal import TerminalDriver
 
     try:
         video = _with_mode(read_image(args.video, lazy=True), args.mode)
@@ -322,35 +304,18 @@ def _occupancy(args: argparse.Namespace) -> int:
         sampling = args.sampling or video.pixel_size_angstrom
         radius = args.site_radius / sampling if args.site_radius and sampling else None
         conditions = _conditions_of(args)
+        driver = TerminalDriver()
         if atoms is None and any(value is not None for value in conditions.values()):
             described = model_description(str(args.model))  # said before the drift
             _check_conditions(str(args.model), described, conditions)
-            _say_transfer(conditions, described)
+            _say_transfer(conditions, described, driver)  # the detector's own: said already
         model: object = args.model
         if atoms is None:  # the detector runs: say where and how
             model = load_cached_model(str(args.model), args.device, args.precision, args.engine)
             print(_runtime_line(model), file=sys.stderr)
-        steps = iter_video_occupancy(video, model, sampling, atoms=atoms,
-                                     threshold=args.threshold, max_shift=args.max_shift,
-                                     site_radius=radius, method=args.method, **conditions)
-        bar = None
-        # The detector's TransferWarning was said above, as a line of its own.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TransferWarning)
-            try:
-                while True:
-                    step = next(steps)
-                    if bar is None or bar.desc != step.stage:  # one bar per stage at a time
-                        if bar is not None:
-                            bar.close()
-                        bar = tqdm(total=step.total, desc=step.stage, file=sys.stderr,
-                                   unit="frame" if step.stage != "sites" else "step")
-                    bar.update(step.done - bar.n)
-            except StopIteration as stop:
-                result = stop.value
-            finally:
-                if bar is not None:
-                    bar.close()
+        result = driver.run(iter_video_occupancy(
+            video, model, sampling, atoms=atoms, threshold=args.threshold,
+            max_shift=args.max_shift, site_radius=radius, method=args.method, **conditions))
     except TEMAtomsError as exc:
         return _failed(exc)
     write_sites_csv(args.output, result.sites)
@@ -507,14 +472,16 @@ def _check_conditions(model: str, described: ModelDescription,
         raise TEMAtomsError(f"model {model}: {exc} (--cs-um, --defocus)") from None
 
 
-def _say_transfer(conditions: dict[str, float | None], described: ModelDescription) -> None:
-    """Print, once, a warning when the conditions barely transfer the model's lattice."""
+def _say_transfer(conditions: dict[str, float | None], described: ModelDescription,
+                  driver: TerminalDriver) -> None:
+    """Say, once, a warning when the conditions barely transfer the model's lattice."""
     from .analysis.transfer import model_optics
+    from .events import Notice
 
     optics = model_optics(described)
     transfer = optics.warning(**conditions) if optics else None
     if transfer:
-        print(f"warning: {transfer}", file=sys.stderr)
+        driver.notice(Notice("transfer", transfer))
 
 
 def _add_condition_arguments(parser: argparse.ArgumentParser) -> None:

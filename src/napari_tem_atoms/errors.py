@@ -22,6 +22,7 @@ import os
 __all__ = [
     "ConfigError",
     "DomainWarning",
+    "FocalSeriesWarning",
     "InputError",
     "SamplingWarning",
     "TEMAtomsError",
@@ -78,3 +79,7 @@ class DomainWarning(TEMAtomsWarning):
 
 class SamplingWarning(TEMAtomsWarning):
     """The image's pixel size lies outside the range the model was trained on."""
+
+
+class FocalSeriesWarning(TEMAtomsWarning):
+    """A focal series outside the trained defoci, or with two images the same."""

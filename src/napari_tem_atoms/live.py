@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TEMFileError
+from .errors import TEMAtomsError, TEMFileError
+from .events import Events, Notice, Progress, run
 from .io import FRAME_EXTENSIONS, natural_sort_key, read_image
 
-__all__ = ["FolderWatcher", "FrameQueue", "LiveStatistics"]
+__all__ = ["FolderWatcher", "FrameQueue", "LiveStatistics", "iter_live_analysis"]
 
 
 #: A file's identity and version: (device, inode, size, modification time in ns). A rename
@@ -314,3 +315,97 @@ class FrameQueue:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+#: How long the session waits when no frame is waiting [s].
+IDLE_WAIT = 0.03
+
+
+def iter_live_analysis(queue: FrameQueue, model: str, threshold: float,
+                       sampling: float | None = None, watcher: FolderWatcher | None = None,
+                       cs: float | None = None, defocus: float | None = None
+                       ) -> Events[None]:
+    """Detect the atoms of frames as they come, until the consumer stops asking.
+
+    Frames come from `watcher` (complete files in a folder) and from whoever fills `queue` (a
+    followed layer, filled by the GUI thread with ``(index, frame, sampling or None)``). Every
+    frame is passed on as it arrives, before it is analysed, and each analysed frame after.
+
+    Yields
+    ------
+    Progress("model", 1, 1, item)
+        First: the model is loaded; `item` is its runtime, in words.
+    Progress("received", frames received, None, item)
+        A frame of the folder arrived; `item` is ``(index, frame, sampling)``.
+    Progress("detect", frames analysed, None, item)
+        A frame was analysed; `item` is ``(index, atoms, sampling)``.
+    Progress("idle", frames analysed, None)
+        No frame is waiting (the consumer may stop here).
+    Notice("frame_left_out", text)
+        A file or frame that cannot be analysed, and why; the session goes on. A frame's own
+        notices (pixel size, transfer) are passed on too.
+
+    Raises
+    ------
+    TEMAtomsError
+        A file of the folder carries no pixel size and none is given: every frame would fail.
+    """
+    from .analysis.detect import iter_detect_atoms
+    from .models import load_cached_model
+
+    statistics = queue.statistics
+    loaded = load_cached_model(model)
+    yield Progress("model", 1, 1, loaded.describe_runtime())
+    next_index, shape = 0, None
+    notices: list[Notice] = []  # a frame's own notices, passed on after it
+
+    def keep_notice(event: Notice | Progress) -> None:
+        if isinstance(event, Notice):
+            notices.append(event)
+
+    while True:
+        if watcher is not None:
+            for path, image in watcher.read_ready():
+                frame = np.asarray(image.data)
+                frame_sampling = sampling or image.pixel_size_angstrom
+                if frame_sampling is None:  # every frame would fail: said once, and stop
+                    raise TEMAtomsError(f"{path.name} carries no pixel size "
+                                        f"({image.calibration.note}): type it in 'Pixel size' "
+                                        "(Å/px) and start again")
+                if frame.ndim != 2 or (shape is not None and frame.shape != shape):
+                    yield Notice("frame_left_out", f"{path.name}: shape {frame.shape} is not "
+                                 f"one 2-D image of the stack's {shape or 'shape'}; left out")
+                    continue
+                shape = frame.shape
+                statistics.frame_received()
+                # Shown before it is analysed.
+                yield Progress("received", statistics.received, None,
+                               (next_index, frame, frame_sampling))
+                queue.put((next_index, frame, frame_sampling))
+                next_index += 1
+            for error in watcher.failed:
+                yield Notice("frame_left_out", str(error))
+            watcher.failed.clear()
+        item = queue.take()
+        if item is None:
+            yield Progress("idle", statistics.analysed, None)
+            time.sleep(IDLE_WAIT)
+            continue
+        index, frame, frame_sampling = item
+        frame_sampling = frame_sampling or sampling
+        if frame.ndim != 2:
+            yield Notice("frame_left_out", f"frame {index}: shape {frame.shape} is not one 2-D "
+                         "image")
+            continue
+        notices.clear()
+        try:
+            atoms = run(iter_detect_atoms(frame, loaded, sampling=frame_sampling,
+                                          threshold=threshold, cs=cs, defocus=defocus),
+                        on_event=keep_notice)
+        except TEMAtomsError as exc:
+            yield Notice("frame_left_out", f"frame {index}: {exc}")
+            continue
+        yield from list(notices)  # the driver says each once
+        statistics.frame_done()
+        yield Progress("detect", statistics.analysed, None,
+                       (index, atoms.assign(frame=index), frame_sampling))

@@ -16,14 +16,14 @@ moving image are put into the reference frame by subtracting ``s``.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from ..errors import TEMAtomsError
-from ._steps import run_steps
+from ..events import Events, Progress, run
 
 __all__ = [
     "WINDOWS",
@@ -33,6 +33,7 @@ __all__ = [
     "common_area",
     "estimate_drift",
     "estimate_shift",
+    "iter_align_focal_series",
     "iter_estimate_drift",
 ]
 
@@ -260,6 +261,50 @@ def _check_stack(images: np.ndarray, minimum: int, what: str) -> np.ndarray:
     return images
 
 
+def iter_align_focal_series(images: np.ndarray, reference: int | None = None,
+                            max_shift: float | None = None, cutoff: float = DEFAULT_CUTOFF,
+                            upsample: int = 20, sampling: float | None = None,
+                            window: str = "auto") -> Events[np.ndarray]:
+    """The event stream of :func:`align_focal_series`.
+
+    Yields a :class:`~napari_tem_atoms.events.Progress` ``("align", pairs registered, pairs)``
+    per pair of images (under each window tried) and returns the (N, 2) shifts.
+    """
+    images = _check_stack(images, 2, "a focal series")
+    n_images = images.shape[0]
+    if reference is None:
+        reference = n_images // 2
+    if not -n_images <= reference < n_images:
+        raise TEMAtomsError(f"reference image {reference} does not exist in a series of "
+                            f"{n_images}")
+    reference %= n_images
+    if max_shift is None:
+        max_shift = default_max_shift(images.shape, sampling)
+    pairs = [(first, second) for first in range(n_images)
+             for second in range(first + 1, n_images)]
+    windows = _windows_to_try(window)
+    targets, best_significance, done = [], -np.inf, 0
+    for name in windows:
+        shifts, significance = [], 0.0
+        for first in range(n_images):
+            registration = _Registration(images[first], 0.0, cutoff, True, name)
+            for second in range(first + 1, n_images):
+                shift, pair_significance = registration.shift(images[second], np.zeros(2),
+                                                              float(max_shift), upsample)
+                shifts.append(shift)
+                significance += pair_significance
+                done += 1
+                yield Progress("align", done, len(pairs) * len(windows))
+        if significance > best_significance:
+            targets, best_significance = shifts, significance
+    rows = np.zeros((len(pairs) + 1, n_images))
+    for index, (first, second) in enumerate(pairs):
+        rows[index, second], rows[index, first] = 1.0, -1.0
+    rows[-1, reference] = 1.0  # anchors the reference at zero
+    solution, *_ = np.linalg.lstsq(rows, np.array([*targets, np.zeros(2)]), rcond=None)
+    return solution - solution[reference]
+
+
 def align_focal_series(images: np.ndarray, reference: int | None = None,
                        max_shift: float | None = None, cutoff: float = DEFAULT_CUTOFF,
                        upsample: int = 20, sampling: float | None = None,
@@ -295,41 +340,13 @@ def align_focal_series(images: np.ndarray, reference: int | None = None,
         (N, 2) shifts ``(dy, dx)`` [px] of each image relative to the reference; undo them with
         :func:`apply_shifts`.
     """
-    images = _check_stack(images, 2, "a focal series")
-    n_images = images.shape[0]
-    if reference is None:
-        reference = n_images // 2
-    if not -n_images <= reference < n_images:
-        raise TEMAtomsError(f"reference image {reference} does not exist in a series of "
-                            f"{n_images}")
-    reference %= n_images
-    if max_shift is None:
-        max_shift = default_max_shift(images.shape, sampling)
-    pairs = [(first, second) for first in range(n_images)
-             for second in range(first + 1, n_images)]
-    targets, best_significance = [], -np.inf
-    for name in _windows_to_try(window):
-        shifts, significance = [], 0.0
-        for first in range(n_images):
-            registration = _Registration(images[first], 0.0, cutoff, True, name)
-            for second in range(first + 1, n_images):
-                shift, pair_significance = registration.shift(images[second], np.zeros(2),
-                                                              float(max_shift), upsample)
-                shifts.append(shift)
-                significance += pair_significance
-        if significance > best_significance:
-            targets, best_significance = shifts, significance
-    rows = np.zeros((len(pairs) + 1, n_images))
-    for index, (first, second) in enumerate(pairs):
-        rows[index, second], rows[index, first] = 1.0, -1.0
-    rows[-1, reference] = 1.0  # anchors the reference at zero
-    solution, *_ = np.linalg.lstsq(rows, np.array([*targets, np.zeros(2)]), rcond=None)
-    return solution - solution[reference]
+    return run(iter_align_focal_series(images, reference, max_shift, cutoff, upsample,
+                                       sampling, window))
 
 
 @dataclass(frozen=True)
 class AlignmentStep:
-    """Progress of :func:`iter_estimate_drift`: one frame registered."""
+    """One frame registered by :func:`iter_estimate_drift` (the ``item`` of its progress)."""
 
     frame: int
     n_frames: int
@@ -340,10 +357,11 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
                         max_shift: float | None = None, mode: str = "reference",
                         contrast_invariant: bool = False, cutoff: float = DEFAULT_CUTOFF,
                         upsample: int = 20, sampling: float | None = None, window: str = "hann"
-                        ) -> Generator[AlignmentStep, None, np.ndarray]:
-    """Drift of every frame of a video, one frame at a time (the generator form for the GUI).
+                        ) -> Events[np.ndarray]:
+    """Drift of every frame of a video, one frame at a time: the event stream of the GUI.
 
-    Yields an :class:`AlignmentStep` per frame and returns the (T, 2) shifts; see
+    Yields a :class:`~napari_tem_atoms.events.Progress` ``("drift", frames done, frames,
+    AlignmentStep)`` per frame (the reference first) and returns the (T, 2) shifts; see
     :func:`estimate_drift` for the parameters.
     """
     n_frames = len(frames)
@@ -370,8 +388,9 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
                                    float(max_shift), upsample, 0.0, cutoff, contrast_invariant,
                                    candidates)
     registration = _Registration(first, 0.0, cutoff, contrast_invariant, window)
-    yield AlignmentStep(reference, n_frames, shifts[reference].copy())
-    for frame in order:
+    yield Progress("drift", 1, n_frames, AlignmentStep(reference, n_frames,
+                                                       shifts[reference].copy()))
+    for done, frame in enumerate(order, start=2):
         neighbour = frame - 1 if frame > reference else frame + 1
         if mode == "previous":
             step_registration = _Registration(np.asarray(frames[neighbour]), 0.0, cutoff,
@@ -382,7 +401,8 @@ def iter_estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: in
         else:
             shifts[frame], _ = registration.shift(np.asarray(frames[frame]), shifts[neighbour],
                                                   float(max_shift), upsample)
-        yield AlignmentStep(frame, n_frames, shifts[frame].copy())
+        yield Progress("drift", done, n_frames, AlignmentStep(frame, n_frames,
+                                                              shifts[frame].copy()))
     return shifts
 
 
@@ -423,7 +443,7 @@ def estimate_drift(frames: Sequence[np.ndarray] | np.ndarray, reference: int = 0
     numpy.ndarray
         (T, 2) drift ``(dy, dx)`` [px] of each frame; zero for the reference.
     """
-    return run_steps(iter_estimate_drift(frames, reference, max_shift, mode, contrast_invariant,
+    return run(iter_estimate_drift(frames, reference, max_shift, mode, contrast_invariant,
                                          cutoff, upsample, sampling, window))
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +18,12 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, special
 
-from ..errors import DomainWarning, SamplingWarning, TEMAtomsError
+from ..errors import TEMAtomsError
+from ..events import DomainWarning, Events, Notice, Progress, run
 from ..models.description import ModelDescription, describe
-from ._steps import run_steps
 from .conditions import model_condition_vector
 from .modes import choose_model, contrast_for_model
-from .transfer import TransferWarning, model_optics
+from .transfer import model_optics
 
 __all__ = [
     "DetectionStep",
@@ -328,10 +327,6 @@ def atoms_from_heatmap(heatmap: np.ndarray, threshold: float, model_sampling: fl
     return table
 
 
-#: How the pixel-size warning begins (to filter it where it is said once per file).
-SAMPLING_WARNING_START = "pixel size .* Å/px is outside the trained range"
-
-
 def sampling_warning(sampling: float) -> str | None:
     """A warning when `sampling` [Å/px] is well outside the range the models were trained on.
 
@@ -407,7 +402,7 @@ def imaging_mode_of(image: Any, imaging_mode: str | None = None) -> tuple[str, s
 
 @dataclass
 class DetectionStep:
-    """Progress of :func:`iter_detect_atoms`: one frame done.
+    """What one frame of :func:`iter_detect_atoms` produced (the ``item`` of its progress).
 
     Attributes
     ----------
@@ -462,16 +457,19 @@ def iter_detect_atoms(
     average_mirrors: bool = False,
     cs: float | None = None,
     defocus: float | None = None,
-    warn_transfer: bool = True,
     precision: str | None = "auto",
     engine: str | None = "auto",
     imaging_mode: str | None = None,
-) -> Generator[DetectionStep, None, pd.DataFrame]:
-    """Detect atomic columns frame by frame, yielding after each frame (for progress bars).
+) -> Events[pd.DataFrame]:
+    """Detect atomic columns frame by frame: the event stream of :func:`detect_atoms`.
 
-    Parameters are those of :func:`detect_atoms`; the generator's return value is the table.
-    `warn_transfer` False leaves the :class:`~.transfer.TransferWarning` to the caller (who
-    runs one frame per call and says it once; ``attrs["transfer_warning"]`` still holds it).
+    Parameters are those of :func:`detect_atoms`. Yields a
+    :class:`~napari_tem_atoms.events.Progress` ``("detect", frames done, frames, item)`` per
+    frame, whose `item` is the frame's :class:`DetectionStep`, and, before the first frame, a
+    :class:`~napari_tem_atoms.events.Notice` for each of: a pixel size outside the trained
+    range (``"sampling"``), an imaging mode the model was not trained on (``"domain"``), a Cs
+    and defocus that barely transfer the lattice (``"transfer"``). Returns the table of
+    :func:`detect_atoms`.
     """
     from ..io import read_image
     from ..models import LoadedModel, load_cached_model
@@ -494,7 +492,7 @@ def iter_detect_atoms(
         raise TEMAtomsError(f"the pixel size must be positive, not {sampling} Å/px")
     warning = sampling_warning(sampling)
     if warning:
-        warnings.warn(warning, SamplingWarning, stacklevel=2)
+        yield Notice("sampling", warning, {"sampling": sampling})
     loaded = (model if isinstance(model, LoadedModel)
               else load_cached_model(model, device, precision, engine))
     if loaded.description.is_species:
@@ -503,7 +501,7 @@ def iter_detect_atoms(
                             "widget), or a column model such as au-hrtem")
     domain = domain_warning(mode, mode_source, loaded.name, loaded.description)
     if domain:
-        warnings.warn(domain, DomainWarning, stacklevel=2)
+        yield Notice("domain", domain, {"imaging_mode": mode, "model": loaded.name})
     if threshold is None:
         threshold = loaded.threshold
     conditions = None
@@ -515,8 +513,8 @@ def iter_detect_atoms(
         cs, defocus = (None if value is None else float(value) for value in (cs, defocus))
     optics = model_optics(loaded.description)
     transfer = optics.warning(cs, defocus) if optics else None
-    if transfer and warn_transfer:
-        warnings.warn(transfer, TransferWarning, stacklevel=2)
+    if transfer:
+        yield Notice("transfer", transfer, {"cs": cs, "defocus": defocus})
     n_frames = int(frames.shape[0])
 
     def where(index: int) -> str:  # name the frame in messages about stacks
@@ -532,7 +530,8 @@ def iter_detect_atoms(
             negate, contrast_note = contrast_for_model(frame, sampling, mode, loaded.description,
                                                        loaded.name)
             if contrast_note:
-                warnings.warn(contrast_note, DomainWarning, stacklevel=2)
+                yield Notice("domain", contrast_note, {"imaging_mode": mode,
+                                                       "model": loaded.name})
         if negate:  # dark columns (ABF, BF): the STEM model finds bright ones
             frame = -frame
         if min(frame.shape) * sampling / loaded.sampling < 16:
@@ -550,8 +549,9 @@ def iter_detect_atoms(
         table = atoms_from_heatmap(heatmap[0], threshold, loaded.sampling, factor, index,
                                    heatmap[-1] if loaded.counts else None)
         tables.append(table)
-        yield DetectionStep(index, n_frames, table, heatmap[0] if keep_heatmaps else None,
-                            heatmap[-1] if keep_heatmaps and loaded.counts else None)
+        yield Progress("detect", index + 1, n_frames, DetectionStep(
+            index, n_frames, table, heatmap[0] if keep_heatmaps else None,
+            heatmap[-1] if keep_heatmaps and loaded.counts else None))
     atoms = pd.concat(tables, ignore_index=True)
     atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
                        precision=loaded.precision, engine=loaded.engine_name,
@@ -644,7 +644,7 @@ def detect_atoms(
     >>> atoms.attrs["device"]  # doctest: +SKIP
     'cpu'
     """
-    return run_steps(iter_detect_atoms(image, model, sampling, threshold, device, tile_size,
+    return run(iter_detect_atoms(image, model, sampling, threshold, device, tile_size,
                                        average_mirrors=average_mirrors, cs=cs,
                                        defocus=defocus, precision=precision, engine=engine,
                                        imaging_mode=imaging_mode))

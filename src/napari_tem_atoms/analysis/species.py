@@ -8,20 +8,18 @@ pixels of the middle image (the reference of the alignment).
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import TEMAtomsError
-from ._steps import run_steps
+from ..events import Events, Notice, Progress, run
 from .align import align_focal_series, apply_shifts
 from .detect import (
     MIN_COLUMN_DISTANCE,
     DetectionStep,
-    DomainWarning,
     domain_warning,
     find_peaks,
     imaging_mode_of,
@@ -273,8 +271,15 @@ def iter_detect_species(
     precision: str | None = "auto",
     engine: str | None = "auto",
     imaging_mode: str | None = None,
-) -> Generator[DetectionStep, None, pd.DataFrame]:
-    """Generator form of :func:`detect_species`: yields a step per series."""
+) -> Events[pd.DataFrame]:
+    """The event stream of :func:`detect_species`.
+
+    Yields a :class:`~napari_tem_atoms.events.Progress` ``("species", series done, series,
+    DetectionStep)`` per focal series, a ``"domain"``
+    :class:`~napari_tem_atoms.events.Notice` before them for a mode the model was not trained
+    on, and after them a ``"focal_series"`` notice for each of the table's ``attrs["notes"]``;
+    returns the table.
+    """
     from ..io import read_image
     from ..models import LoadedModel, load_cached_model
 
@@ -292,11 +297,12 @@ def iter_detect_species(
                             "model such as mos2-focal")
     domain = domain_warning(mode, mode_source, loaded.name, loaded.description)
     if domain:
-        warnings.warn(domain, DomainWarning, stacklevel=2)
+        yield Notice("domain", domain, {"imaging_mode": mode, "model": loaded.name})
     if threshold is None:
         threshold = loaded.threshold
     notes: list[str] = []
     same_images: list[str] = []  # per series, kept for every series of a time series
+    specimen = None
     tables = []
     for index in range(array.shape[0]):
         images = np.asarray(array[index], dtype=np.float32)
@@ -330,12 +336,14 @@ def iter_detect_species(
         tables.append(table)
         if index == 0:  # the specimen: judged once, on the first series
             specimen = specimen_note(table, sampling)
-            if specimen:
-                same_images.append(specimen)
-        yield DetectionStep(index, array.shape[0], table)
+        yield Progress("species", index + 1, array.shape[0],
+                       DetectionStep(index, array.shape[0], table))
     notes = [*notes, *same_images]
     for note in notes:
-        warnings.warn(note, stacklevel=2)
+        yield Notice("focal_series", note)
+    if specimen:  # not MoS2-like: the model is outside its domain
+        yield Notice("domain", specimen, {"model": loaded.name})
+        notes.append(specimen)
     atoms = pd.concat(tables, ignore_index=True)
     atoms.attrs.update(sampling=sampling, model=loaded.name, device=loaded.device,
                        precision=loaded.precision, engine=loaded.engine_name,
@@ -394,6 +402,6 @@ def detect_species(
         ``species`` (``Mo``, ``S2``, ``S1``), ``confidence``. ``attrs`` holds ``notes``,
         ``imaging_mode`` and ``domain_warning`` (see :func:`~napari_tem_atoms.detect_atoms`).
     """
-    return run_steps(iter_detect_species(series, model, sampling, defoci, align, threshold,
+    return run(iter_detect_species(series, model, sampling, defoci, align, threshold,
                                          max_shift, device, precision, engine,
                                          imaging_mode=imaging_mode))

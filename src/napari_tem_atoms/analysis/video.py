@@ -13,16 +13,15 @@ so it is not the default yet.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import TEMAtomsError
+from ..events import Events, Progress, map_events, run
 from ..io.imaging_mode import is_stem
-from ._steps import run_steps
 from .align import iter_estimate_drift
 from .detect import _as_frames, imaging_mode_of, iter_detect_atoms
 from .occupancy import SiteOccupancy, evidence_occupancy, site_occupancy
@@ -33,35 +32,7 @@ OCCUPANCY_MODEL = "au-hrtem-adatoms"
 #: The occupancy methods (see the module's docstring).
 OCCUPANCY_METHODS = ("evidence", "detections")
 
-__all__ = ["VideoStep", "iter_video_occupancy", "video_occupancy"]
-
-
-@dataclass(frozen=True)
-class VideoStep:
-    """Progress of :func:`iter_video_occupancy`.
-
-    Attributes
-    ----------
-    stage : str
-        ``"drift"``, ``"detect"`` or ``"sites"``.
-    done, total : int
-        Frames done in this stage, out of `total`.
-    """
-
-    stage: str
-    done: int
-    total: int
-
-
-def _forward(steps: Generator[Any, None, Any], stage: str, total: int
-             ) -> Generator[VideoStep, None, Any]:
-    """Re-yield a stage's per-frame steps as :class:`VideoStep`; return the stage's result."""
-    while True:
-        try:
-            step = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        yield VideoStep(stage, int(step.frame) + 1, total)
+__all__ = ["iter_video_occupancy", "video_occupancy"]
 
 
 def iter_video_occupancy(
@@ -80,8 +51,16 @@ def iter_video_occupancy(
     engine: str | None = "auto",
     method: str = "detections",
     imaging_mode: str | None = None,
-) -> Generator[VideoStep, None, SiteOccupancy]:
-    """Generator form of :func:`video_occupancy`: yields a :class:`VideoStep` per frame."""
+) -> Events[SiteOccupancy]:
+    """The event stream of :func:`video_occupancy`.
+
+    Yields the :class:`~napari_tem_atoms.events.Progress` of three stages in turn, ``"drift"``
+    and ``"detect"`` (frames done, frames: those of
+    :func:`~napari_tem_atoms.analysis.align.iter_estimate_drift` and
+    :func:`~napari_tem_atoms.detect_atoms`, skipped when `drift` or `atoms` are given) and
+    ``"sites"`` (0, then 1, of 1), and the detector's notices; returns the
+    :class:`~napari_tem_atoms.analysis.occupancy.SiteOccupancy`.
+    """
     if method not in OCCUPANCY_METHODS:
         raise TEMAtomsError(f"unknown occupancy method {method!r}: use one of "
                             f"{', '.join(OCCUPANCY_METHODS)}")
@@ -101,40 +80,36 @@ def iter_video_occupancy(
                             f"shape {tuple(frames.shape) if is_stack else frames.shape[1:]}")
     n_frames = int(frames.shape[0])
     if drift is None:
-        drift = yield from _forward(iter_estimate_drift(frames, max_shift=max_shift,
-                                                        sampling=sampling), "drift", n_frames)
+        drift = yield from iter_estimate_drift(frames, max_shift=max_shift, sampling=sampling)
     if atoms is None and method == "evidence":
         maps: list[np.ndarray] = []
-        steps = iter_detect_atoms(frames if source is None else source, model, sampling,
-                                  threshold, device, cs=cs, defocus=defocus,
-                                  precision=precision, engine=engine, keep_heatmaps=True,
-                                  imaging_mode=None if source is not None else mode)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                atoms = stop.value
-                break
-            maps.append(step.heatmap.astype(np.float16))  # half the memory; 1e-3 is plenty
-            step.heatmap = None
-            yield VideoStep("detect", int(step.frame) + 1, n_frames)
-        yield VideoStep("sites", 0, 1)
+
+        def keep_map(progress: Progress) -> Progress:
+            maps.append(progress.item.heatmap.astype(np.float16))  # half the memory; 1e-3 is
+            # plenty. The step is passed on without it: a caller need not hold every map.
+            return replace(progress, item=replace(progress.item, heatmap=None))
+
+        atoms = yield from map_events(iter_detect_atoms(
+            frames if source is None else source, model, sampling, threshold, device, cs=cs,
+            defocus=defocus, precision=precision, engine=engine, keep_heatmaps=True,
+            imaging_mode=None if source is not None else mode), keep_map)
+        yield Progress("sites", 0, 1)
         result = _evidence_result(maps, atoms, drift, tuple(frames.shape[-2:]), sampling)
-        yield VideoStep("sites", 1, 1)
+        yield Progress("sites", 1, 1)
         return result
     if atoms is None:
-        atoms = yield from _forward(iter_detect_atoms(
+        atoms = yield from iter_detect_atoms(
             frames if source is None else source, model, sampling, threshold, device, cs=cs,
             defocus=defocus, precision=precision, engine=engine,
-            imaging_mode=None if source is not None else mode), "detect", n_frames)
+            imaging_mode=None if source is not None else mode)
     elif len(atoms) and "frame" in atoms.columns and atoms["frame"].max() >= n_frames:
         raise TEMAtomsError(f"the atoms reach frame {int(atoms['frame'].max())} but the video "
                             f"has {n_frames} frames: they do not belong to this video")
-    yield VideoStep("sites", 0, 1)
+    yield Progress("sites", 0, 1)
     result = site_occupancy(atoms, n_frames=n_frames, drift=drift,
                             frame_shape=tuple(frames.shape[-2:]), sampling=sampling,
                             site_radius=site_radius)
-    yield VideoStep("sites", 1, 1)
+    yield Progress("sites", 1, 1)
     return result
 
 
@@ -230,6 +205,6 @@ def video_occupancy(
     SiteOccupancy
         Sites (positions in first-frame pixels after drift correction), occupancy matrix, drift.
     """
-    return run_steps(iter_video_occupancy(video, model, sampling, atoms, drift, threshold,
-                                          max_shift, site_radius, device, cs, defocus,
-                                          precision, engine, method, imaging_mode))
+    return run(iter_video_occupancy(video, model, sampling, atoms, drift, threshold, max_shift,
+                                    site_radius, device, cs, defocus, precision, engine,
+                                    method, imaging_mode))

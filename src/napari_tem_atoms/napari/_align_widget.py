@@ -26,15 +26,15 @@ from napari.utils.notifications import show_error, show_info
 
 from ..analysis.align import (
     WINDOWS,
-    align_focal_series,
     apply_shifts,
     common_area,
+    iter_align_focal_series,
     iter_estimate_drift,
 )
 from ..errors import TEMAtomsError
 from ._layers import pixel_size_of_layer
 from ._layout import scroll_rows, wrap_text
-from ._worker import WorkerRunner, make_progress_bar, tagged_steps
+from ._worker import WorkerRunner, make_progress_bar
 
 if TYPE_CHECKING:
     import napari
@@ -53,6 +53,8 @@ class AlignWidget(WorkerRunner, Container):
     viewer : napari.viewer.Viewer
         The viewer the widget is docked in (napari passes it).
     """
+
+    title = "Align"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -146,33 +148,26 @@ class AlignWidget(WorkerRunner, Container):
         focal = self.kind.value == FOCAL_SERIES
         window = str(self.window.value)
 
-        def focal_steps():  # one step: all pairs of a focal series at once
-            return align_focal_series(np.asarray(data), reference, max_shift,
-                                      sampling=sampling, window=window)
-            yield
-
         def work():
-            steps = focal_steps() if focal else iter_estimate_drift(
-                data, reference, max_shift, sampling=sampling, window=window)
-            yield from tagged_steps(steps)
+            if focal:
+                return iter_align_focal_series(np.asarray(data), reference, max_shift,
+                                               sampling=sampling, window=window)
+            return iter_estimate_drift(data, reference, max_shift, sampling=sampling,
+                                       window=window)
 
-        self._done_frames = 0
         self.shifts = None
         self._original = layer
-        self._start_worker(work, int(data.shape[0]), "Aligning", "Aligning...")
+        # The bar follows the stream's own total: frames of a video, pairs of a focal series.
+        self._start_worker(work, None, "Aligning", "Aligning...")
 
-    def _on_yielded(self, item: tuple) -> None:
-        kind, value = item
-        if kind == "error":
-            show_error(f"Align: {value}")
-            self.status.value = value
-        elif kind == "step":
-            self._done_frames += 1
-            self.status.value = f"Aligning: {self._done_frames}/{value.n_frames} frames"
-            self._advance(self._done_frames)
-        else:  # a focal series is aligned in one step: the bar fills at the end
-            self._advance(self.progress_bar.max)
-            self._show(value)
+    def _on_progress(self, progress: Any) -> None:
+        what = "frames" if progress.stage == "drift" else "image pairs"
+        self.status.value = f"Aligning: {progress.done}/{progress.total} {what}"
+        super()._on_progress(progress)
+
+    def _on_result(self, shifts: np.ndarray) -> None:
+        self._advance(self.progress_bar.max)
+        self._show(shifts)
 
     def _after_run(self) -> None:
         if self.cancelled and self.shifts is None:

@@ -8,7 +8,6 @@ kept, so moving the threshold afterwards re-finds the peaks without running the 
 from __future__ import annotations
 
 import time
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,17 +23,17 @@ from magicgui.widgets import (
     RadioButtons,
     create_widget,
 )
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info
 
 from ..analysis.detect import (
-    DomainWarning,
     atoms_from_heatmap,
     domain_warning,
     iter_detect_atoms,
     sampling_warning,
 )
-from ..analysis.modes import choose_model, contrast_for_model
+from ..analysis.modes import choose_model
 from ..errors import TEMAtomsError
+from ..events import Progress, batch_progress
 from ..io.imaging_mode import IMAGING_MODES
 from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
@@ -67,6 +66,8 @@ class DetectWidget(WorkerRunner, Container):
     viewer : napari.viewer.Viewer
         The viewer the widget is docked in (napari passes it).
     """
+
+    title = "Detect atoms"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -256,6 +257,7 @@ class DetectWidget(WorkerRunner, Container):
         if previous.get("layer") is not layer or previous.get("settings") != settings:
             self._results, self._log_counts = {}, {}
         self._run_info = {"layer": layer, "sampling": sampling, "n_frames": len(indices),
+                          "indices": indices,
                           "settings": settings, "done": 0,
                           "start": time.perf_counter(), "stack": layer.ndim == 3,
                           "conditions": {f"{key}_angstrom": value
@@ -264,66 +266,47 @@ class DetectWidget(WorkerRunner, Container):
         stack = layer.ndim == 3
 
         def work():
-            try:
-                loaded = load_cached_model(model_name)
-            except TEMAtomsError as exc:
-                yield ("error", str(exc))
-                return
-            yield ("model", loaded)
-            first = np.asarray(data[indices[0]] if stack else data, dtype=np.float32)
-            note = contrast_for_model(first, sampling, mode, loaded.description, loaded.name)[1]
-            if note:  # what the image's contrast decided, or how it contradicts the mode
-                yield ("note", note)
+            loaded = load_cached_model(model_name)
+            yield Progress("model", 0, len(indices), loaded)
             # One generator over every chosen frame: a call per frame cost 5 % of the run. A
             # single frame goes in as a 2-D image, so its messages are named here, by its index.
             whole_stack = stack and len(indices) > 1
             frames = data if whole_stack else np.asarray(data[indices[0]] if stack else data)
             # Frames go to the main thread in batches, at most every YIELD_INTERVAL: each
             # yield wakes the event loop, which on two cores takes time from the network.
-            # Cancel is honoured at the next batch.
-            batch, sent = [], time.perf_counter()
+            # Cancel is honoured at the next batch; what came before a bad frame is kept.
             try:
-                for step in _steps(frames, loaded, sampling, threshold, average_mirrors,
-                                   imaging_mode=mode, **conditions):
-                    batch.append((indices[step.frame], step.atoms, step.heatmap,
-                                  step.log_counts))
-                    if time.perf_counter() - sent >= YIELD_INTERVAL:
-                        yield ("frames", batch)
-                        batch, sent = [], time.perf_counter()
+                return (yield from batch_progress(
+                    _steps(frames, loaded, sampling, threshold, average_mirrors,
+                           imaging_mode=mode, **conditions),
+                    YIELD_INTERVAL))
             except TEMAtomsError as exc:
-                if batch:  # what was found before the bad frame is kept
-                    yield ("frames", batch)
-                    batch = []
-                named = stack and not whole_stack
-                yield ("error", f"frame {indices[0]}: {exc}" if named else str(exc))
-            if batch:
-                yield ("frames", batch)
+                if stack and not whole_stack:
+                    raise TEMAtomsError(f"frame {indices[0]}: {exc}") from None
+                raise
 
         # The progress bar moves with the status, at most every STATUS_INTERVAL.
         self._start_worker(work, len(indices), "Detecting atoms",
                            f"Detecting atoms in {len(indices)} frame(s)...")
 
-    def _on_yielded(self, item: tuple) -> None:
-        kind = item[0]
-        if kind == "model":
-            self._run_info["device"] = item[1].device
+    def _on_progress(self, progress: Progress) -> None:
+        if progress.stage == "model":
+            loaded = progress.item
+            self._run_info["device"] = loaded.device
             # Device, engine and precision: the speed a user sees depends on all three.
-            self._run_info["runtime"] = item[1].describe_runtime()
-            self._run_info["model_sampling"] = item[1].sampling
-        elif kind == "note":
-            show_warning(f"Detect atoms: {item[1]}")
-        elif kind == "error":
-            show_error(f"Detect atoms: {item[1]}")
-            self.status.value = item[1]
-            self._run_info["error"] = item[1]
-        else:
-            for index, atoms, heatmap, log_counts in item[1]:
-                if log_counts is not None:
-                    self._log_counts[index] = log_counts
+            self._run_info["runtime"] = loaded.describe_runtime()
+            self._run_info["model_sampling"] = loaded.sampling
+        else:  # a batch of frames (see run)
+            indices = self._run_info["indices"]
+            for step in progress.item:
+                index = indices[step.frame]
+                if step.log_counts is not None:
+                    self._log_counts[index] = step.log_counts
+                atoms = step.atoms
                 if atoms["frame"].ne(index).any():  # a single frame of a stack comes as 0
                     atoms = atoms.assign(frame=index)
-                self._results[index] = (atoms, heatmap)
-            self._run_info["done"] += len(item[1])
+                self._results[index] = (atoms, step.heatmap)
+            self._run_info["done"] += len(progress.item)
             # Redrawing after every frame would cost as much as the network on a
             # software-rendered display: the status refreshes every STATUS_INTERVAL, the points
             # as the run goes but at most 5 % of the time (each redraw waits 20 times as long
@@ -340,6 +323,13 @@ class DetectWidget(WorkerRunner, Container):
                 self._update_layers()
                 info["points_shown"] = time.perf_counter()
                 info["redraw_seconds"] = info["points_shown"] - now
+
+    def _on_error(self, message: str) -> None:
+        self.status.value = message
+        self._run_info["error"] = message
+
+    def _on_result(self, atoms: pd.DataFrame) -> None:
+        """Nothing more to do: the frames came with the progress, shown by `_after_run`."""
 
     def _after_run(self) -> None:
         """Show what was found (all of it, or what came before Cancel or an error)."""
@@ -444,13 +434,11 @@ def _pixel_size_events(layer: Any) -> list[Any]:
 def _steps(frame: np.ndarray, loaded: Any, sampling: float, threshold: float,
            average_mirrors: bool = False, cs: float | None = None,
            defocus: float | None = None, imaging_mode: str = "unknown"):
-    # The mode decides whether a STEM model sees the frame negated (ABF, BF); the domain
-    # warning and the contrast note were said by the widget already.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DomainWarning)
-        yield from iter_detect_atoms(frame, loaded, sampling=sampling, threshold=threshold,
-                                     keep_heatmaps=True, average_mirrors=average_mirrors,
-                                     cs=cs, defocus=defocus, imaging_mode=imaging_mode)
+    # The mode decides whether a STEM model sees the frame negated (ABF, BF), and what the
+    # image's contrast says is a notice of the stream.
+    return iter_detect_atoms(frame, loaded, sampling=sampling, threshold=threshold,
+                             keep_heatmaps=True, average_mirrors=average_mirrors, cs=cs,
+                             defocus=defocus, imaging_mode=imaging_mode)
 
 
 def _domain_note(layer: Any, model_name: str) -> str | None:

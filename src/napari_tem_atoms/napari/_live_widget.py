@@ -11,7 +11,6 @@ stack, without atoms) rather than falling ever further behind.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +28,16 @@ from magicgui.widgets import (
     RadioButtons,
     create_widget,
 )
-from napari.utils.notifications import show_error, show_warning
+from napari.utils.notifications import show_error
 
-from ..analysis.detect import iter_detect_atoms
 from ..errors import TEMAtomsError
-from ..live import FolderWatcher, FrameQueue, LiveStatistics
-from ..models import load_cached_model, model_metadata, registered_models
+from ..events import Progress
+from ..live import FolderWatcher, FrameQueue, LiveStatistics, iter_live_analysis
+from ..models import model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import axis_labels, pixel_size_of_layer, show_atoms
 from ._layout import scroll_rows, wrap_text
+from ._worker import WorkerRunner
 
 if TYPE_CHECKING:
     import napari
@@ -69,14 +69,19 @@ class _GrowingStack:
         return self._buffer[: self.count]
 
 
-class LiveWidget(Container):
+class LiveWidget(WorkerRunner, Container):
     """Analyse frames on the fly from a watched folder or a streamed layer.
+
+    The session is one :func:`~napari_tem_atoms.live.iter_live_analysis` stream in the shared
+    worker (Start and Stop are its Run and Cancel; it has no progress bar: it has no end).
 
     Parameters
     ----------
     viewer : napari.viewer.Viewer
         The viewer the widget is docked in (napari passes it).
     """
+
+    title = "Live mode"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -95,15 +100,14 @@ class LiveWidget(Container):
                                      value=0.5)
         self.keep_up = CheckBox(text="Skip to the newest frame when behind", value=True)
         self.conditions = ImagingConditionsInputs()
-        self.start_button = PushButton(text="Start")
-        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.start_button = self.run_button = PushButton(text="Start")
+        self.stop_button = self.cancel_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
         wrap_text(self.status)
         self.extend([self.source, self.folder, self.followed_layer, self.model, self.sampling,
                      self.threshold, self.keep_up, self.conditions, self.start_button,
                      self.stop_button, self.status])
         scroll_rows(self)
-        self.worker: Any = None
         self.statistics = LiveStatistics()
         self.queue = FrameQueue(keep_up=True, statistics=self.statistics)
         self._stack: _GrowingStack | None = None
@@ -143,8 +147,6 @@ class LiveWidget(Container):
 
     def start(self) -> None:
         """Start watching (the Start button)."""
-        from napari.qt.threading import create_worker
-
         refusal = self.conditions.refusal(self.model.value)
         if refusal:
             show_error(f"Live mode: {refusal}")
@@ -170,31 +172,28 @@ class LiveWidget(Container):
         self.statistics = LiveStatistics()
         self.queue = FrameQueue(keep_up=self.keep_up.value, statistics=self.statistics)
         self._atoms, self._stack, self._image_layer = [], None, None
-        self._session = {"watching": watching, "model": self.model.value,
-                         "threshold": float(self.threshold.value), "conditions": conditions,
-                         "sampling": float(self.sampling.value) or None}
+        self._session = {"watching": watching}
         if not watching:
             layer = self.followed_layer.value
             self._image_layer = layer
             self._seen_frames = int(layer.data.shape[0]) if layer.ndim == 3 else 0
             layer.events.data.connect(self._on_followed_data)
-        self.worker = create_worker(self._work, watcher)
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.finished.connect(self._on_finished)
-        self.start_button.enabled, self.stop_button.enabled = False, True
-        self.status.value = "Loading the model..."
-        self.worker.start()
+        queue, model, threshold = self.queue, self.model.value, float(self.threshold.value)
+        sampling = float(self.sampling.value) or None
+
+        def work():
+            return iter_live_analysis(queue, model, threshold, sampling, watcher, **conditions)
+
+        self._start_worker(work, None, "Live mode", "Loading the model...")
 
     def stop(self) -> None:
         """Stop the session (the Stop button); what was analysed stays."""
-        if self.worker is not None:
-            self.worker.quit()
+        self.cancel()
 
-    def _on_finished(self) -> None:
+    def _after_run(self) -> None:
         if not self._session.get("watching", True) and self._image_layer is not None:
             self._image_layer.events.data.disconnect(self._on_followed_data)
-        self.worker = None
-        self.start_button.enabled, self.stop_button.enabled = True, False
+        self.run_button.enabled = True
         reason = self._session.get("fatal")
         self.status.value = (f"Stopped: {reason}" if reason
                              else "Stopped: " + self.statistics.describe(len(self.queue)))
@@ -213,77 +212,28 @@ class LiveWidget(Container):
             self.queue.put((self._seen_frames, np.array(layer.data), None))
             self._seen_frames += 1
 
-    # --- worker (runs in its own thread; never touches layers) -------------------------------
+    # --- GUI thread: the session's events (see iter_live_analysis) ------------------------
 
-    def _work(self, watcher: FolderWatcher | None):
-        session = self._session
-        loaded = load_cached_model(session["model"])
-        yield ("ready", loaded.describe_runtime())
-        next_index, shape = 0, None
-        while True:
-            if watcher is not None:
-                for path, image in watcher.read_ready():
-                    frame = np.asarray(image.data)
-                    sampling = session["sampling"] or image.pixel_size_angstrom
-                    if sampling is None:  # every frame would fail: say it once, and stop
-                        yield ("fatal", f"{path.name} carries no pixel size "
-                               f"({image.calibration.note}): type it in 'Pixel size' (Å/px) "
-                               "and start again")
-                        return
-                    if frame.ndim != 2 or (shape is not None and frame.shape != shape):
-                        yield ("warning", f"{path.name}: shape {frame.shape} is not one 2-D "
-                               f"image of the stack's {shape or 'shape'}; left out")
-                        continue
-                    shape = frame.shape
-                    self.statistics.frame_received()
-                    yield ("received", next_index, frame, sampling)  # shown before analysis
-                    self.queue.put((next_index, frame, sampling))
-                    next_index += 1
-                for error in watcher.failed:
-                    yield ("warning", str(error))
-                watcher.failed.clear()
-            item = self.queue.take()
-            if item is None:
-                yield ("idle", None)
-                time.sleep(0.03)
-                continue
-            index, frame, sampling = item
-            sampling = sampling or session["sampling"]
-            if frame.ndim != 2:
-                yield ("warning", f"frame {index}: shape {frame.shape} is not one 2-D image")
-                continue
-            try:
-                # The transfer is shown in the conditions group, not warned of per frame.
-                steps = iter_detect_atoms(frame, loaded, sampling=sampling,
-                                          threshold=session["threshold"], warn_transfer=False,
-                                          **session["conditions"])
-                atoms = next(steps).atoms.assign(frame=index)
-            except TEMAtomsError as exc:
-                yield ("warning", f"frame {index}: {exc}")
-                continue
-            self.statistics.frame_done()
-            yield ("frame", index, atoms, sampling)
-
-    # --- GUI thread --------------------------------------------------------------------------
-
-    def _on_yielded(self, item: tuple) -> None:
-        kind = item[0]
-        if kind == "warning":
-            show_warning(f"Live mode: {item[1]}")
-        elif kind == "fatal":
-            show_error(f"Live mode: {item[1]}")
-            self._session["fatal"] = item[1]
-        elif kind == "ready":
-            self._session["runtime"] = item[1]
-        elif kind == "received":
-            _, _index, frame, sampling = item
+    def _on_progress(self, progress: Progress) -> None:
+        if progress.stage == "model":
+            self._session["runtime"] = progress.item
+        elif progress.stage == "received":
+            _index, frame, sampling = progress.item
             self._append_frame(frame, sampling)
-        elif kind == "frame":
-            _, _index, atoms, sampling = item
+        elif progress.stage == "detect":
+            _index, atoms, sampling = progress.item
             self._atoms.append(atoms)
             self._update_points(sampling)
-        if kind != "fatal":
-            self.status.value = self._describe()
+        self.status.value = self._describe()
+
+    def _on_notice(self, notice: Any) -> None:
+        self.status.value = self._describe()
+
+    def _on_error(self, message: str) -> None:
+        self._session["fatal"] = message  # the session stops: said in the status
+
+    def _on_result(self, result: Any) -> None:  # pragma: no cover - a session has no end
+        """A session ends only by Stop or an error."""
 
     def _describe(self) -> str:
         runtime = self._session.get("runtime")

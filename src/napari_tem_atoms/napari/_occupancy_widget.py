@@ -32,7 +32,7 @@ from ..models import registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer
 from ._layout import scroll_rows, wrap_text
-from ._worker import WorkerRunner, make_progress_bar, tagged_steps
+from ._worker import WorkerRunner, make_progress_bar
 
 if TYPE_CHECKING:
     import napari
@@ -48,6 +48,8 @@ class OccupancyWidget(WorkerRunner, Container):
     viewer : napari.viewer.Viewer
         The viewer the widget is docked in (napari passes it).
     """
+
+    title = "Occupancy"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -167,9 +169,8 @@ class OccupancyWidget(WorkerRunner, Container):
         self._run_layer = layer
 
         def work():
-            yield from tagged_steps(iter_video_occupancy(
-                data, model, sampling, atoms=atoms, max_shift=max_shift, site_radius=radius,
-                method=method, **conditions))
+            return iter_video_occupancy(data, model, sampling, atoms=atoms, max_shift=max_shift,
+                                        site_radius=radius, method=method, **conditions)
 
         # One bar for the whole run: drift, detection (unless the atoms are given), sites.
         n_frames = int(data.shape[0])
@@ -177,19 +178,16 @@ class OccupancyWidget(WorkerRunner, Container):
         self._offsets = {"drift": 0, "detect": n_frames,
                          "sites": n_frames + (n_frames if atoms is None else 0)}
         self._start_worker(work, self._offsets["sites"] + 1, "Occupancy: correcting drift",
-                           "Starting...")
+                           "Starting...", stage_offsets=self._offsets)
 
-    def _on_yielded(self, item: tuple) -> None:
-        kind, value = item
-        if kind == "error":
-            show_error(f"Occupancy: {value}")
-            self.status.value = value
-        elif kind == "done":
-            self.result = value
-            self._show_result()
-        elif self.worker is not None and self.result is None:
-            self.status.value = f"{STAGE_NAMES[value.stage]}: {value.done}/{value.total}"
-            self._advance(self._offsets[value.stage] + value.done)
+    def _on_progress(self, progress: Any) -> None:
+        if self.worker is not None and self.result is None:
+            self.status.value = f"{STAGE_NAMES[progress.stage]}: {progress.done}/{progress.total}"
+            super()._on_progress(progress)
+
+    def _on_result(self, result: Any) -> None:
+        self.result = result
+        self._show_result()
 
     def _after_run(self) -> None:
         self._validate()

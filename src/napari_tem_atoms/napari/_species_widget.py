@@ -26,7 +26,7 @@ from magicgui.widgets import (
     RadioButtons,
     create_widget,
 )
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_info
 
 from ..analysis.detect import normalise_image
 from ..analysis.species import iter_detect_species, middle_defocus_image
@@ -34,7 +34,7 @@ from ..errors import TEMAtomsError
 from ..models import registered_models
 from ._layers import pixel_size_of_layer, points_layer_kwargs
 from ._layout import scroll_rows, wrap_text
-from ._worker import WorkerRunner, make_progress_bar, tagged_steps
+from ._worker import WorkerRunner, make_progress_bar
 
 if TYPE_CHECKING:
     import napari
@@ -59,6 +59,8 @@ class SpeciesWidget(WorkerRunner, Container):
     viewer : napari.viewer.Viewer
         The viewer the widget is docked in (napari passes it).
     """
+
+    title = "Species"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -171,8 +173,6 @@ class SpeciesWidget(WorkerRunner, Container):
 
     def run(self) -> None:
         """Find the species in a worker thread (the button)."""
-        import warnings
-
         self._validate()
         if not self.run_button.enabled:
             return
@@ -198,20 +198,8 @@ class SpeciesWidget(WorkerRunner, Container):
         # image of the layer that is follows from their order.
         self._middle_image = middle_defocus_image(defoci)
 
-        def work():  # one step per focal series: Cancel stops between them
-            steps = tagged_steps(iter_detect_species(series, model, sampling, defoci, align))
-            while True:
-                # The notes come with the result (attrs); the same notes as Python warnings
-                # are swallowed here, one step at a time (never across a yield, which a
-                # cancelled worker may never return to).
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    try:
-                        kind, value = next(steps)
-                    except StopIteration:
-                        return
-                notes = list(value.attrs.get("notes", [])) if kind == "done" else []
-                yield (kind, value, notes)
+        def work():  # one event per focal series: Cancel stops between them
+            return iter_detect_species(series, model, sampling, defoci, align)
 
         self._partial = []
         self._done = False
@@ -220,22 +208,19 @@ class SpeciesWidget(WorkerRunner, Container):
                            "Aligning and finding species..." if align
                            else "Finding species...")
 
-    def _on_yielded(self, item: tuple) -> None:
-        kind, value, notes = item
-        if kind == "step":
-            self._partial.append(value.atoms)  # the series just done, kept if cancelled
-            self._advance(value.frame + 1)
-            return
-        if kind == "error":
-            show_error(f"Species: {value}")
-            self._show_partial()  # the series done before the bad one are kept
-            self.status.value = value
-            return
-        for note in notes:
-            show_warning(f"Species: {note}")
+    def _on_progress(self, progress: Any) -> None:
+        self._partial.append(progress.item.atoms)  # the series just done, kept if cancelled
+        super()._on_progress(progress)
+
+    def _on_error(self, message: str) -> None:
+        self._show_partial()  # the series done before the bad one are kept
+        self.status.value = message
+
+    def _on_result(self, atoms: Any) -> None:
+        # Its notes (focal series unlike the trained ones) came as notices, shown already.
         self._done = True
-        self.atoms = value
-        self._show(value)
+        self.atoms = atoms
+        self._show(atoms)
 
     def _show_partial(self) -> None:
         if self._partial:

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from ..analysis.detect import MIN_COLUMN_DISTANCE, iter_detect_atoms
 from ..analysis.transfer import model_optics
+from ..events import ignore, run
 from ..simulation.microscope import MicroscopeEnvelope, MicroscopeSettings
 from .data import SampleMaker
 from .metrics import MatchCounts, match_columns
@@ -136,9 +137,9 @@ def _tune_peer(images: list) -> ClassicalPeer:
 def _network_counts(loaded: Any, image: np.ndarray, sampling: float, columns: np.ndarray,
                     threshold: float | None, **conditions: float) -> MatchCounts:
     """The network's matches on one image, by the full inference path."""
-    steps = iter_detect_atoms(image, loaded, sampling=sampling, threshold=threshold,
-                              warn_transfer=False, **conditions)
-    detected = np.concatenate([step.atoms[["y", "x"]].to_numpy() for step in steps])
+    atoms = run(iter_detect_atoms(image, loaded, sampling=sampling, threshold=threshold,
+                                  **conditions), on_event=ignore)  # scores, not notices
+    detected = atoms[["y", "x"]].to_numpy()
     return match_columns(detected, columns, sampling)
 
 
@@ -277,8 +278,8 @@ def evaluate_by_height(
             counts = MatchCounts()
             heights, found, estimated = [], [], []
             for image, sampling, columns, _ in images:
-                atoms = next(iter_detect_atoms(image, loaded, sampling=sampling,
-                                               warn_transfer=False)).atoms
+                atoms = run(iter_detect_atoms(image, loaded, sampling=sampling),
+                            on_event=ignore)
                 detected = atoms[["y", "x"]].to_numpy()
                 counts += match_columns(detected, columns, sampling)
                 hit = np.zeros(len(columns), dtype=bool)
