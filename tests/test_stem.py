@@ -136,7 +136,7 @@ def test_contrast_decisions_for_a_bright_column_model():
     negate, note = contrast_for_model(abf, s, "STEM", STEM_MODEL, "m")
     assert negate and "taken as ABF/BF and negated" in note
     negate, note = contrast_for_model(abf, s, "STEM-HAADF", STEM_MODEL, "m")
-    assert not negate and "look dark" in note and "--mode abf" in note
+    assert not negate and "look dark" in note and "--mode stem-abf" in note
     assert contrast_for_model(abf, s, "STEM-ABF", {}, "hrtem-model") == (False, None)
 
 
@@ -229,3 +229,25 @@ def test_detect_widget_finds_the_dark_columns_of_an_abf_layer(make_napari_viewer
     found = viewer.layers["abf atoms"].data
     truth = np.column_stack([columns, np.full(len(columns), 3)])
     assert match_columns(found, truth, settings.sampling).f1 >= 0.95
+
+
+def test_the_network_decides_the_polarity_when_the_mode_does_not(tmp_path, capsys):
+    """A dense gold lattice in ABF, saved as NPY (no mode): negated, and said."""
+    from napari_tem_atoms.cli import main
+
+    rng = np.random.default_rng(4)
+    gold = project_structure(StemStructureSpec("Au", "bulk", (0, 0, 1)), rng)
+    settings = replace(StemEnvelope().draw(rng, mode="ABF"), sampling=0.1, dose=1e6,
+                       amorphous=0.02, rotation=0.2)
+    image, columns, _ = render_stem_image(gold, settings, (300, 300), rng)
+    path = tmp_path / "abf.npy"
+    np.save(path, image)
+    output = tmp_path / "atoms.csv"
+    assert main(["detect", str(path), "--sampling", "0.1", "--model", "stem-columns",
+                 "-o", str(output)]) == 0
+    assert "taken as ABF/BF and negated" in capsys.readouterr().err
+    from napari_tem_atoms.io import read_atoms_csv
+
+    found = read_atoms_csv(output).coordinates
+    truth = np.column_stack([columns, np.full(len(columns), 3)])
+    assert match_columns(found, truth, settings.sampling).f1 >= 0.9

@@ -208,9 +208,13 @@ def _detect(args: argparse.Namespace) -> int:
                                 loaded.description)
         if domain:
             driver.notice(Notice("domain", domain), where=str(image.path))
-        note = _contrast_note(image, args.sampling, loaded)
+        decided, note = _decide_contrast(image, args.sampling, loaded)
         if note:
             driver.notice(Notice("domain", note), where=str(image.path))
+        if decided is not image:  # the workers get the mode decided here
+            number = images.index(image)
+            jobs = [replace(job, imaging_mode=decided.imaging_mode) if job.image == number
+                    else job for job in jobs]
     for model in models.values():
         _say_transfer(conditions, model.description, driver)  # once: the frames do not warn
     try:
@@ -522,20 +526,34 @@ def _with_mode(image: TEMImage, mode: str) -> TEMImage:
                    imaging_mode_source="set by the user (--mode)")
 
 
-def _contrast_note(image: TEMImage, sampling: float | None, loaded: LoadedModel) -> str | None:
-    """What a STEM model decides from a file's first frame (negated or not), when it matters.
+def _decide_contrast(image: TEMImage, sampling: float | None, loaded: LoadedModel
+                     ) -> tuple[TEMImage, str | None]:
+    """A file's mode for a bright-column STEM model, decided once from its first frame.
 
-    Said once per file here: the frames are decided in the workers, which stay silent.
+    Where the mode does not say which way the columns point (``STEM``, ``unknown``), the
+    network decides on the first frame and the file's frames go to the workers with that mode
+    (``STEM-ABF``: negated; ``STEM-HAADF``: not); a mode that says it is checked against the
+    image's contrast. Returns the image (its mode decided) and the sentence to say, if any.
     """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from .analysis.detect import mean_peak_confidence
     from .analysis.modes import contrast_for_model, dark_column_modes
 
     if not dark_column_modes(loaded.description):
-        return None
-    import numpy as np
-
+        return image, None
     first = np.asarray(image.data if image.data.ndim == 2 else image.data[0], dtype=np.float32)
-    return contrast_for_model(first, sampling or image.pixel_size_angstrom,
-                              image.imaging_mode, loaded.description, loaded.name)[1]
+    sampling = sampling or image.pixel_size_angstrom
+    negate, note = contrast_for_model(first, sampling, image.imaging_mode, loaded.description,
+                                      loaded.name,
+                                      lambda frame: mean_peak_confidence(loaded, frame, sampling))
+    if image.imaging_mode in ("STEM", "unknown"):
+        image = replace(image, imaging_mode="STEM-ABF" if negate else "STEM-HAADF",
+                        imaging_mode_source="decided from the image's contrast "
+                                            f"(was {image.imaging_mode})")
+    return image, note
 
 
 def _conditions_of(args: argparse.Namespace) -> dict[str, float | None]:
