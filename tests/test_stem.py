@@ -251,3 +251,34 @@ def test_the_network_decides_the_polarity_when_the_mode_does_not(tmp_path, capsy
     found = read_atoms_csv(output).coordinates
     truth = np.column_stack([columns, np.full(len(columns), 3)])
     assert match_columns(found, truth, settings.sampling).f1 >= 0.9
+
+
+def test_live_mode_negates_abf_frames_for_the_stem_model():
+    from napari_tem_atoms.events import Progress
+    from napari_tem_atoms.live import FrameQueue, LiveStatistics, iter_live_analysis
+
+    image, columns, settings = _stem_image("ABF")
+    queue = FrameQueue(keep_up=False, statistics=LiveStatistics())
+    queue.put((0, image.data, settings.sampling))
+    stream = iter_live_analysis(queue, "stem-columns", 0.5, imaging_mode="STEM-ABF")
+    atoms = next(event.item[1] for event in stream
+                 if isinstance(event, Progress) and event.stage == "detect")
+    stream.close()
+    truth = np.column_stack([columns, np.full(len(columns), 3)])
+    assert match_columns(atoms[["y", "x"]].to_numpy(), truth, settings.sampling).f1 >= 0.95
+
+
+@pytest.mark.gui
+def test_live_widget_takes_the_followed_layers_mode_and_its_model(make_napari_viewer):
+    image, _, settings = _stem_image("HAADF")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image.data[None], name="haadf",
+                             scale=(1, settings.sampling, settings.sampling),
+                             metadata={"imaging_mode": "STEM-HAADF"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-tem-atoms", "Live mode")
+    widget.source.value = "follow a layer"
+    widget.followed_layer.value = layer
+    assert widget.imaging_mode.value == "STEM-HAADF"
+    assert widget.chosen_model() == "stem-columns"
+    widget.imaging_mode.value = "HRTEM"
+    assert widget.chosen_model() == "au-hrtem"

@@ -323,13 +323,15 @@ IDLE_WAIT = 0.03
 
 def iter_live_analysis(queue: FrameQueue, model: str, threshold: float,
                        sampling: float | None = None, watcher: FolderWatcher | None = None,
-                       cs: float | None = None, defocus: float | None = None
-                       ) -> Events[None]:
+                       cs: float | None = None, defocus: float | None = None,
+                       imaging_mode: str | None = None) -> Events[None]:
     """Detect the atoms of frames as they come, until the consumer stops asking.
 
     Frames come from `watcher` (complete files in a folder) and from whoever fills `queue` (a
     followed layer, filled by the GUI thread with ``(index, frame, sampling or None)``). Every
     frame is passed on as it arrives, before it is analysed, and each analysed frame after.
+    `imaging_mode` (``"STEM-ABF"``...) is every frame's: it decides whether a STEM model sees
+    the frames negated, and a model not trained on it says so once.
 
     Yields
     ------
@@ -400,7 +402,8 @@ def iter_live_analysis(queue: FrameQueue, model: str, threshold: float,
         notices.clear()
         try:
             atoms = run(iter_detect_atoms(frame, loaded, sampling=frame_sampling,
-                                          threshold=threshold, cs=cs, defocus=defocus),
+                                          threshold=threshold, cs=cs, defocus=defocus,
+                                          imaging_mode=imaging_mode),
                         on_event=keep_notice)
         except TEMAtomsError as exc:
             yield Notice("frame_left_out", f"frame {index}: {exc}")

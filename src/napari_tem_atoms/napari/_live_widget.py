@@ -30,11 +30,14 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error
 
+from ..analysis.modes import choose_model
 from ..errors import TEMAtomsError
 from ..events import Progress
+from ..io.imaging_mode import IMAGING_MODES
 from ..live import FolderWatcher, FrameQueue, LiveStatistics, iter_live_analysis
 from ..models import model_metadata, registered_models
 from ._conditions import ImagingConditionsInputs
+from ._detect_widget import AUTO_MODEL
 from ._layers import axis_labels, pixel_size_of_layer, show_atoms
 from ._layout import scroll_rows, wrap_text
 from ._worker import WorkerRunner
@@ -91,7 +94,15 @@ class LiveWidget(WorkerRunner, Container):
         self.folder = FileEdit(label="Folder", mode="d",
                                tooltip="The folder the camera software writes frames into")
         self.followed_layer = create_widget(annotation="napari.layers.Image", label="Layer")
-        self.model = ComboBox(label="Model", choices=registered_models("columns"))
+        self.imaging_mode = ComboBox(
+            label="Imaging mode", choices=list(IMAGING_MODES), value="unknown",
+            tooltip="How the frames are recorded (a followed layer's mode is taken from it): "
+                    "it picks the model (auto) and whether STEM columns are dark (ABF, BF)")
+        self.model = ComboBox(label="Model", choices=[AUTO_MODEL,
+                                                      *registered_models("columns")],
+                              value=AUTO_MODEL,
+                              tooltip=f"{AUTO_MODEL}: the model for the imaging mode (HRTEM "
+                                      "and unknown: au-hrtem, STEM: stem-columns)")
         self.sampling = FloatSpinBox(label="Pixel size (Å/px)", min=0.0, max=100.0,
                                      step=0.0001, tooltip="0: take it from the frames' files")
         # 0 shown in words (the label said it, and its width set the dock's).
@@ -104,7 +115,8 @@ class LiveWidget(WorkerRunner, Container):
         self.stop_button = self.cancel_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
         wrap_text(self.status)
-        self.extend([self.source, self.folder, self.followed_layer, self.model, self.sampling,
+        self.extend([self.source, self.folder, self.followed_layer, self.imaging_mode,
+                     self.model, self.sampling,
                      self.threshold, self.keep_up, self.conditions, self.start_button,
                      self.stop_button, self.status])
         scroll_rows(self)
@@ -118,6 +130,7 @@ class LiveWidget(WorkerRunner, Container):
         self.source.changed.connect(self._on_source_changed)
         self.followed_layer.changed.connect(self._prefill_sampling)
         self.model.changed.connect(self._on_model_changed)
+        self.imaging_mode.changed.connect(self._on_model_changed)
         self.keep_up.changed.connect(lambda: setattr(self.queue, "keep_up", self.keep_up.value))
         self.start_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
@@ -130,24 +143,33 @@ class LiveWidget(WorkerRunner, Container):
         self.followed_layer.visible = not watching
         self._prefill_sampling()
 
+    def chosen_model(self) -> str:
+        """The model a session will run (``auto``: the one for the imaging mode)."""
+        if self.model.value != AUTO_MODEL:
+            return self.model.value
+        return choose_model(self.imaging_mode.value)[0]
+
     def _on_model_changed(self) -> None:
+        name = self.chosen_model()
         try:
-            self.threshold.value = float(model_metadata(self.model.value).get("threshold", 0.5))
+            self.threshold.value = float(model_metadata(name).get("threshold", 0.5))
         except TEMAtomsError as exc:
             self.status.value = f"⚠ {exc}"
-        self.conditions.show_for(self.model.value)
+        self.conditions.show_for(name)
 
     def _prefill_sampling(self) -> None:
         layer = self.followed_layer.value
         if self.source.value == FOLLOW_LAYER and layer is not None:
             size = pixel_size_of_layer(layer.scale, layer.units, layer.metadata)
             self.sampling.value = 0.0 if size is None else size[1]
+            mode = layer.metadata.get("imaging_mode") or "unknown"
+            self.imaging_mode.value = mode if mode in IMAGING_MODES else "unknown"
 
     # --- session ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start watching (the Start button)."""
-        refusal = self.conditions.refusal(self.model.value)
+        refusal = self.conditions.refusal(self.chosen_model())
         if refusal:
             show_error(f"Live mode: {refusal}")
             return
@@ -178,11 +200,13 @@ class LiveWidget(WorkerRunner, Container):
             self._image_layer = layer
             self._seen_frames = int(layer.data.shape[0]) if layer.ndim == 3 else 0
             layer.events.data.connect(self._on_followed_data)
-        queue, model, threshold = self.queue, self.model.value, float(self.threshold.value)
+        queue, model, threshold = self.queue, self.chosen_model(), float(self.threshold.value)
         sampling = float(self.sampling.value) or None
+        mode = None if self.imaging_mode.value == "unknown" else self.imaging_mode.value
 
         def work():
-            return iter_live_analysis(queue, model, threshold, sampling, watcher, **conditions)
+            return iter_live_analysis(queue, model, threshold, sampling, watcher,
+                                      imaging_mode=mode, **conditions)
 
         self._start_worker(work, None, "Live mode", "Loading the model...")
 
