@@ -138,19 +138,11 @@ def test_a_bad_frame_is_named_in_the_message(qtbot, make_napari_viewer, monkeypa
         assert shown[-1].startswith("Detect atoms: frame 2: ") and "NaN" in shown[-1], shown
 
 
-def test_imaging_conditions_show_for_a_model_that_takes_them(qtbot, viewer_with_stack,
-                                                            monkeypatch):
-    import napari_tem_atoms.napari._conditions as conditions_module
-    import napari_tem_atoms.napari._detect_widget as module
-
+def test_imaging_conditions_show_for_a_model_that_takes_them(qtbot, viewer_with_stack):
     viewer, widget, _ = viewer_with_stack
     inputs = widget.conditions
-    # Shown exactly when the selected model takes them.
-    assert inputs.native.isHidden() is not inputs.takes_conditions
-    metadata = module.model_metadata("au-hrtem")
-    told = {**metadata, "architecture": {**metadata["architecture"], "conditions": 4}}
-    monkeypatch.setattr(conditions_module, "model_metadata", lambda name: told)
-    widget._on_model_changed()
+    # Shown exactly when the selected model takes them: au-hrtem does, stem-columns not.
+    widget.model.value = "au-hrtem"
     assert not inputs.native.isHidden()
     assert inputs.values() == {"cs": None, "defocus": None}  # none known yet
     assert not inputs.cs.enabled
@@ -166,25 +158,13 @@ def test_imaging_conditions_show_for_a_model_that_takes_them(qtbot, viewer_with_
     assert inputs.transfer_note.value.startswith("✓")
     inputs.defocus_known.value = False
 
-    passed = []
-    original = module._steps
-
-    def recording_steps(*args, **conditions):
-        passed.append(conditions)
-        return original(*args)  # the stand-in: the shipped model may not take them
-
-    monkeypatch.setattr(module, "_steps", recording_steps)
     widget.frames.value = "current frame"
     widget.run()
     _wait(qtbot, widget)
-    assert passed == [{"cs": -15e4, "defocus": None, "imaging_mode": "unknown"}]
     points = viewer.layers["stack atoms"]
     assert points.metadata["cs_angstrom"] == -15e4 and points.metadata["defocus_angstrom"] is None
 
-    plain = {**metadata, "architecture": {k: v for k, v in metadata["architecture"].items()
-                                          if k != "conditions"}}
-    monkeypatch.setattr(conditions_module, "model_metadata", lambda name: plain)
-    widget._on_model_changed()
+    widget.model.value = "stem-columns"
     assert inputs.native.isHidden()
     assert inputs.values() == {"cs": None, "defocus": None}
 

@@ -179,20 +179,13 @@ def test_missing_folder_is_reported(make_napari_viewer, tmp_path, monkeypatch):
 
 def test_imaging_conditions_outside_the_model_s_range_stop_the_start(make_napari_viewer,
                                                                      tmp_path, monkeypatch):
-    import napari_tem_atoms.napari._conditions as conditions_module
     import napari_tem_atoms.napari._live_widget as module
 
-    metadata = module.model_metadata("au-hrtem")
-    told = {**metadata, "architecture": {**metadata["architecture"], "conditions": 4},
-            "conditions": {"cs_scale_angstrom": 3e5, "defocus_scale_angstrom": 200.0,
-                           "training": {"cs_error": 2e4, "defocus_error": 30.0}}}
-    for where in (module, conditions_module):
-        monkeypatch.setattr(where, "model_metadata", lambda name: told)
     shown = []
     monkeypatch.setattr(module, "show_error", shown.append)
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Live mode")
-    widget._on_model_changed()
+    widget.model.value = "au-hrtem"  # a model that takes the imaging conditions
     assert not widget.conditions.native.isHidden()
     widget.folder.value = tmp_path
     widget.conditions.cs_known.value = True

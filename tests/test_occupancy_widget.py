@@ -103,18 +103,11 @@ def test_bad_choices_are_explained_and_block_the_run(make_napari_viewer):
 
 def test_imaging_conditions_reach_the_detector_and_wrong_ones_stop_the_run(
         qtbot, viewer_with_video, monkeypatch):
-    import napari_tem_atoms.napari._conditions as conditions_module
     import napari_tem_atoms.napari._occupancy_widget as module
 
     viewer, widget, stack = viewer_with_video
     inputs = widget.conditions
-    metadata = conditions_module.model_metadata("au-hrtem")
-    told = {**metadata, "architecture": {**metadata["architecture"], "conditions": 4},
-            "conditions": {"cs_scale_angstrom": 30e4, "defocus_scale_angstrom": 200.0,
-                           "training": {"cs_error": 2e4, "defocus_error": 30.0}},
-            "training": {**metadata.get("training", {}),
-                         "envelope": {"cs": [-30e4, 30e4], "defocus": [-200.0, 200.0]}}}
-    monkeypatch.setattr(conditions_module, "model_metadata", lambda name: told)
+    widget.model.value = "au-hrtem"  # a model that takes the imaging conditions
     widget._validate()
     assert not inputs.native.isHidden()
     inputs.cs_known.value, inputs.cs.value = True, -15.0

@@ -7,7 +7,7 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label
 from ..analysis.conditions import model_condition_vector
 from ..analysis.transfer import ModelOptics, model_optics
 from ..errors import TEMAtomsError
-from ..models import model_metadata, takes_conditions
+from ..models import model_description
 from ._layout import wrap_text
 
 
@@ -51,9 +51,9 @@ class ImagingConditionsInputs(Container):
     def show_for(self, model: str) -> None:
         """Show the inputs when `model` takes imaging conditions, hide them otherwise."""
         try:
-            metadata = model_metadata(model)
-            self.takes_conditions = takes_conditions(metadata)
-            self.optics = model_optics(metadata)
+            described = model_description(model)
+            self.takes_conditions = described.takes_conditions
+            self.optics = model_optics(described)
         except TEMAtomsError:  # missing or damaged weights: the widget says so elsewhere
             self.takes_conditions, self.optics = False, None
         self.visible = self.takes_conditions
@@ -82,7 +82,7 @@ class ImagingConditionsInputs(Container):
         if all(value is None for value in conditions.values()):
             return None
         try:
-            model_condition_vector(model_metadata(model), **conditions)
+            model_condition_vector(model_description(model), **conditions)
         except TEMAtomsError as exc:
             return str(exc)
         return None

@@ -35,7 +35,7 @@ from ..analysis.modes import choose_model
 from ..errors import TEMAtomsError
 from ..events import Progress, batch_progress
 from ..io.imaging_mode import IMAGING_MODES
-from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
+from ..models import REGISTRY, load_cached_model, model_description, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer, show_atoms
 from ._layout import scroll_rows, wrap_text
@@ -151,7 +151,7 @@ class DetectWidget(WorkerRunner, Container):
                                         else description)
         try:
             if name != self._shown_model:  # the same model: the user's threshold stays
-                self.threshold.value = float(model_metadata(name).get("threshold", 0.5))
+                self.threshold.value = model_description(name).threshold
                 self._shown_model = name
         except TEMAtomsError as exc:  # missing or damaged weights: say so, keep the widget
             self.model_description.value = f"⚠ {exc}"
@@ -447,7 +447,7 @@ def _domain_note(layer: Any, model_name: str) -> str | None:
     if not mode or mode == "unknown":
         return None
     try:
-        metadata = model_metadata(model_name)
+        metadata = model_description(model_name)
     except TEMAtomsError:  # missing weights are said by the model's description
         return None
     return domain_warning(mode, layer.metadata.get("imaging_mode_source"), model_name,

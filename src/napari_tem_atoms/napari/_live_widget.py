@@ -35,7 +35,7 @@ from ..errors import TEMAtomsError
 from ..events import Progress
 from ..io.imaging_mode import IMAGING_MODES
 from ..live import FolderWatcher, FrameQueue, LiveStatistics, iter_live_analysis
-from ..models import model_metadata, registered_models
+from ..models import model_description, registered_models
 from ._conditions import ImagingConditionsInputs
 from ._detect_widget import AUTO_MODEL
 from ._layers import axis_labels, pixel_size_of_layer, show_atoms
@@ -152,7 +152,7 @@ class LiveWidget(WorkerRunner, Container):
     def _on_model_changed(self) -> None:
         name = self.chosen_model()
         try:
-            self.threshold.value = float(model_metadata(name).get("threshold", 0.5))
+            self.threshold.value = model_description(name).threshold
         except TEMAtomsError as exc:
             self.status.value = f"⚠ {exc}"
         self.conditions.show_for(name)
