@@ -33,6 +33,7 @@ from ..analysis.detect import (
 )
 from ..errors import TEMAtomsError
 from ..models import REGISTRY, load_cached_model, model_metadata, registered_models
+from ._aligned import follow_aligned_stack
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer, show_atoms
 from ._layout import scroll_rows, wrap_text
@@ -100,6 +101,7 @@ class DetectWidget(WorkerRunner, Container):
         self._run_info: dict[str, Any] = {}
         self._watched_layer: Any = None  # whose pixel size (scale, units) is followed
 
+        follow_aligned_stack(viewer, self.image_layer, lambda: self.worker is not None)
         self.image_layer.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
         self.model.changed.connect(self._validate)  # a STEM image warns for HRTEM models
