@@ -43,14 +43,32 @@ def _berkeley(path, stack, chunks):
     return path
 
 
+def _hspy(path, stack, chunks):
+    """A HyperSpy file holding `stack` in its own axis order, with `chunks` (gzip)."""
+    import h5py
+    from rsciio import emd, hspy
+
+    _berkeley(path.with_suffix(".emd"), stack, True)  # a valid signal, its data replaced below
+    signal = emd.file_reader(str(path.with_suffix(".emd")))[0]
+    hspy.file_writer(str(path), {**signal, "tmp_parameters": {}, "attributes": {"_lazy": False},
+                                 "learning_results": {}, "models": {},
+                                 "package_info": {"name": "tests", "version": "0"}})
+    with h5py.File(path, "r+") as stored:
+        group = next(iter(stored["Experiments"].values()))
+        del group["data"]
+        group.create_dataset("data", data=stack, chunks=chunks, compression="gzip")
+    return path
+
+
 @pytest.fixture
 def pixel_chunked(tmp_path, hyperspy_files):
-    """The same stack as a Velox and a Berkeley EMD whose chunks are single pixels."""
+    """The same stack as a Velox, a Berkeley EMD and a HSPY whose chunks are single pixels."""
     return {"velox": _velox(tmp_path / "velox.emd", STACK, (1, 1, 1), hyperspy_files),
-            "berkeley": _berkeley(tmp_path / "berkeley.emd", STACK, (1, 1, 1))}
+            "berkeley": _berkeley(tmp_path / "berkeley.emd", STACK, (1, 1, 1)),
+            "hspy": _hspy(tmp_path / "stack.hspy", STACK, (1, 1, 1))}
 
 
-@pytest.mark.parametrize("layout", ["velox", "berkeley"])
+@pytest.mark.parametrize("layout", ["velox", "berkeley", "hspy"])
 def test_pixel_chunked_emd_is_read_by_frames(pixel_chunked, layout):
     # RosettaSciIO made a dask task per HDF5 chunk: a 53 MB EMD with 1x1 chunks (655,360 of
     # them) took 7-10 minutes and 3.7 GB. Now a task per frame, each one HDF5 read.
