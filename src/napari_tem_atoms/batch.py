@@ -8,6 +8,7 @@ run the same function on the same frames, so the results are identical.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,8 +24,16 @@ from .events import Events, Progress, ignore, run, warn
 from .io import TEMImage
 from .models import load_cached_model
 
-__all__ = ["FrameJob", "detect_frame", "frame_jobs", "iter_jobs", "run_jobs"]
+__all__ = ["SCHEDULER_TIMEOUT_S", "FrameJob", "detect_frame", "frame_jobs", "iter_jobs",
+           "run_jobs"]
 
+#: Seconds a Dask scheduler has to answer before the run is refused. Dask's own client waits
+#: for ever on a port that accepts the connection and says nothing (a hung scheduler, a
+#: firewall or tunnel that holds connections open). The environment variable
+#: ``NAPARI_TEM_ATOMS_SCHEDULER_TIMEOUT`` (seconds) or ``run_jobs(scheduler_timeout=...)`` sets
+#: another.
+SCHEDULER_TIMEOUT_S = 10.0
+_SCHEDULER_TIMEOUT_VARIABLE = "NAPARI_TEM_ATOMS_SCHEDULER_TIMEOUT"
 
 def detect_frame(frame: np.ndarray, model: str, sampling: float, threshold: float | None,
                  device: str | None = None, average_mirrors: bool = False,
@@ -115,7 +124,8 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
              on_done: Callable[[FrameJob], None] | None = None,
              average_mirrors: bool = False, cs: float | None = None,
              defocus: float | None = None, precision: str | None = "auto",
-             engine: str | None = "auto", errors: str = "raise"
+             engine: str | None = "auto", errors: str = "raise",
+             scheduler_timeout: float | None = None,
              ) -> list[pd.DataFrame | TEMAtomsError]:
     """Run every job; return one table per job (same order), each with its frame index.
 
@@ -130,14 +140,15 @@ def run_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
             warn(event)
 
     return run(iter_jobs(jobs, model, threshold, scheduler, device, average_mirrors, cs,
-                         defocus, precision, engine, errors), on_event)
+                         defocus, precision, engine, errors, scheduler_timeout), on_event)
 
 
 def iter_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
               scheduler: str | None = None, device: str | None = None,
               average_mirrors: bool = False, cs: float | None = None,
               defocus: float | None = None, precision: str | None = "auto",
-              engine: str | None = "auto", errors: str = "raise"
+              engine: str | None = "auto", errors: str = "raise",
+              scheduler_timeout: float | None = None
               ) -> Events[list[pd.DataFrame | TEMAtomsError]]:
     """Run every job: yield a ``Progress("detect", jobs done, jobs, job)`` as each finishes.
 
@@ -170,6 +181,9 @@ def iter_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
         ``"raise"``: the first frame that fails stops the run (TEMAtomsError naming it);
         ``"collect"``: the other frames go on, and a failed frame's entry in the list is the
         TEMAtomsError that says why, naming its file and frame.
+    scheduler_timeout : float, optional
+        Seconds the scheduler has to answer (default :data:`SCHEDULER_TIMEOUT_S`, or the
+        environment variable ``NAPARI_TEM_ATOMS_SCHEDULER_TIMEOUT``).
 
     Raises
     ------
@@ -218,7 +232,7 @@ def iter_jobs(jobs: Sequence[FrameJob], model: str, threshold: float | None,
     import dask
     from dask.distributed import as_completed
 
-    client = _connect(scheduler)
+    client = _connect(scheduler, scheduler_timeout)
     with client:
         tasks = [dask.delayed(detect_frame)(job.data, model, job.sampling, threshold, device,
                                             average_mirrors, cs, defocus, precision, engine,
@@ -251,13 +265,54 @@ _SCHEDULER_ADDRESS = re.compile(
     r":(?P<port>[0-9]{1,5})")
 
 
-def _connect(scheduler: str) -> Any:
+def _scheduler_timeout(timeout: float | None) -> float:
+    """`timeout`, else the environment variable, else :data:`SCHEDULER_TIMEOUT_S` [s]."""
+    if timeout is None:
+        value = os.environ.get(_SCHEDULER_TIMEOUT_VARIABLE, "").strip()
+        try:
+            timeout = float(value) if value else SCHEDULER_TIMEOUT_S
+        except ValueError:
+            raise TEMAtomsError(f"{_SCHEDULER_TIMEOUT_VARIABLE}={value!r} is not a number of "
+                                "seconds (e.g. 30)") from None
+    if not timeout > 0:  # also NaN
+        raise TEMAtomsError(f"the scheduler timeout must be above 0 s, not {timeout}")
+    return float(timeout)
+
+
+def _scheduler_answers(address: str, timeout: float) -> None:
+    """Open one connection to `address` and wait for its handshake, at most `timeout` s.
+
+    Dask's client connects with a timeout, but then reads the scheduler's handshake without
+    one: a port that accepts and never answers held ``Client(address)`` for ever (its own
+    ``timeout`` included). Run in a thread of its own: the caller may be in a running event
+    loop (Jupyter).
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def probe() -> None:
+        arguments = Security().get_connection_args("client")
+        # Dask's connect gives up on a closed port after `timeout` (OSError, said as such);
+        # the margin leaves it that case, and ends a handshake that never comes.
+        comm = await asyncio.wait_for(connect(address, timeout=timeout, **arguments),
+                                      timeout + 2.0)
+        await comm.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, probe()).result()
+
+
+def _connect(scheduler: str, timeout: float | None = None) -> Any:
     """A dask.distributed client of the scheduler at `scheduler`, or TEMAtomsError in words.
 
     The address is checked first: ``Client`` given something else fails with errors that do
     not name it (``ValueError``, ``TypeError``...). A port answered by another kind of server
     (a web server) gives a ``MemoryError``: its reply is read as the length of a message of
-    exabytes.
+    exabytes. A port that never answers is given up after `timeout` seconds (see
+    :data:`SCHEDULER_TIMEOUT_S`).
     """
     expected = ("give the address the scheduler prints when it starts: tcp://host:port (or "
                 "tls://host:port, or host:port)")
@@ -266,6 +321,7 @@ def _connect(scheduler: str) -> Any:
     if not match or not 0 < int(match["port"]) < 65536:
         raise TEMAtomsError(f"scheduler {scheduler!r} is not a Dask scheduler's address; "
                             f"{expected}")
+    timeout = _scheduler_timeout(timeout)
     import dask
     from dask.distributed import Client
 
@@ -274,12 +330,20 @@ def _connect(scheduler: str) -> Any:
     # asked for a client that did not exist. The setting is put back on failure.
     previous = dask.config.get("scheduler", None)
     try:
-        return Client(address)
+        _scheduler_answers(address, timeout)
+        return Client(address, timeout=timeout)
     except Exception as exc:  # OSError, TimeoutError, ValueError, TypeError, MemoryError...
         if previous is None:
             dask.config.config.pop("scheduler", None)
         else:
             dask.config.set(scheduler=previous)
+        if isinstance(exc, TimeoutError):
+            raise TEMAtomsError(
+                f"the Dask scheduler at {address} did not answer within {timeout:g} s (the "
+                f"port accepts connections but nothing answers on it: is the scheduler hung, "
+                f"or does something else, a tunnel or a firewall, hold the port?); "
+                f"{expected}. On a slow network, set {_SCHEDULER_TIMEOUT_VARIABLE} to more "
+                f"seconds") from None
         if isinstance(exc, MemoryError):
             raise TEMAtomsError(
                 f"{address} answered, but not as a Dask scheduler (another kind of server uses "

@@ -24,7 +24,7 @@ import re
 import threading
 import warnings
 import xml.etree.ElementTree as ET
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -421,10 +421,13 @@ def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
     if label in ("EMD", "HSPY"):
         _check_hdf5(path, lazy=lazy)
     module = importlib.import_module(f"rsciio.{module_name}")
+    hdf5 = label in ("EMD", "HSPY")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            signals = module.file_reader(str(path), lazy=lazy)
+            # HDF5 is always opened lazily: its data is then read by _hdf5_frames, frame by
+            # frame, whatever the file's chunking (RosettaSciIO makes a task per chunk).
+            signals = module.file_reader(str(path), lazy=lazy or hdf5)
     except Exception as exc:  # RosettaSciIO raises many types for damaged files
         raise TEMFileError(
             path, f"not a readable {label} file: it may be truncated, damaged or of another "
@@ -444,6 +447,7 @@ def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
         raise TEMFileError(path, f"the {label} file holds no image: " + "; ".join(skipped))
 
     results = []
+    opened = [d for signal in signals for d in _hdf5_datasets(signal.get("data"))]
     for signal in images:
         title = str(signal.get("metadata", {}).get("General", {}).get("title") or "")
         name = path.stem if len(images) == 1 or not title else f"{path.stem} [{title}]"
@@ -456,8 +460,11 @@ def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
         mode = read_imaging_mode(label, original_metadata,
                                  metadata=_plain(signal.get("metadata", {})), title=title,
                                  path=path, calibration_kind=calibration.kind)
+        data = signal["data"]
+        if hdf5:
+            data = _hdf5_frames(path, label, data, lazy=lazy)
         results.append(TEMImage(
-            data=signal["data"],
+            data=data,
             path=path,
             name=name,
             calibration=calibration,
@@ -467,6 +474,10 @@ def _read_rsciio(path: Path, *, lazy: bool) -> list[TEMImage]:
             imaging_mode=mode.mode,
             imaging_mode_source=mode.source,
         ))
+    if opened and not any(_hdf5_datasets(image.data) for image in results):
+        # RosettaSciIO's lazy reading left the file open: nothing reads from it any more, and
+        # an open file cannot be written to (or, on Windows, deleted) by the user.
+        opened[0].file.close()
     return results
 
 
@@ -521,6 +532,212 @@ def _check_hdf5(path: Path, *, lazy: bool) -> None:
                 if isinstance(link, h5py.ExternalLink):
                     refuse(f"{prefix}{name}", f"is an external link to {link.path} in "
                            f"{link.filename}")
+
+
+#: Most bytes of HDF5 data read at once to serve one frame: a slab of the frames that share
+#: the file's chunks (a chunk spanning 8 frames is read, and decompressed, once for all 8).
+_SLAB_BYTES = 64_000_000
+#: HDF5's chunk cache per dataset (h5py's default is 1 MB): a slab larger than the cache whose
+#: chunks span several rows of frames decompresses them again for each row.
+_CHUNK_CACHE_BYTES = 64 * 2**20
+#: Most HDF5 chunks one read touches (see _Hdf5Frames._read).
+_CHUNKS_PER_READ = 1024
+
+
+def _hdf5_frames(path: Path, label: str, data: Any, *, lazy: bool) -> Any:
+    """The data of an HDF5 signal, read by frames (lazily: one dask chunk per frame).
+
+    Not `lazy`: a numpy array filled slab by slab.
+
+    RosettaSciIO's lazy arrays have one dask task per HDF5 chunk: a 53 MB EMD with 1x1-pixel
+    chunks made 655,360 tasks and took 7-10 minutes and 3.7 GB to read. Here each frame is one
+    HDF5 read (of the frames that share its chunks), so memory is bounded by a few frames and
+    the per-chunk cost is HDF5's alone. Data this cannot map to its dataset (a stack of several
+    datasets) is returned as RosettaSciIO gave it.
+    """
+    frames = _Hdf5Frames.of(path, label, data)
+    if frames is None:
+        return data if lazy else np.asarray(data)
+    if not lazy:
+        return frames.read_all()
+    import dask.array as da
+
+    status = path.stat()
+    chunks = (*(1,) * (len(frames.shape) - 2), *frames.shape[-2:])
+    return da.from_array(
+        frames, chunks=chunks, asarray=False,
+        name=f"hdf5-{path.resolve()}-{status.st_mtime_ns}-{status.st_size}-{frames.dataset}",
+    )
+
+
+@dataclass(frozen=True)
+class _Hdf5Frames:
+    """An HDF5 dataset as the (frame, ..., y, x) array a reader made of it, read by frames.
+
+    Indexing with a frame index (or slices of a frame, as dask asks) reads the slab of frames
+    that share the frame's HDF5 chunks, keeps the last slab, and returns the frame. Only plain
+    values are held, so dask can send it to other processes; each opens the file itself.
+    """
+
+    path: str
+    dataset: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    #: The dataset's axis for each of this array's axes (the reader's transpose).
+    order: tuple[int, ...]
+    #: Frames read at once (a multiple of the chunking along the frame axis, or 1).
+    slab: int
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @classmethod
+    def of(cls, path: Path, label: str, data: Any) -> _Hdf5Frames | None:
+        """The frames behind RosettaSciIO's lazy `data`, or None when they cannot be mapped."""
+        dataset = _only_hdf5_dataset(data)
+        if dataset is None or data.ndim not in (2, 3, 4) or dataset.ndim != data.ndim:
+            return None
+        if dataset.dtype != data.dtype or dataset.dtype.names is not None:
+            return None  # converted by the reader (Velox FFT and DPC: complex)
+        order = _reader_axes_order(dataset, label)
+        if tuple(dataset.shape[axis] for axis in order) != tuple(data.shape):
+            return None
+        frame_bytes = math.prod(data.shape[1:]) * data.dtype.itemsize
+        slab = 1
+        if data.ndim > 2 and dataset.chunks is not None:
+            along_frames = dataset.chunks[order[0]]
+            if along_frames * frame_bytes <= _SLAB_BYTES:
+                slab = along_frames
+        return cls(str(path), dataset.name, tuple(data.shape), data.dtype, order, slab)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if self.ndim == 2:
+            return self._slab(0)[key]
+        first = key[0]
+        if isinstance(first, slice):
+            start, stop, step = first.indices(self.shape[0])
+            if step != 1 or stop - start != 1:  # dask asks for one frame per chunk
+                return np.stack([self[(i, *key[1:])] for i in range(start, stop, step)])
+            return self[(start, *key[1:])][np.newaxis]
+        index = int(first) % self.shape[0]
+        start = index - index % self.slab
+        slab = self._slab(start)
+        return slab[(index - start, *key[1:])]
+
+    def read_all(self) -> np.ndarray:
+        """Every frame, read slab by slab into one array, the file closed afterwards."""
+        import h5py
+
+        out = np.empty(self.shape, self.dtype)
+        with h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES) as hdf5:
+            dataset = hdf5[self.dataset]
+            if self.ndim == 2:
+                out[...] = self._read(dataset, slice(None))
+            for start in range(0, self.shape[0] if self.ndim > 2 else 0, self.slab):
+                stop = min(start + self.slab, self.shape[0])
+                out[start:stop] = self._read(dataset, slice(start, stop))
+        return out
+
+    def _slab(self, start: int) -> np.ndarray:
+        stop = min(start + self.slab, self.shape[0]) if self.ndim > 2 else None
+        cache_key = (self.path, self.dataset, start, stop)
+        # One read at a time (h5py takes a global lock anyway): two of Dask's threads asking
+        # for frames of one slab read it once.
+        with _SLAB_LOCK:
+            if cache_key in _SLAB_CACHE:
+                _SLAB_CACHE.move_to_end(cache_key)
+                return _SLAB_CACHE[cache_key]
+            hdf5 = _open_hdf5(self.path)
+            slab = self._read(hdf5[self.dataset], slice(start, stop))
+            if self.slab > 1:
+                _SLAB_CACHE[cache_key] = slab
+                while len(_SLAB_CACHE) > _SLABS_KEPT:
+                    _SLAB_CACHE.popitem(last=False)
+        return slab
+
+    def _read(self, dataset: Any, frames: slice) -> np.ndarray:
+        """Frames `frames` of `dataset` (all of a 2-D image), in this array's axis order.
+
+        Read in blocks of whole chunk rows of at most :data:`_CHUNKS_PER_READ` chunks: HDF5
+        keeps a few kB per chunk of one read, and keeps that memory afterwards (a frame of
+        65,536 one-pixel chunks read at once took 430 MB; in blocks of 4,096 chunks 43 MB, of
+        1,024 chunks 24 MB, in the same time).
+        """
+        selection = [slice(None)] * self.ndim
+        selection[self.order[0]] = frames
+        extent = [len(range(*part.indices(size)))
+                  for part, size in zip(selection, dataset.shape, strict=True)]
+        rows_axis = self.order[-2]
+        step = extent[rows_axis]
+        if dataset.chunks is not None:
+            chunks_per_row = math.prod(
+                math.ceil(size / chunk)
+                for axis, (size, chunk) in enumerate(zip(extent, dataset.chunks, strict=True))
+                if axis != rows_axis)
+            step = dataset.chunks[rows_axis] * max(1, _CHUNKS_PER_READ // chunks_per_row)
+        if step >= extent[rows_axis]:
+            return np.transpose(dataset[tuple(selection)], self.order)
+        raw = np.empty(extent, self.dtype)
+        for start in range(0, extent[rows_axis], step):
+            selection[rows_axis] = part = slice(start, start + step)
+            target = [slice(None)] * self.ndim
+            target[rows_axis] = part
+            raw[tuple(target)] = dataset[tuple(selection)]
+        return np.transpose(raw, self.order)
+
+
+#: The last slabs of frames read (see _Hdf5Frames), a few: Dask's threads read frames of
+#: neighbouring slabs at once. At most _SLABS_KEPT * _SLAB_BYTES.
+_SLAB_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_SLABS_KEPT = 4
+_SLAB_LOCK = threading.Lock()
+
+
+def _open_hdf5(path: str) -> Any:
+    """An open HDF5 file per process and file version (a file written again is reopened)."""
+    status = os.stat(path)
+    return _open_hdf5_version(path, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _open_hdf5_version(path: str, mtime_ns: int, size: int) -> Any:
+    import h5py
+
+    return h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+
+
+def _only_hdf5_dataset(data: Any) -> Any:
+    """The one h5py dataset a lazy RosettaSciIO array reads from, or None."""
+    found = _hdf5_datasets(data)
+    return found[0] if len(found) == 1 else None
+
+
+def _hdf5_datasets(data: Any) -> list[Any]:
+    """The h5py datasets a lazy RosettaSciIO array reads from (none for a numpy array)."""
+    import h5py
+
+    layers = getattr(getattr(data, "dask", None), "layers", None)
+    if layers is None:
+        return []
+    # from_array keeps the array it wraps as the one value of an 'original-array' layer
+    # (the other layers would build a task per chunk when read).
+    return [value for name, layer in layers.items() if name.startswith("original-array-")
+            for value in dict(layer).values() if isinstance(value, h5py.Dataset)]
+
+
+def _reader_axes_order(dataset: Any, label: str) -> tuple[int, ...]:
+    """The dataset axis of each axis of RosettaSciIO's array (how its reader transposes)."""
+    ndim = dataset.ndim
+    if label == "EMD" and ndim == 3 and re.fullmatch(r"/Data/Image/[^/]+/Data", dataset.name):
+        return (2, 0, 1)  # Velox stores (y, x, frame)
+    if label == "EMD":
+        # Berkeley EMD stores the axes reversed, except py4DSTEM files (dim0) and datacubes.
+        if dataset.name.endswith("/datacube") or "dim0" in dataset.parent:
+            return tuple(range(ndim))
+        return tuple(reversed(range(ndim)))
+    return tuple(range(ndim))
 
 
 def _why_not_an_image(signal: Mapping[str, Any]) -> str | None:

@@ -36,6 +36,7 @@ from ..errors import TEMAtomsError
 from ..events import Progress, batch_progress
 from ..io.imaging_mode import IMAGING_MODES
 from ..models import REGISTRY, load_cached_model, model_description, registered_models
+from ._aligned import follow_aligned_stack
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer, show_atoms
 from ._layout import scroll_rows, wrap_text
@@ -120,6 +121,7 @@ class DetectWidget(WorkerRunner, Container):
         self._watched_layer: Any = None  # whose pixel size (scale, units) is followed
         self._shown_model: str | None = None  # whose threshold the slider was set to
 
+        follow_aligned_stack(viewer, self.image_layer, lambda: self.worker is not None)
         self.image_layer.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
         self.model.changed.connect(self._validate)  # a STEM image warns for HRTEM models

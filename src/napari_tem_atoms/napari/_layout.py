@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject, QSize, Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 #: Height a scrolled widget asks for at least [px]: a few rows.
@@ -59,6 +59,32 @@ def scroll_rows(container: Any) -> None:
     layout = QVBoxLayout(native)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(scroll)
+
+
+def scroll_into_view(*widgets: Any) -> None:
+    """Scroll the rows of a dock so that `widgets` (magicgui widgets of it) are in view.
+
+    For results shown at the foot of a dock (a status line, a Save button): a dock shorter than
+    its rows, as tabbed docks are, showed them only after the user scrolled down. When they do
+    not all fit, the first widget is shown. Done again once the window has laid itself out
+    (a dock added beside this one, as the Occupancy plots, makes it shorter).
+    """
+
+    def scroll() -> None:
+        for widget in reversed(widgets):  # the first last: it wins when they do not all fit
+            native = widget.native
+            try:
+                area = native.parentWidget()
+            except RuntimeError:  # the dock was closed before the timer fired
+                return
+            while area is not None and not isinstance(area, QScrollArea):
+                area = area.parentWidget()
+            if area is not None:
+                area.ensureWidgetVisible(native, 0, 4)
+
+    scroll()
+    QTimer.singleShot(0, scroll)
+    QTimer.singleShot(100, scroll)
 
 
 def wrap_text(*labels: Any) -> None:

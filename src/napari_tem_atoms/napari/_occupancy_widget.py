@@ -29,9 +29,10 @@ from ..analysis.occupancy import SiteOccupancy, occupancy_map
 from ..analysis.video import OCCUPANCY_MODEL, iter_video_occupancy
 from ..io import write_atoms_csv
 from ..models import registered_models
+from ._aligned import follow_aligned_stack
 from ._conditions import ImagingConditionsInputs
 from ._layers import pixel_size_of_layer
-from ._layout import scroll_rows, wrap_text
+from ._layout import scroll_into_view, scroll_rows, wrap_text
 from ._worker import WorkerRunner, make_progress_bar
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class OccupancyWidget(WorkerRunner, Container):
         self._run_layer: Any = None
         self._hovered: int | None = None
 
+        follow_aligned_stack(viewer, self.video_layer, lambda: self.worker is not None)
         self.video_layer.changed.connect(self._on_video_changed)
         self.atoms_layer.changed.connect(self._validate)
         self.model.changed.connect(self._show_conditions)
@@ -255,6 +257,7 @@ class OccupancyWidget(WorkerRunner, Container):
                              f"median occupancy {summary}"
                              + "".join(f". Note: {note}" for note in result.notes))
         self.save_button.enabled = True
+        scroll_into_view(self.status, self.save_button)  # not below the dock's foot
         for note in result.notes:  # e.g. no particle edge in the field: no surface sites
             show_warning(f"Occupancy: {note}")
         show_info(f"Occupancy: {self.status.value}")
