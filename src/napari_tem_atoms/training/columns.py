@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from ..simulation.exit_waves import build_exit_wave_cache, load_exit_waves
 from .card import model_card
 from .config import ModelConfig, TrainingRun, columns_run
 from .data import SampleMaker, describe_dataset
-from .metrics import MatchCounts, match_columns
+from .metrics import SCORED_MIN_ATOMS, MatchCounts, match_columns
 from .pipeline import (
     Log,
     Trained,
@@ -60,15 +60,16 @@ def column_loss(logits: Any, targets: Any, masks: Any) -> Any:
 
 
 def column_counts(maps: Sequence[np.ndarray], samples: Sequence[Any], sampling: float,
-                  threshold: float) -> MatchCounts:
+                  threshold: float, min_atoms: int = SCORED_MIN_ATOMS) -> MatchCounts:
     """Detections matched to the truth: the peaks of channel 0 of `maps` above `threshold`.
 
-    Each sample's ``columns`` (N, 3: y, x [px], atoms) are its truth.
+    Each sample's ``columns`` (N, 3: y, x [px], atoms) are its truth; columns of fewer than
+    `min_atoms` are neither rewarded nor errors.
     """
     counts = MatchCounts()
     for sample, heat in zip(samples, maps, strict=True):
         positions, _ = find_peaks(heat[0], threshold, MIN_COLUMN_DISTANCE / sampling)
-        counts += match_columns(positions, sample.columns, sampling)
+        counts += match_columns(positions, sample.columns, sampling, min_atoms=min_atoms)
     return counts
 
 
@@ -112,10 +113,14 @@ class ColumnTargetsTask(TrainingTask):
         """:func:`column_loss`."""
         return column_loss(logits, targets, masks)
 
+    #: Truth columns of fewer atoms are neither rewarded nor errors.
+    scored_min_atoms: ClassVar[int] = SCORED_MIN_ATOMS
+
     def score(self, maps: Sequence[np.ndarray], samples: Sequence[Any],
               threshold: float) -> Validation:
         """F1, precision, recall and RMSE of the detected columns."""
-        counts = column_counts(maps, samples, self.run.model.sampling, threshold)
+        counts = column_counts(maps, samples, self.run.model.sampling, threshold,
+                               self.scored_min_atoms)
         return Validation(
             f1=counts.f1,
             fields={"validation_f1": counts.f1, "validation_rmse_pm": counts.rmse_pm},

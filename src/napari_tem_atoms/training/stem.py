@@ -12,14 +12,13 @@ mode is ABF or BF, so one network finds bright columns of both (the model card a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..analysis.detect import MIN_COLUMN_DISTANCE, find_peaks, normalise_image, rescale_to_sampling
+from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..errors import ConfigError
 from ..simulation.stem import (
     HELD_OUT_STRUCTURES,
@@ -36,7 +35,7 @@ from .columns import ColumnTargetsTask
 from .config import ModelConfig, TrainConfig, read_toml, update_section
 from .data import Sample, column_targets, random_patch
 from .metrics import MatchCounts, match_columns
-from .pipeline import Log, Trained, TrainingData, Validation, optimisation_summary, run_training
+from .pipeline import Log, Trained, TrainingData, optimisation_summary, run_training
 
 __all__ = ["StemColumnsTask", "StemConfig", "StemRun", "StemSampleMaker", "evaluate_stem",
            "load_stem_config", "stem_card", "stem_run", "train_stem"]
@@ -196,6 +195,8 @@ class StemColumnsTask(ColumnTargetsTask):
 
     name = "stem-columns"
     run: StemRun
+    #: Visible columns are 1 in the samples' truth, faint ones 0 (neither target nor error).
+    scored_min_atoms = 1
 
     @classmethod
     def from_config(cls, path: Path, raw: dict[str, Any]) -> StemColumnsTask:
@@ -225,21 +226,6 @@ class StemColumnsTask(ColumnTargetsTask):
             held_out=lambda rng, index: validation_maker.make(
                 rng, structure_index=index % len(held_out)),
             summary=f"{len(structures)} structures", structures=structures, maker=maker)
-
-    def score(self, maps: Sequence[np.ndarray], samples: Sequence[Any],
-              threshold: float) -> Validation:
-        """F1, precision, recall and RMSE of the visible columns."""
-        counts = MatchCounts()
-        for sample, heat in zip(samples, maps, strict=True):
-            positions, _ = find_peaks(heat[0], threshold,
-                                      MIN_COLUMN_DISTANCE / self.run.model.sampling)
-            counts += score(positions, sample.columns, self.run.model.sampling)
-        return Validation(
-            f1=counts.f1,
-            fields={"validation_f1": counts.f1, "validation_rmse_pm": counts.rmse_pm},
-            line=(f"F1 {counts.f1:.3f}  precision {counts.precision:.3f}  "
-                  f"recall {counts.recall:.3f}  RMSE {counts.rmse_pm:.1f} pm"),
-            summary=f"F1 {counts.f1:.3f}, RMSE {counts.rmse_pm:.1f} pm")
 
     def metadata(self, trained: Trained, data: StemData) -> dict[str, Any]:
         """Network, input, modes (dark ones negated), threshold and how it was trained."""
