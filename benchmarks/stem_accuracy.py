@@ -31,7 +31,7 @@ def tuned_peer(mode: str, images: int, seed: int) -> ClassicalPeer:
     best = None
     polarity = 1.0 if mode == "HAADF" else -1.0
     for sigma in (0.15, 0.25, 0.35):
-        for threshold in (0.0, 0.25, 0.5, 0.75, 1.0):
+        for threshold in (0.0, 0.5, 1.0):
             peer = ClassicalPeer(sigma, threshold)
             [row] = evaluate_stem(lambda image, s, m, p=peer: p.detect(image, s, polarity),
                                   [1e5], images, seed, TRAINING_STRUCTURES, mode)
@@ -58,7 +58,7 @@ def main() -> None:
 
         rows = evaluate_stem(network, DOSES, args.images, args.seed, HELD_OUT_STRUCTURES, mode,
                              loaded.sampling)
-        peer = tuned_peer(mode, 12, args.seed + 1)
+        peer = tuned_peer(mode, 8, args.seed + 1)
         polarity = 1.0 if mode == "HAADF" else -1.0
         def classical(image: np.ndarray, sampling: float, mode_name: str,
                       p: ClassicalPeer = peer, sign: float = polarity) -> np.ndarray:

@@ -86,7 +86,7 @@ REGISTRY: dict[str, ModelEntry] = {
         description="Atomic columns in STEM images: HAADF/ADF (bright) and ABF/BF (dark, "
                     "negated before the network), any crystal",
         filename="stem-columns.safetensors",
-        sha256="c092c50630e744dd0e6f633be2010ab0f795f2b5148c82784296ce7977a6611b",
+        sha256="4ccb7339a15a4dee1de3666fb3e9f3218eaac6588a5b00b0e4884358a4f92888",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",
