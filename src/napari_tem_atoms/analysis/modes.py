@@ -140,10 +140,14 @@ def contrast_for_model(image: np.ndarray, sampling: float, mode: str,
     if not dark_modes:
         return False, None
     if mode in dark_modes or mode.startswith("STEM-"):
-        # The mode says it; a contradiction is looked for cheaply (the skewness, no network:
-        # every frame of a batch comes here).
+        # The mode says it; a contradiction is looked for cheaply (the skewness: every frame of
+        # a batch comes here), and confirmed by the network (when given) before it is said:
+        # the skewness alone also flags dense HAADF lattices and amorphous films.
         polarity, skew = column_polarity(image, sampling)
         said = f"skewness {skew:+.2f}"
+        expected = "dark" if mode in dark_modes else "bright"
+        if polarity not in (expected, "unclear") and confidence is not None:
+            polarity, said = polarity_by_network(image, confidence)
         if mode in dark_modes:
             if polarity == "bright":
                 return True, (f"the image's columns look bright ({said}) but it is marked "

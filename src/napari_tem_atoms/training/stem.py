@@ -294,7 +294,8 @@ def stem_card(metadata: dict[str, Any], sha256: str, validation: dict | None = N
         f"twice; AdamW, one-cycle learning rate {training['learning_rate']:g}, seed "
         f"{training['seed']} |",
         "", "## Training data", "",
-        f"- {data['simulation']}: {data['structures_per_kind']} random instances (thickness "
+        f"- {data['simulation'][:1].upper()}{data['simulation'][1:]}: "
+        f"{data['structures_per_kind']} random instances (thickness "
         "15-100 Å, 0-3 % vacancies; monolayers 0-8 % chalcogen vacancies; particles 2-4.5 nm) "
         "of each of: " + ", ".join(data["structures"]) + ".",
         "- Every image: a random in-plane rotation and position (a slab's edge inside the "
