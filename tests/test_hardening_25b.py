@@ -240,3 +240,91 @@ def test_only_stale_temporary_files_of_the_same_target_are_removed(tmp_path):
     with atomic_write(tmp_path / "atoms.csv") as stream:
         stream.write("frame,y,x\n")
     assert _parts(tmp_path) == sorted(kept)
+
+
+# --- 4. a bad atoms CSV through `occupancy --atoms`; the scale bar of `tem-atoms view` ----
+
+def test_a_non_numeric_coordinate_in_occupancy_atoms_is_one_line_naming_it(tmp_path, capsys):
+    video = tmp_path / "video.npy"
+    np.save(video, np.random.default_rng(0).random((3, 32, 32)).astype(np.float32))
+    atoms = tmp_path / "atoms.csv"
+    atoms.write_text("frame,y,x,y_angstrom,x_angstrom\n0,1,2,0.1,0.2\n1,3,4,oops,0.4\n")
+    output = tmp_path / "sites.csv"
+    assert main(["occupancy", str(video), "--atoms", str(atoms), "--sampling", "0.1",
+                 "-o", str(output)]) == 1
+    assert capsys.readouterr().err == (f"error: {atoms}: the y_angstrom column must be numbers: "
+                                       "line 3 has 'oops'\n")
+    assert not output.exists()
+
+
+@pytest.mark.gui
+def test_view_puts_the_scale_bar_where_notifications_do_not_cover_it(make_napari_viewer,
+                                                                       monkeypatch):
+    import napari
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from napari.utils.notifications import Notification
+
+    viewer = make_napari_viewer(show=True)
+    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
+    monkeypatch.setattr(napari, "run", lambda: None)
+    assert main(["view"]) == 0
+    scale_bar = viewer.canvas.overlays.scale_bar if hasattr(viewer, "canvas") else (
+        viewer.scale_bar)
+    assert scale_bar.visible
+    vertical, side = str(getattr(scale_bar.position, "value", scale_bar.position)).split("_")
+    # Where napari puts a notification: the bottom right corner of the canvas.
+    canvas = viewer.window._qt_viewer.canvas.native
+    toast = NapariQtNotification.from_notification(Notification("Detect: 1,174 atoms"), canvas)
+    try:
+        toast.move_to_bottom_right()
+        centre = toast.geometry().center()
+        toast_side = "left" if centre.x() < canvas.width() / 2 else "right"
+        toast_vertical = "top" if centre.y() < canvas.height() / 2 else "bottom"
+    finally:
+        toast.close()
+    assert (vertical, toast_vertical) == ("bottom", "bottom")  # the checks below mean something
+    assert side != toast_side
+
+
+# --- 5. Live mode: a folder of frames without a pixel size is refused at Start -----------
+
+@pytest.mark.gui
+def test_live_start_is_refused_when_the_folder_s_frames_have_no_pixel_size(
+        make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    import napari_tem_atoms.napari._live_widget as module
+
+    shown = []
+    monkeypatch.setattr(module, "show_error", shown.append)
+    for index in (10, 2):  # frame_2 comes first in natural order
+        np.save(tmp_path / f"frame_{index}.npy", np.ones((64, 64), np.float32) * index)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-tem-atoms", "Live mode")
+    widget.folder.value = tmp_path
+    widget.start()
+    assert widget.worker is None  # refused before the session (and the model) started
+    assert len(shown) == 1 and shown[0].startswith(
+        f"Live mode: frame_2.npy in {tmp_path} carries no pixel size (")
+    assert "type it in 'Pixel size'" in shown[0]
+    widget.sampling.value = 0.12  # typed: the same folder is watched
+    widget.start()
+    try:
+        assert widget.worker is not None and len(shown) == 1
+    finally:
+        widget.stop()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+
+
+@pytest.mark.gui
+def test_live_start_is_not_refused_for_calibrated_or_no_frames(make_napari_viewer, tmp_path,
+                                                                monkeypatch, qtbot):
+    import tifffile
+
+    import napari_tem_atoms.napari._live_widget as module
+
+    assert module._pixel_size_refusal(tmp_path) is None  # empty: frames are checked as they come
+    (tmp_path / "notes.txt").write_text("not a frame")
+    tifffile.imwrite(tmp_path / "frame_0.tif", np.ones((64, 64), np.float32), imagej=True,
+                     resolution=(1 / 0.012, 1 / 0.012), metadata={"unit": "nm"})
+    assert module._pixel_size_refusal(tmp_path) is None
+    np.save(tmp_path / "frame_1.npy", np.ones((64, 64), np.float32))  # later in order: not read
+    assert module._pixel_size_refusal(tmp_path) is None

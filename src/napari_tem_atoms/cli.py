@@ -142,9 +142,12 @@ def _view(args: argparse.Namespace) -> int:
     else:
         viewer.open_sample(PLUGIN_NAME, "synthetic_gold_stack")
     _dock_plugin_widgets(viewer)
-    viewer.scale_bar.visible = True
+    # napari 0.9 moved the scale bar to the canvas's overlays (viewer.scale_bar is deprecated).
+    canvas = getattr(viewer, "canvas", None)
+    scale_bar = canvas.overlays.scale_bar if canvas is not None else viewer.scale_bar
+    scale_bar.visible = True
     # Bottom left: napari's notifications pop up over the bottom-right corner of the canvas.
-    viewer.scale_bar.position = "bottom_left"
+    scale_bar.position = "bottom_left"
     if args.screenshot:
         for _ in range(5):  # napari lays its status bar out on timers: one pass left it jumbled
             QApplication.processEvents()
