@@ -328,3 +328,36 @@ def test_live_start_is_not_refused_for_calibrated_or_no_frames(make_napari_viewe
     assert module._pixel_size_refusal(tmp_path) is None
     np.save(tmp_path / "frame_1.npy", np.ones((64, 64), np.float32))  # later in order: not read
     assert module._pixel_size_refusal(tmp_path) is None
+
+
+# --- 6. the Occupancy plots readable in a 1600 x 1000 window with every dock ------------
+
+@pytest.mark.gui
+def test_the_occupancy_plots_have_room_with_every_dock_open(make_napari_viewer, qtbot):
+    # Docked under the plugin's tabbed widgets, the plots had their minimum height (380 px):
+    # the two scatter panels 95 px each, the timeline 76 px.
+    from napari_tem_atoms.analysis.occupancy import site_occupancy
+    from napari_tem_atoms.cli import PLUGIN_NAME, _dock_plugin_widgets
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN_NAME, "synthetic_gold_stack")
+    _dock_plugin_widgets(viewer)
+    occupancy = viewer.window.dock_widgets["Occupancy (napari-tem-atoms)"]
+    stack = synthetic_gold_stack()
+    occupancy.result = site_occupancy(stack.columns[["frame", "y", "x"]], len(stack.images),
+                                      sampling=stack.sampling)
+    tabs = occupancy.native.parent()  # its dock, in front as after a run
+    tabs.raise_()
+    occupancy._show_plot()
+    plot = occupancy.plot
+    qtbot.waitUntil(lambda: plot.height() >= 560, timeout=5000)
+    qtbot.waitUntil(lambda: plot.canvas.height() == plot.height(), timeout=5000)
+    plot.canvas.draw()
+    heights = [axes.get_window_extent().height / plot.canvas.device_pixel_ratio
+               for axes in (plot.occupancy_axes, plot.rate_axes, plot.timeline_axes)]
+    assert min(heights[:2]) >= 150 and heights[2] >= 120, heights
+    # The widgets above keep a usable strip (they scroll), and the image keeps its canvas.
+    assert not tabs.visibleRegion().isEmpty() and tabs.height() >= 200, tabs.height()
+    assert min(viewer.window._qt_viewer.canvas.size) >= 600
