@@ -68,15 +68,24 @@ def _fraction(text: str) -> float:
     return value
 
 
+#: Every option that names a file a command writes, and its attribute.
+_OUTPUT_OPTIONS = (("-o", "output"), ("--matrix", "matrix"), ("--table", "table"),
+                   ("--plot", "plot"), ("--card", "card"), ("--screenshot", "screenshot"))
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, outputs that cannot be written or would overwrite an input."""
+    """Refuse, before any work, outputs that cannot be written or would overwrite an input.
+
+    Cannot be written: a folder, a missing or read-only folder, a block device, a socket (see
+    :func:`~.io._atomic.check_writable`); a long detection must not end in that refusal.
+    """
     inputs: list[Path] = []
-    for name in ("inputs", "series", "video", "atoms", "first", "second"):
+    for name in ("inputs", "series", "video", "atoms", "first", "second", "config"):
         value = getattr(args, name, None)
         inputs += [Path(path) for path in (value if isinstance(value, list) else [value])
                    if path is not None]
-    for option, output in (("-o", getattr(args, "output", None)),
-                           ("--matrix", getattr(args, "matrix", None))):
+    for option, name in _OUTPUT_OPTIONS:
+        output = getattr(args, name, None)
         if output is None:
             continue
         try:
@@ -133,9 +142,12 @@ def _view(args: argparse.Namespace) -> int:
     else:
         viewer.open_sample(PLUGIN_NAME, "synthetic_gold_stack")
     _dock_plugin_widgets(viewer)
-    viewer.scale_bar.visible = True
+    # napari 0.9 moved the scale bar to the canvas's overlays (viewer.scale_bar is deprecated).
+    canvas = getattr(viewer, "canvas", None)
+    scale_bar = canvas.overlays.scale_bar if canvas is not None else viewer.scale_bar
+    scale_bar.visible = True
     # Bottom left: napari's notifications pop up over the bottom-right corner of the canvas.
-    viewer.scale_bar.position = "bottom_left"
+    scale_bar.position = "bottom_left"
     if args.screenshot:
         for _ in range(5):  # napari lays its status bar out on timers: one pass left it jumbled
             QApplication.processEvents()

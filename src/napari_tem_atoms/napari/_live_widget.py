@@ -33,6 +33,7 @@ from napari.utils.notifications import show_error
 from ..analysis.modes import choose_model
 from ..errors import TEMAtomsError
 from ..events import Progress
+from ..io import FRAME_EXTENSIONS, natural_sort_key, read_image
 from ..io.imaging_mode import IMAGING_MODES
 from ..live import FolderWatcher, FrameQueue, LiveStatistics, iter_live_analysis
 from ..models import model_description, registered_models
@@ -46,6 +47,34 @@ if TYPE_CHECKING:
     import napari
 
 WATCH_FOLDER, FOLLOW_LAYER = "watch a folder", "follow a layer"
+
+
+def _pixel_size_refusal(folder: Path) -> str | None:
+    """Why frames like those already in `folder` cannot be analysed with no pixel size typed.
+
+    The first frame file (in natural order, as the watcher reads them) stands for the
+    acquisition: when it carries no pixel size, later frames will not either. Only its header
+    is read (lazily). None when the folder holds no readable frame yet (frames arriving later
+    are checked one by one in the session) or the frame is calibrated.
+    """
+    try:
+        frames = sorted((entry for entry in folder.iterdir()
+                         if not entry.name.startswith(".")
+                         and entry.suffix.lower() in FRAME_EXTENSIONS and entry.is_file()),
+                        key=lambda entry: natural_sort_key(entry.name))
+    except OSError:
+        return None  # said by the watcher
+    if not frames:
+        return None
+    try:
+        image = read_image(frames[0], lazy=True)
+    except TEMAtomsError:  # half-written, or not a frame: the session says so
+        return None
+    if image.pixel_size_angstrom is not None:
+        return None
+    return (f"{frames[0].name} in {folder} carries no pixel size ({image.calibration.note}), "
+            "and none is typed: type it in 'Pixel size' (Å/px), or calibrate the files, then "
+            "Start")
 
 
 class _GrowingStack:
@@ -183,6 +212,11 @@ class LiveWidget(WorkerRunner, Container):
             watcher = FolderWatcher(self.folder.value) if watching else None
         except TEMAtomsError as exc:
             show_error(f"Live mode: {exc}")
+            return
+        refusal = (_pixel_size_refusal(watcher.folder) if watching and not self.sampling.value
+                   else None)
+        if refusal:  # every frame would fail: said now rather than at the first frame
+            show_error(f"Live mode: {refusal}")
             return
         if not watching and self.followed_layer.value is None:
             show_error("Live mode: choose the layer to follow")

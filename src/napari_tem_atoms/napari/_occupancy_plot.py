@@ -11,11 +11,58 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtWidgets import QDockWidget, QMainWindow, QSizePolicy, QVBoxLayout, QWidget
 
 from ..analysis.occupancy import LAYER_NAMES, SiteOccupancy
 
 LAYER_COLOURS = {"surface": "#e4572e", "sub-surface": "#f3a712", "bulk": "#4c86a8"}
+
+#: Height the plots need at least [px]: below it a panel's ticks and points crowd.
+MINIMUM_HEIGHT = 380
+#: Share of its dock column the plots take when they appear: at 1600 x 1000 with every dock
+#: of the plugin tabbed above them, they had their minimum (a 95-px panel each). The widgets
+#: above scroll, and Occupancy scrolls its results into view.
+COLUMN_SHARE = 0.68
+
+
+def give_plots_room(plot: QWidget) -> None:
+    """Give the dock holding `plot` most of the height of its dock column.
+
+    The docks above it (the plugin's widgets, tabbed) keep the rest; they scroll. Done once
+    the window has laid the new dock out (sizes set before that are ignored), and only when
+    the window is shown.
+
+    Parameters
+    ----------
+    plot : QWidget
+        The plots, just docked in napari's window.
+    """
+    QTimer.singleShot(0, lambda: _resize_column(plot))
+
+
+def _resize_column(plot: QWidget) -> None:
+    try:
+        dock, window = plot.parentWidget(), plot.window()
+    except RuntimeError:  # closed before the window came back to it
+        return
+    if not isinstance(dock, QDockWidget) or not isinstance(window, QMainWindow):
+        return
+    if dock.isFloating() or dock.visibleRegion().isEmpty():
+        return
+    area, left, right = window.dockWidgetArea(dock), dock.x(), dock.x() + dock.width()
+    # The docks shown above or below it (of a tabbed group, the tab in front).
+    others = [other for other in window.findChildren(QDockWidget)
+              if other is not dock and not other.isFloating()
+              and window.dockWidgetArea(other) == area and not other.visibleRegion().isEmpty()
+              and other.x() < right and other.x() + other.width() > left]
+    if not others:
+        return
+    column = dock.height() + sum(other.height() for other in others)
+    height = max(plot.minimumHeight(), int(COLUMN_SHARE * column))
+    rest = max(0, column - height) // len(others)
+    window.resizeDocks([*others, dock], [rest] * len(others) + [height],
+                       Qt.Orientation.Vertical)
 
 
 class OccupancyPlot(QWidget):
@@ -25,16 +72,22 @@ class OccupancyPlot(QWidget):
         super().__init__(parent)
         self.figure = Figure(figsize=(4.5, 5.5), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
+        # Filling the dock: at its preferred size (the figure's 550 px) it left the rest blank.
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
-        self.setMinimumHeight(380)
+        self.setMinimumHeight(MINIMUM_HEIGHT)
         self.result: SiteOccupancy | None = None
         self.site: int | None = None
         self.frame: int | None = None
         axes = self.figure.subplots(3, 1, height_ratios=[1, 1, 0.8])
         self.occupancy_axes, self.rate_axes, self.timeline_axes = axes
         self._frame_line: Any = None
+
+    def sizeHint(self) -> QSize:
+        """Room for three panels, where a dock area shares its height by size hints."""
+        return QSize(480, 2 * MINIMUM_HEIGHT)
 
     def set_result(self, result: SiteOccupancy) -> None:
         """Draw the per-site panels of a new result."""

@@ -263,12 +263,13 @@ class OccupancyWidget(WorkerRunner, Container):
         show_info(f"Occupancy: {self.status.value}")
 
     def _show_plot(self) -> None:
-        from ._occupancy_plot import OccupancyPlot
+        from ._occupancy_plot import OccupancyPlot, give_plots_room
 
         if self.plot is None:
             self.plot = OccupancyPlot()
             self._viewer.window.add_dock_widget(self.plot, name="Occupancy plots",
                                                 area="right")
+            give_plots_room(self.plot)
             self._viewer.mouse_move_callbacks.append(self._on_mouse_move)
             self._viewer.dims.events.current_step.connect(self._on_frame)
         self.plot.set_result(self.result)
