@@ -125,9 +125,9 @@ def contrast_for_model(image: np.ndarray, sampling: float, mode: str,
     an ABF one bright-column) keeps the stated mode's choice, and the sentence says so.
 
     Where the mode does not say, the image's polarity comes from the network when
-    `confidence` is given (the way it finds columns more confidently: right on 61 of 64
-    simulated images of 32 structures, where the skewness of :func:`column_polarity` was sure
-    of only 37), else from the skewness.
+    `confidence` is given (the way it finds columns more confidently: on 64 simulated HAADF and
+    ABF images of 32 structures, 61 right, none wrong, 3 unclear; the skewness of
+    :func:`column_polarity`: 44 right, 7 wrong, 13 unclear), else from the skewness.
 
     Returns
     -------
