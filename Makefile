@@ -40,8 +40,9 @@ run: $(VENV)/.run system-deps
 	  $(VENV)/bin/tem-atoms view $(ARGS); \
 	fi
 
+# Every test, the slow ones too (plain `pytest` leaves them out).
 test: $(VENV)/.test system-deps test-data
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 # Rebuild the documentation's screenshots (a real napari window on a virtual display).
 docs: $(VENV)/.test system-deps test-data

@@ -139,6 +139,7 @@ def test_windows_hann_and_tukey_and_the_automatic_choice():
         estimate_drift(np.stack([reference, moving]), max_shift=3, window="flat")
 
 
+@pytest.mark.slow
 def test_default_bound_keeps_a_flickering_particle_video_on_its_lattice():
     from napari_tem_atoms.samples import synthetic_gold_stack
 

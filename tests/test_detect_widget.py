@@ -75,6 +75,7 @@ def test_rerun_replaces_the_points_layer(qtbot, viewer_with_stack):
     assert [layer.name for layer in viewer.layers].count("stack atoms") == 1
 
 
+@pytest.mark.slow
 def test_cancel_stops_mid_stack(qtbot, make_napari_viewer, monkeypatch):
     import napari_tem_atoms.napari._detect_widget as module
 
