@@ -47,7 +47,7 @@ def choose_model(mode: str, source: str | None = None) -> tuple[str, str]:
                                    else f" (from {source})")
     if mode == "unknown":
         return name, ("the imaging mode is not recorded in the file: the HRTEM model ran; "
-                      "for a STEM image say so (--mode haadf / abf, or the Calibration "
+                      "for a STEM image say so (--mode stem-haadf / stem-abf, or the Detect "
                       "widget's mode)")
     return name, f"{mode} image{where}"
 
