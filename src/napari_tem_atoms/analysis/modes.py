@@ -48,7 +48,7 @@ def choose_model(mode: str, source: str | None = None) -> tuple[str, str]:
     if mode == "unknown":
         return name, ("the imaging mode is not recorded in the file: the HRTEM model ran; "
                       "for a STEM image say so (--mode stem-haadf / stem-abf, or the Detect "
-                      "widget's mode)")
+                      "widget's Imaging mode)")
     return name, f"{mode} image{where}"
 
 
