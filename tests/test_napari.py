@@ -145,6 +145,7 @@ def test_sample_data_opens_calibrated(make_napari_viewer):
     assert truth.visible is False
     assert len(truth.data) > 100
     assert image.axis_labels == truth.axis_labels == ("frame", "y", "x")
+    assert image.metadata["imaging_mode"] == "HRTEM"  # the Detect widget picks au-hrtem
 
 
 def test_calibration_widget_sets_a_pixel_size(make_napari_viewer, made_files, messages):

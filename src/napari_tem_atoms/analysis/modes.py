@@ -46,7 +46,7 @@ def choose_model(mode: str, source: str | None = None) -> tuple[str, str]:
     where = "" if not source else (f" ({source})" if source.startswith("set by")
                                    else f" (from {source})")
     if mode == "unknown":
-        return name, ("the imaging mode is not recorded in the file: the HRTEM model ran; "
+        return name, ("the imaging mode is not recorded in the file: the HRTEM model is used; "
                       "for a STEM image say so (--mode stem-haadf / stem-abf, or the Detect "
                       "widget's Imaging mode)")
     return name, f"{mode} image{where}"

@@ -19,7 +19,8 @@ def synthetic_gold_stack() -> list[tuple[Any, dict[str, Any], str]]:
         "name": name, "scale": (1.0, *pixel_size), "units": ("pixel", "angstrom", "angstrom"),
         "axis_labels": ("frame", "y", "x"), "colormap": "gray",
         "metadata": {"pixel_size_angstrom": pixel_size, "calibration": "real",
-                     "dose_per_frame": stack.dose, "source": "synthetic (napari-tem-atoms)"},
+                     "dose_per_frame": stack.dose, "source": "synthetic (napari-tem-atoms)",
+                     "imaging_mode": "HRTEM", "imaging_mode_source": "simulated HRTEM"},
     }, "image")
     truth_kwargs = points_layer_kwargs(3, pixel_size)
     truth_kwargs.update(
@@ -48,5 +49,6 @@ def synthetic_focal_series() -> list[tuple[Any, dict[str, Any], str]]:
         "metadata": {"pixel_size_angstrom": (0.1, 0.1), "calibration": "real",
                      "defocus_angstrom": FOCAL_SERIES_DEFOCI,
                      "true_shifts_px": FOCAL_SERIES_SHIFTS,
-                     "source": "synthetic (napari-tem-atoms)"},
+                     "source": "synthetic (napari-tem-atoms)",
+                     "imaging_mode": "HRTEM", "imaging_mode_source": "simulated HRTEM"},
     }, "image")]
