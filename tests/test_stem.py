@@ -290,3 +290,22 @@ def test_live_widget_takes_the_followed_layers_mode_and_its_model(make_napari_vi
     assert widget.chosen_model() == "stem-columns"
     widget.imaging_mode.value = "HRTEM"
     assert widget.chosen_model() == "au-hrtem"
+
+
+def test_several_files_each_get_the_polarity_decided_for_them(tmp_path, capsys):
+    """Two NPY files (no mode) for the STEM model: each decided and said (this crashed when
+    the second file's decision was looked up by comparing TEMImages)."""
+    from napari_tem_atoms.cli import main
+
+    rng = np.random.default_rng(4)
+    mos2 = project_structure(StemStructureSpec("MoS2", "monolayer", (0, 0, 1)), rng)
+    settings = replace(StemEnvelope().draw(rng, mode="ABF"), sampling=0.1, dose=1e6,
+                       amorphous=0.02, rotation=0.2)
+    image, _, _ = render_stem_image(mos2, settings, (300, 300), rng)
+    paths = [tmp_path / "first.npy", tmp_path / "second.npy"]
+    for path in paths:
+        np.save(path, image)
+    assert main(["detect", *map(str, paths), "--sampling", "0.1", "--model", "stem-columns",
+                 "-o", str(tmp_path / "atoms.csv")]) == 0
+    err = capsys.readouterr().err
+    assert all(f"{path}: stem-columns: the columns look dark" in err for path in paths), err

@@ -192,7 +192,6 @@ def _detect(args: argparse.Namespace) -> int:
     if not images:
         return 1
     images = [_with_mode(image, args.mode) for image in images]
-    jobs = [replace(job, imaging_mode=images[job.image].imaging_mode) for job in jobs]
     # The model of each file: the one asked for, or the one for its imaging mode.
     chosen = [(str(args.model), None) if args.model != "auto"
               else choose_model(image.imaging_mode, image.imaging_mode_source)
@@ -207,6 +206,7 @@ def _detect(args: argparse.Namespace) -> int:
     for model in models.values():
         print(f"{_runtime_line(model)}; {len(jobs)} frames on {where}", file=sys.stderr)
     driver = TerminalDriver(descriptions={"detect": "detecting"})
+    modes = []  # each file's imaging mode, for its frames
     for image, (name, reason) in zip(images, chosen, strict=True):
         # Said once per file here (the driver says a text once per file): the frames' own
         # notices stay in the workers, and frames carry no imaging mode.
@@ -223,10 +223,8 @@ def _detect(args: argparse.Namespace) -> int:
         decided, note = _decide_contrast(image, args.sampling, loaded)
         if note:
             driver.notice(Notice("domain", note), where=str(image.path))
-        if decided is not image:  # the workers get the mode decided here
-            number = images.index(image)
-            jobs = [replace(job, imaging_mode=decided.imaging_mode) if job.image == number
-                    else job for job in jobs]
+        modes.append(decided.imaging_mode)  # the workers get the mode decided here
+    jobs = [replace(job, imaging_mode=modes[job.image]) for job in jobs]
     for model in models.values():
         _say_transfer(conditions, model.description, driver)  # once: the frames do not warn
     try:
@@ -551,16 +549,14 @@ def _decide_contrast(image: TEMImage, sampling: float | None, loaded: LoadedMode
 
     import numpy as np
 
-    from .analysis.detect import mean_peak_confidence
-    from .analysis.modes import contrast_for_model, dark_column_modes
+    from .analysis.detect import frame_contrast
+    from .analysis.modes import dark_column_modes
 
     if not dark_column_modes(loaded.description):
         return image, None
     first = np.asarray(image.data if image.data.ndim == 2 else image.data[0], dtype=np.float32)
-    sampling = sampling or image.pixel_size_angstrom
-    negate, note = contrast_for_model(first, sampling, image.imaging_mode, loaded.description,
-                                      loaded.name,
-                                      lambda frame: mean_peak_confidence(loaded, frame, sampling))
+    negate, note = frame_contrast(loaded, first, sampling or image.pixel_size_angstrom,
+                                  image.imaging_mode)
     if image.imaging_mode in ("STEM", "unknown"):
         image = replace(image, imaging_mode="STEM-ABF" if negate else "STEM-HAADF",
                         imaging_mode_source="decided from the image's contrast "

@@ -358,6 +358,17 @@ def mean_peak_confidence(loaded: Any, image: np.ndarray, sampling: float) -> flo
     return float(np.mean(confidence)) if len(confidence) else 0.0
 
 
+def frame_contrast(loaded: Any, frame: np.ndarray, sampling: float, mode: str
+                   ) -> tuple[bool, str | None]:
+    """:func:`~.modes.contrast_for_model` for `loaded`, its network judging the polarity.
+
+    Returns whether to negate `frame` (and the frames of its stack) for the model, and the
+    sentence the user should read, if any.
+    """
+    return contrast_for_model(frame, sampling, mode, loaded.description, loaded.name,
+                              lambda image: mean_peak_confidence(loaded, image, sampling))
+
+
 def model_imaging_modes(model: ModelDescription | Mapping[str, Any]) -> list[str]:
     """The imaging modes a model was trained on (its metadata's ``imaging_modes``).
 
@@ -547,9 +558,7 @@ def iter_detect_atoms(
         if not np.all(np.isfinite(frame)):
             raise TEMAtomsError(f"{where(index)}contains NaN or infinite values")
         if index == 0:  # one decision for the whole stack, from its first frame
-            negate, contrast_note = contrast_for_model(
-                frame, sampling, mode, loaded.description, loaded.name,
-                lambda image: mean_peak_confidence(loaded, image, sampling))
+            negate, contrast_note = frame_contrast(loaded, frame, sampling, mode)
             if contrast_note:
                 yield Notice("domain", contrast_note, {"imaging_mode": mode,
                                                        "model": loaded.name})

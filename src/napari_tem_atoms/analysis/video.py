@@ -73,8 +73,9 @@ def iter_video_occupancy(
         model = "stem-columns" if is_stem(mode) else OCCUPANCY_MODEL
     # The detector gets the TEMImage itself when there is one: it checks the mode it was
     # trained on against the file's (a DomainWarning) and negates ABF/BF for a STEM model.
-    source = video if isinstance(video, TEMImage) and imaging_mode is None else None
+    from_file = isinstance(video, TEMImage) and imaging_mode is None
     frames, sampling, is_stack = _as_frames(video, sampling)
+    detector_input, detector_mode = (video, None) if from_file else (frames, mode)
     if not is_stack or frames.shape[0] < 2:
         raise TEMAtomsError(f"an occupancy needs a video of at least 2 frames, got data of "
                             f"shape {tuple(frames.shape) if is_stack else frames.shape[1:]}")
@@ -90,18 +91,17 @@ def iter_video_occupancy(
             return replace(progress, item=replace(progress.item, heatmap=None))
 
         atoms = yield from map_events(iter_detect_atoms(
-            frames if source is None else source, model, sampling, threshold, device, cs=cs,
-            defocus=defocus, precision=precision, engine=engine, keep_heatmaps=True,
-            imaging_mode=None if source is not None else mode), keep_map)
+            detector_input, model, sampling, threshold, device, cs=cs, defocus=defocus,
+            precision=precision, engine=engine, keep_heatmaps=True,
+            imaging_mode=detector_mode), keep_map)
         yield Progress("sites", 0, 1)
         result = _evidence_result(maps, atoms, drift, tuple(frames.shape[-2:]), sampling)
         yield Progress("sites", 1, 1)
         return result
     if atoms is None:
         atoms = yield from iter_detect_atoms(
-            frames if source is None else source, model, sampling, threshold, device, cs=cs,
-            defocus=defocus, precision=precision, engine=engine,
-            imaging_mode=None if source is not None else mode)
+            detector_input, model, sampling, threshold, device, cs=cs, defocus=defocus,
+            precision=precision, engine=engine, imaging_mode=detector_mode)
     elif len(atoms) and "frame" in atoms.columns and atoms["frame"].max() >= n_frames:
         raise TEMAtomsError(f"the atoms reach frame {int(atoms['frame'].max())} but the video "
                             f"has {n_frames} frames: they do not belong to this video")

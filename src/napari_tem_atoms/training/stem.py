@@ -360,7 +360,7 @@ def evaluate_stem(detect: Any, doses: list[float], images_per_dose: int, seed: i
         ``"HAADF"`` or ``"ABF"``.
     """
     rng = np.random.default_rng([seed, 7])
-    structures = [structure for structure in structure_pool(specs, 1, seed + 10_000)]
+    structures = structure_pool(specs, 1, seed + 10_000)
     maker = StemSampleMaker(structures, model_sampling, StemEnvelope())
     draws = [(maker.envelope.draw(rng, mode=mode), i % len(structures))
              for i in range(images_per_dose)]
