@@ -309,3 +309,17 @@ def test_several_files_each_get_the_polarity_decided_for_them(tmp_path, capsys):
                  "-o", str(tmp_path / "atoms.csv")]) == 0
     err = capsys.readouterr().err
     assert all(f"{path}: stem-columns: the columns look dark" in err for path in paths), err
+
+
+@pytest.mark.parametrize("name", ["MoS2", "WSe2"])
+def test_monolayer_vacancies_are_on_the_chalcogen(name):
+    """0-8 % of the chalcogen atoms are missing (0-2 % of the metal): over six flakes about
+    one chalcogen column in twelve holds a single atom (the selenides had one in fifty)."""
+    rng = np.random.default_rng(6)
+    single = []
+    for _ in range(6):
+        flake = project_structure(StemStructureSpec(name, "monolayer", (0, 0, 1)), rng,
+                                  half_width=12)
+        chalcogen = flake.counts[:, list(flake.elements).index(flake.elements.min())]
+        single.append(np.mean(chalcogen[chalcogen > 0] == 1))
+    assert np.mean(single) > 0.045, single

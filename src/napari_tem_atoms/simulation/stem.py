@@ -194,15 +194,18 @@ def project_structure(spec: StemStructureSpec, rng: np.random.Generator,
 
     if spec.kind == "monolayer":
         a = _TMD[spec.name]
-        metal, chalcogen = spec.name[:-2], spec.name[-2:]
-        chalcogen = chalcogen[:-1] if chalcogen.endswith("2") else chalcogen
+        from ase.formula import Formula
+
+        # The element twice in the formula (S of MoS2, Se of WSe2): cutting the name's last
+        # two characters gave "e" for the selenides, so they had no chalcogen vacancies.
+        chalcogen = next(symbol for symbol, count in Formula(spec.name).count().items()
+                         if count == 2)
         repeats = int(np.ceil(2.6 * half_width / a)) + 2
         atoms = mx2(spec.name, kind="2H", a=a, thickness=3.19, size=(repeats, repeats, 1),
                     vacuum=2.0)
         vacancy = np.where(np.array(atoms.get_chemical_symbols()) == chalcogen,
                            rng.uniform(0, 0.08), rng.uniform(0, 0.02))
         del atoms[np.flatnonzero(rng.random(len(atoms)) < vacancy)]
-        del metal
         positions = atoms.positions - atoms.positions.mean(axis=0)
         keep = (np.abs(positions[:, :2]) < half_width).all(axis=1)
         del atoms[np.flatnonzero(~keep)]
