@@ -56,6 +56,18 @@ def test_the_task_key_picks_the_task_and_a_wrong_one_is_named(tmp_path):
     config.write_text('task = "species"\n')
     with pytest.raises(ValueError, match="a 'species' configuration, not a column detector"):
         load_config(config)
+    # A species configuration's bad key is named with its file, through the task table too.
+    config.write_text('task = "species"\n[model]\nnmae = "x"\n')
+    with pytest.raises(ValueError, match=r"run\.toml: \[model\] has unknown keys: nmae"):
+        load_task(config)
+
+
+def test_a_configuration_already_read_trains_as_its_own_task():
+    from napari_tem_atoms.training.stem import load_stem_config
+    from napari_tem_atoms.training.train import task_for
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert type(task_for(load_stem_config(configs / "stem-columns.toml"))) is StemColumnsTask
 
 
 def test_calibration_keeps_the_best_threshold_of_the_one_grid_the_lowest_of_ties():

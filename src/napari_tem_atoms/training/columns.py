@@ -30,14 +30,11 @@ from .pipeline import (
     TrainingData,
     TrainingTask,
     Validation,
-    calibrate,
-    held_out_maps,
     optimisation_summary,
 )
 
-__all__ = ["COUNT_LOSS_WEIGHT", "ColumnTargetsTask", "ColumnsTask", "calibrate_threshold",
-           "column_architecture", "column_counts", "column_input", "column_loss",
-           "ensure_exit_waves", "validate"]
+__all__ = ["COUNT_LOSS_WEIGHT", "ColumnTargetsTask", "ColumnsTask", "column_architecture",
+           "column_counts", "column_input", "column_loss", "ensure_exit_waves"]
 
 #: Weight of the atom-count loss (squared error of log n, per column pixel) against the BCE.
 COUNT_LOSS_WEIGHT = 0.5
@@ -230,24 +227,3 @@ def ensure_exit_waves(run: TrainingRun, log: Log = print) -> None:
                                                    data.validation_particles, data.carbon_slabs,
                                                    data.seed, run.exit_waves):
         log(f"  exit waves {done}/{total} ({time.time() - start:.0f} s) {Path(name).name}")
-
-
-def validate(network: Any, samples: list, sampling: float, bfloat16: bool,
-             threshold: float = 0.5) -> MatchCounts:
-    """F1 and RMSE of a column detector on fixed samples at `threshold`.
-
-    The samples have an ``image``, ``conditions`` and ``columns``
-    (:class:`~napari_tem_atoms.training.data.Sample`).
-    """
-    maps = held_out_maps(network, samples, bfloat16, column_input)
-    return column_counts(maps, samples, sampling, threshold)
-
-
-def calibrate_threshold(network: Any, samples: list, sampling: float, bfloat16: bool
-                        ) -> tuple[float, MatchCounts]:
-    """The threshold with the best F1 of a column detector on `samples`, and its scores.
-
-    The sweep of :func:`~napari_tem_atoms.training.pipeline.calibrate`.
-    """
-    maps = held_out_maps(network, samples, bfloat16, column_input)
-    return calibrate(lambda threshold: column_counts(maps, samples, sampling, threshold))

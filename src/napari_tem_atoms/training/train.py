@@ -14,10 +14,8 @@ from ..errors import ConfigError
 from .columns import (  # noqa: F401  (kept importable from here)
     COUNT_LOSS_WEIGHT,
     ColumnsTask,
-    calibrate_threshold,
     column_loss,
     ensure_exit_waves,
-    validate,
 )
 from .config import DEFAULT_TASK, TrainingRun, read_config
 from .pipeline import (  # noqa: F401  (kept importable from here)
@@ -35,7 +33,7 @@ from .pipeline import (  # noqa: F401  (kept importable from here)
     training_runtime,
 )
 from .species import SpeciesRun, SpeciesTask
-from .stem import StemColumnsTask
+from .stem import StemColumnsTask, StemRun
 
 __all__ = ["TASKS", "load_task", "task_for", "train"]
 
@@ -76,15 +74,21 @@ def load_task(path: str | Path, precision: str | None = None) -> TrainingTask:
     return task
 
 
-def task_for(run: TrainingRun | SpeciesRun) -> TrainingTask:
+#: The task of each kind of configuration already read (a loader's result).
+RUN_TASKS: dict[type, type[TrainingTask]] = {TrainingRun: ColumnsTask, SpeciesRun: SpeciesTask,
+                                             StemRun: StemColumnsTask}
+
+
+def task_for(run: TrainingRun | SpeciesRun | StemRun) -> TrainingTask:
     """The task of a configuration already read.
 
-    From :func:`~.config.load_config` or :func:`~.species.load_species_config`.
+    From :func:`~.config.load_config`, :func:`~.species.load_species_config` or
+    :func:`~.stem.load_stem_config` (a STEM run used to be taken for a column detector's).
     """
-    return SpeciesTask(run) if isinstance(run, SpeciesRun) else ColumnsTask(run)
+    return RUN_TASKS[type(run)](run)
 
 
-def train(task: TrainingTask | TrainingRun | SpeciesRun, log: Log = print) -> Path:
+def train(task: TrainingTask | TrainingRun | SpeciesRun | StemRun, log: Log = print) -> Path:
     """Train a task (or the task of a configuration already read); return the weights' path.
 
     See :func:`~napari_tem_atoms.training.pipeline.run_training` for what it writes.
