@@ -4,8 +4,9 @@ Videos: a ~3 nm gold particle along [110] at 300 kV whose single adatoms and two
 (hollow sites one layer outside the surface) come and go as Markov chains, edges and corners
 twice as fast as facets, in a slow and a fast regime (`simulate_adatom_video`); drift, defocus
 jitter of ±5 Å per frame, Poisson noise at the dose per frame. Each video is analysed by
-`video_occupancy` with the evidence method (sites from the mean map, an HMM per site) and the
-detections method (thresholded detections per frame), and scored:
+`video_occupancy` with the evidence method (sites from the mean map and the lattice, the image
+as evidence, an HMM per site) and the detections method (thresholded detections per frame),
+and scored:
 
 - site recall: adatom sites occupied in at least one frame found within 0.6 Å; false sites per
   20 true sites (measured sites matching neither an adatom site nor a particle column);
@@ -17,7 +18,8 @@ detections method (thresholded detections per frame), and scored:
 
 Needs the `simulate` extra (abTEM). Usage:
     python benchmarks/adatom_occupancy.py [--models au-hrtem OTHER.safetensors]
-        [--doses 200 500] [--videos 2] [--frames 40] [--methods evidence detections]
+        [--doses 200 500] [--videos 2] [--first-seed 0] [--frames 40]
+        [--methods evidence detections] [--cache build/adatom-videos]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import itertools
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +39,7 @@ from napari_tem_atoms.analysis.occupancy import compare_transition_rates
 from napari_tem_atoms.analysis.video import video_occupancy
 from napari_tem_atoms.models import load_model
 from napari_tem_atoms.models.runtime import processor
-from napari_tem_atoms.simulation.diffusion import simulate_adatom_video
+from napari_tem_atoms.simulation.diffusion import DiffusionVideo, simulate_adatom_video
 
 RADIUS = 0.6  # [Å]
 
@@ -90,15 +93,39 @@ def score(result, video) -> dict:
     return out
 
 
+def cached_video(cache: Path | None, **parameters) -> DiffusionVideo:
+    """`simulate_adatom_video(**parameters)`, read from `cache` when it was made before."""
+    if cache is None:
+        return simulate_adatom_video(**parameters)
+    name = "_".join(f"{key}-{value:g}" if isinstance(value, float) else f"{key}-{value}"
+                    for key, value in sorted(parameters.items()))
+    arrays, table = cache / f"{name}.npz", cache / f"{name}.csv"
+    if arrays.exists() and table.exists():
+        with np.load(arrays) as stored:
+            return DiffusionVideo(frames=stored["frames"], sampling=float(stored["sampling"]),
+                                  sites=pd.read_csv(table), present=stored["present"],
+                                  drift=stored["drift"], dose=float(stored["dose"]))
+    video = simulate_adatom_video(**parameters)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(arrays, frames=video.frames, sampling=video.sampling, present=video.present,
+             drift=video.drift, dose=video.dose)
+    video.sites.to_csv(table, index=False)
+    return video
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["au-hrtem"],
+    parser.add_argument("--models", nargs="+", default=["au-hrtem-adatoms"],
                         help="each analyses the same videos")
     parser.add_argument("--doses", type=float, nargs="+", default=[200.0, 500.0])
     parser.add_argument("--videos", type=int, default=2, help="seeds per dose and regime")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--methods", nargs="+", default=["evidence", "detections"])
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed ... first-seed + videos - 1")
+    parser.add_argument("--cache", type=Path, metavar="DIR",
+                        help="keep the simulated videos here and reuse them (abTEM is slow)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     models = {name: load_model(name) for name in args.models}
@@ -106,12 +133,12 @@ def main() -> None:
           + "; ".join(f"{name} ({m.describe_runtime()})" for name, m in models.items()))
     rows, comparisons = [], []
     for dose in args.doses:
-        for seed in range(args.videos):
+        for seed in range(args.first_seed, args.first_seed + args.videos):
             sites_by_regime: dict[tuple[str, str], pd.DataFrame] = {}
             for regime in ("slow", "fast"):
                 start = time.perf_counter()
-                video = simulate_adatom_video(n_frames=args.frames, dose=dose, regime=regime,
-                                              seed=seed)
+                video = cached_video(args.cache, n_frames=args.frames, dose=dose,
+                                     regime=regime, seed=seed)
                 simulated = time.perf_counter() - start
                 for (name, loaded), method in itertools.product(models.items(), args.methods):
                     start = time.perf_counter()

@@ -718,11 +718,11 @@ def build_parser() -> argparse.ArgumentParser:
     occupancy.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     _add_runtime_arguments(occupancy)
     _add_mode_argument(occupancy)
-    occupancy.add_argument("--method", choices=("detections", "evidence"), default="detections",
-                           help="detections (default; always with --atoms): a frame is occupied "
-                                "where a detection was found; evidence: sites from the mean of "
-                                "the network's maps, a hidden Markov model per site over the "
-                                "whole video")
+    occupancy.add_argument("--method", choices=("evidence", "detections"), default="evidence",
+                           help="evidence (default): sites from the whole video and the lattice, "
+                                "each frame judged by the image at every site, a hidden Markov "
+                                "model per site (sees single adatoms); detections (always with "
+                                "--atoms): a frame is occupied where a detection was found")
     _add_condition_arguments(occupancy)
     occupancy.add_argument("--matrix", type=Path, metavar="CSV",
                            help="also write the per-frame occupancy matrix (frames × sites)")

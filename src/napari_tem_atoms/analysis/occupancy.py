@@ -17,7 +17,8 @@ sub-surface and bulk.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,13 +72,16 @@ class SiteOccupancy:
     sampling : float or None
         Pixel size [Å/px].
     method : str
-        ``"evidence"`` (a hidden Markov model per site over the network's evidence, see
+        ``"evidence"`` (a hidden Markov model per site over per-frame evidence, see
         :func:`evidence_occupancy`) or ``"detections"`` (a frame is occupied when a detection
         was assigned to the site, see :func:`site_occupancy`).
     evidence : numpy.ndarray or None
         (frames, sites) the evidence per frame (evidence method), NaN where not observed.
     posterior : numpy.ndarray or None
         (frames, sites) probability of being occupied given the whole video (evidence method).
+    evidence_levels : numpy.ndarray or None
+        (sites, 2) the fitted evidence of each site when empty and when occupied (evidence
+        method).
     notes : list of str
         What a user should know about the result (e.g. no particle edge in the field).
     """
@@ -91,6 +95,7 @@ class SiteOccupancy:
     method: str = "detections"
     evidence: np.ndarray | None = None
     posterior: np.ndarray | None = None
+    evidence_levels: np.ndarray | None = None
     notes: list = field(default_factory=list)
 
     def occupancy_matrix(self) -> pd.DataFrame:
@@ -464,7 +469,8 @@ def sites_in_view(sites: np.ndarray, drift: np.ndarray, frame_shape: Sequence[in
 
 def evidence_occupancy(evidence: np.ndarray, sites: np.ndarray, observed: np.ndarray | None = None,
                        drift: np.ndarray | None = None, frame_shape: Sequence[int] | None = None,
-                       sampling: float | None = None, threshold: float | None = None
+                       sampling: float | None = None, threshold: float | None = None,
+                       levels: str = "shared", steady: np.ndarray | None = None
                        ) -> SiteOccupancy:
     """Occupancy and transitions of every site from per-frame evidence, by a two-state HMM.
 
@@ -486,7 +492,16 @@ def evidence_occupancy(evidence: np.ndarray, sites: np.ndarray, observed: np.nda
         Pixel size [Å/px]: adds Å columns.
     threshold : float, optional
         Evidence above which a frame starts the fit as occupied (see
-        :func:`~napari_tem_atoms.analysis.hmm.fit_two_state`).
+        :func:`~napari_tem_atoms.analysis.hmm.fit_two_state`; shared levels only).
+    levels : {"shared", "own"}, optional
+        ``"shared"``: one empty level for every site (the network's evidence,
+        :func:`~napari_tem_atoms.analysis.hmm.fit_two_state`); ``"own"``: each site its own
+        levels and a test of whether it switches at all (image evidence, whose empty level
+        holds the site's surroundings; :func:`~napari_tem_atoms.analysis.hmm.fit_site_levels`).
+    steady : numpy.ndarray, optional
+        (sites,) bool, own levels only: what a site that does not switch is, occupied in every
+        frame (True: a column always there) or no site at all (False: dropped). Default: all
+        False.
 
     Returns
     -------
@@ -498,7 +513,7 @@ def evidence_occupancy(evidence: np.ndarray, sites: np.ndarray, observed: np.nda
         (``rate_off``, ``rate_on``), and ``n_detections`` the frames whose more probable state is
         occupied. ``posterior`` and ``evidence`` hold the per-frame values.
     """
-    from .hmm import fit_two_state
+    from .hmm import fit_site_levels, fit_two_state
 
     evidence = np.asarray(evidence, dtype=float)
     sites = np.asarray(sites, dtype=float).reshape(-1, 2)
@@ -508,7 +523,17 @@ def evidence_occupancy(evidence: np.ndarray, sites: np.ndarray, observed: np.nda
     drift = np.zeros((n_frames, 2)) if drift is None else np.asarray(drift, dtype=float)
     observed = (np.isfinite(evidence) if observed is None
                 else np.asarray(observed, bool) & np.isfinite(evidence))
-    fit = fit_two_state(evidence, observed, threshold=threshold)
+    if levels == "own":
+        fit = fit_site_levels(evidence, observed)
+        steady = (np.zeros(len(sites), bool) if steady is None
+                  else np.asarray(steady, bool).reshape(len(sites)))
+        keep = fit.switching | steady
+        evidence, sites, observed = evidence[:, keep], sites[keep], observed[:, keep]
+        fit = _constant_where_steady(fit, keep, fit.switching[keep], observed)
+    elif levels == "shared":
+        fit = fit_two_state(evidence, observed, threshold=threshold)
+    else:
+        raise TEMAtomsError(f"levels must be 'shared' or 'own', not {levels!r}")
     occupancy = fit.occupancy
     n_frames_seen = observed.sum(axis=0)
     pairs = (observed[:-1] & observed[1:]).sum(axis=0)
@@ -530,7 +555,30 @@ def evidence_occupancy(evidence: np.ndarray, sites: np.ndarray, observed: np.nda
     return SiteOccupancy(sites=table, occupied=states, observed=observed, drift=drift,
                          site_of_detection=np.zeros(0, dtype=int), sampling=sampling,
                          method="evidence", evidence=np.where(observed, evidence, np.nan),
-                         posterior=fit.posterior, notes=notes)
+                         posterior=fit.posterior, evidence_levels=fit.means, notes=notes)
+
+
+def _constant_where_steady(fit: Any, keep: np.ndarray, switching: np.ndarray,
+                           observed: np.ndarray) -> Any:
+    """The fit of the kept sites, those that do not switch occupied in every observed frame."""
+    from .hmm import PRIOR_TRANSITIONS
+
+    steady = ~switching
+    posterior = fit.posterior[:, keep]
+    posterior[:, steady] = np.where(observed[:, steady], 1.0, np.nan)
+    pairs = (observed[:-1] & observed[1:]).sum(axis=0).astype(float)
+
+    def pick(values: np.ndarray, constant: np.ndarray | float) -> np.ndarray:
+        return np.where(steady, constant, np.asarray(values)[keep])
+
+    # A column seen present throughout: no transition, a rate of the prior's half pair only.
+    return replace(fit, posterior=posterior,
+                   p_off=pick(fit.p_off, PRIOR_TRANSITIONS / (pairs + 2 * PRIOR_TRANSITIONS)),
+                   p_on=pick(fit.p_on, 0.5), expected_off=pick(fit.expected_off, 0.0),
+                   expected_on=pick(fit.expected_on, 0.0),
+                   occupied_pairs=pick(fit.occupied_pairs, pairs),
+                   empty_pairs=pick(fit.empty_pairs, 0.0), means=fit.means[keep],
+                   sigmas=fit.sigmas[keep], gain=fit.gain[keep], switching=switching)
 
 
 def occupancy_map(sites: np.ndarray, values: np.ndarray, shape: Sequence[int],

@@ -147,13 +147,16 @@ class OccupancyPlot(QWidget):
             axes.fill_between(frames, 0, np.nan_to_num(state), step="mid", alpha=0.3,
                               color="#457b9d")
             if result.posterior is not None and result.evidence is not None:
-                # The HMM's probability of "occupied", and the evidence of each frame (the
-                # network's confidence at the site, 0-1) behind it.
+                # The HMM's probability of "occupied", and the evidence of each frame behind
+                # it, on the site's own scale: 0 at its fitted empty level, 1 at occupied.
                 axes.plot(frames, result.posterior[:, site], color="#e4572e", linewidth=1,
                           label="P(occupied)")
-                evidence = 1.0 / (1.0 + np.exp(-result.evidence[:, site]))
-                axes.plot(frames, evidence, "o", markersize=2.5, color="#2a9d8f",
-                          label="evidence (confidence)")
+                if result.evidence_levels is not None:
+                    empty, occupied = result.evidence_levels[site]
+                    scale = occupied - empty if occupied != empty else 1.0
+                    evidence = np.clip((result.evidence[:, site] - empty) / scale, -0.1, 1.25)
+                    axes.plot(frames, evidence, "o", markersize=2.5, color="#2a9d8f",
+                              label="evidence (empty 0, occupied 1)")
                 axes.legend(fontsize=6, loc="upper right", ncol=3, framealpha=0.6)
             axes.set_ylim(-0.1, 1.25)
             axes.set_yticks([0, 1], ["empty", "occupied"])

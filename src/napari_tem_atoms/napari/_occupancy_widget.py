@@ -72,13 +72,14 @@ class OccupancyWidget(WorkerRunner, Container):
                                         value=0.6, tooltip="Detections closer than this to a "
                                         "site belong to it")
         self.method = ComboBox(
-            label="Method", choices=[("per-frame detections", "detections"),
-                                     ("whole video (HMM per site)", "evidence")],
-            value="detections",
-            tooltip="Whole video: sites from the mean of the network's maps (a site occupied in "
-                    "a tenth of the frames still shows), a hidden Markov model per site over its "
-                    "evidence in every frame. Per-frame detections: a frame is occupied where a "
-                    "detection above the threshold was found (for comparison; used with given "
+            label="Method", choices=[("whole video (HMM per site)", "evidence"),
+                                     ("per-frame detections", "detections")],
+            value="evidence",
+            tooltip="Whole video: sites from the mean of the network's maps and the lattice "
+                    "around the particle (a site occupied in a tenth of the frames still shows), "
+                    "each frame judged by the image at every site, a hidden Markov model per "
+                    "site: sees single adatoms. Per-frame detections: a frame is occupied where "
+                    "a detection above the threshold was found (for comparison; used with given "
                     "atoms)")
         self.conditions = ImagingConditionsInputs()
         self.note = Label(value="")
