@@ -14,7 +14,8 @@ and scored:
 - transition-count MAE per found adatom site (expected transitions against the true count);
 - per-frame recall of occupied single-atom sites: a detection within 0.6 Å (detections), the
   more probable HMM state (evidence);
-- `compare_transition_rates` of the slow and the fast video of each seed (p of the surface row).
+- `compare_transition_rates` of the slow and the fast video of each seed (p of the row of the
+  sites that switch).
 
 Needs the `simulate` extra (abTEM). Usage:
     python benchmarks/adatom_occupancy.py [--models au-hrtem OTHER.safetensors]
@@ -154,7 +155,7 @@ def main() -> None:
                 table = compare_transition_rates(sites_by_regime[("slow", name, method)],
                                                  sites_by_regime[("fast", name, method)],
                                                  names=("slow", "fast"))
-                surface = table[table["layer"] == "surface"].iloc[0]
+                surface = table[table["layer"] == "switching"].iloc[0]
                 comparisons.append({"dose": dose, "seed": seed, "model": name,
                                     "method": method,
                                     "median_slow": surface["median_slow"],
@@ -167,7 +168,7 @@ def main() -> None:
         columns="seed")
     print("\nmean over videos and regimes:")
     print(summary.to_string(float_format=lambda v: f"{v:.3g}"))
-    print("\nslow vs fast (surface sites' transition rates, Mann-Whitney):")
+    print("\nslow vs fast (switching sites' transition rates, Mann-Whitney):")
     print(pd.DataFrame(comparisons).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 

@@ -134,3 +134,29 @@ def test_image_evidence_follows_the_drift_and_the_sign_comes_from_the_network():
     assert not seen[0, 0] and np.isnan(outside[0, 0])
     with pytest.raises(TEMAtomsError, match="drift of"):
         image_evidence(stack, site[None], drift[:3], sampling)
+
+
+def test_compare_has_a_row_for_the_sites_that_switch():
+    import pandas as pd
+
+    from napari_tem_atoms.analysis.occupancy import compare_transition_rates
+
+    rng = np.random.default_rng(1)
+
+    def table(rates):
+        # 40 columns that never move (rate 0) and the switching sites, all at the surface.
+        return pd.DataFrame({"transition_rate": np.r_[np.zeros(40), rates],
+                             "layer": "surface",
+                             "switching": np.r_[np.zeros(40, bool), np.ones(len(rates), bool)]})
+
+    slow, fast = table(rng.uniform(0.02, 0.1, 15)), table(rng.uniform(0.15, 0.4, 15))
+    result = compare_transition_rates(slow, fast, names=("slow", "fast")).set_index("layer")
+    assert result.loc["switching", "n_slow"] == 15 and result.loc["surface", "n_slow"] == 55
+    assert result.loc["switching", "p_value"] < 1e-4
+    assert result.loc["switching", "p_value"] < result.loc["surface", "p_value"]
+    # Read back from CSV the column is text: it still counts; tables without it have no row.
+    as_text = slow.assign(switching=slow["switching"].map({True: "True", False: "False"}))
+    again = compare_transition_rates(as_text, fast).set_index("layer")
+    assert again.loc["switching", "n_first"] == 15
+    assert "switching" not in compare_transition_rates(slow.drop(columns="switching"),
+                                                       fast)["layer"].to_list()

@@ -379,9 +379,9 @@ def fit_site_levels(evidence: np.ndarray, observed: np.ndarray | None = None,
         split = _two_level_split(values)
         low, high = values[values <= split], values[values > split]
         means[site] = [low.mean(), high.mean() if high.size else low.mean()]
-        if values.size > 1:
-            within[site] = np.sqrt((np.concatenate([low - low.mean(), high - high.mean()]) ** 2
-                                    ).mean())
+        if values.size > 1:  # (a constant site has no upper level)
+            within[site] = np.sqrt((np.concatenate([low - means[site, 0], high - means[site, 1]])
+                                    ** 2).mean())
     # The video's common noise, the median of the sites' within-level spreads, holds each
     # site's σ back from the narrow levels a chain free to choose would split noise into.
     common_sigma = max(float(np.median(within[seen_frames > 1])) if (seen_frames > 1).any()

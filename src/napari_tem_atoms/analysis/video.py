@@ -133,7 +133,8 @@ def _evidence_result(frames: Any, maps: list[np.ndarray], atoms: pd.DataFrame,
     weaker peaks elsewhere. Evidence: the image around each site in each frame
     (:func:`image_evidence`), its sign set by the network (:func:`evidence_polarity`). A site
     whose series does not switch is a column present throughout if the network saw it in most
-    frames, and no site otherwise.
+    frames, and no site otherwise; such a column switches only where the network, too, loses
+    it in the frames the image calls empty.
     """
     from .site_evidence import (
         evidence_polarity,
@@ -175,9 +176,13 @@ def _evidence_result(frames: Any, maps: list[np.ndarray], atoms: pd.DataFrame,
     sites, steady, image, network, observed = (sites[seen], steady[seen], image[:, seen],
                                                network[:, seen], observed[:, seen])
     polarity = evidence_polarity(image, network, observed)
+    threshold = float(atoms.attrs.get("threshold", 0.5))
+    # A column the network sees in most frames switches only where the network agrees that
+    # it is gone: thick columns change contrast with defocus from frame to frame.
     result = evidence_occupancy(polarity * image, sites, observed, drift=drift,
                                 frame_shape=tuple(np.shape(frames)[-2:]), sampling=sampling,
-                                levels="own", steady=steady)
+                                levels="own", steady=steady, confirm=network,
+                                confirm_threshold=float(np.log(threshold / (1 - threshold))))
     if len(result.sites) == 0:
         raise TEMAtomsError("no site of the video is occupied in any frame: it shows no atomic "
                             "columns the detector can see")
