@@ -29,14 +29,17 @@ from .columns import column_labels
 from .microscope import _log_uniform, _uniform, wavelength
 
 __all__ = ["HELD_OUT_STRUCTURES", "STEM_MODES", "TRAINING_STRUCTURES", "ProjectedStructure",
-           "StemEnvelope", "StemSettings", "StemStructureSpec", "project_structure",
-           "render_stem_image", "structure_pool"]
+           "StemEnvelope", "StemSettings", "StemStructureSpec", "column_height",
+           "project_structure", "render_stem_image", "structure_pool"]
 
 #: Imaging modes the simulator draws (bright columns; dark columns).
 STEM_MODES = ("HAADF", "ABF")
 #: A column is a target when its signal reaches this fraction of the structure's brightest
 #: columns; between IGNORED_FRACTION and this it is neither a target nor an error.
 VISIBLE_FRACTION, IGNORED_FRACTION = 0.10, 0.035
+#: ABF detector signal: ABF_DIRECT + background of the direct beam, less ABF_CONTRAST × the
+#: column image (1 for an isolated column of relative signal 1), and at least ABF_FLOOR.
+ABF_DIRECT, ABF_CONTRAST, ABF_FLOOR = 0.5, 0.6, 0.02
 
 
 @dataclass(frozen=True)
@@ -432,9 +435,22 @@ def _to_image_pixels(positions: np.ndarray, settings: StemSettings, dy: np.ndarr
     return pixels
 
 
+def column_height(noise_free: np.ndarray, settings: StemSettings) -> np.ndarray:
+    """A noise-free image (``render_stem_image(..., noise=False)``) in column units.
+
+    Columns are positive in both modes: 1 is the peak of an isolated column of relative
+    signal 1, 0 the vacuum (ABF: down to where the detector's signal was clipped).
+    """
+    level = np.asarray(noise_free, dtype=np.float32) / (
+        settings.signal * settings.dose * settings.sampling**2)
+    if settings.mode == "HAADF":
+        return level - settings.background
+    return (ABF_DIRECT + settings.background - level) / ABF_CONTRAST
+
+
 def render_stem_image(structure: ProjectedStructure, settings: StemSettings,
                       shape: tuple[int, int], rng: np.random.Generator,
-                      offset: tuple[float, float] = (0.0, 0.0)
+                      offset: tuple[float, float] = (0.0, 0.0), noise: bool = True
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One recorded STEM image of `structure`, and where its columns appear in it.
 
@@ -450,6 +466,9 @@ def render_stem_image(structure: ProjectedStructure, settings: StemSettings,
         Noise and scan distortions.
     offset : (float, float)
         Position [Å] of the structure's centre from the field's centre.
+    noise : bool, optional
+        False: the expected counts, without line-to-line gain, Poisson and read-out noise
+        (the same scan, distortions and amorphous layer as with noise, for the same `rng`).
 
     Returns
     -------
@@ -517,12 +536,16 @@ def render_stem_image(structure: ProjectedStructure, settings: StemSettings,
     if settings.mode == "HAADF":
         intensity = settings.signal * (np.maximum(sampled, 0) + settings.background)
     else:
-        bright = 0.5 + settings.background  # the ABF detector's share of the direct beam
-        intensity = settings.signal * np.maximum(bright + 0.6 * sampled, 0.02)
-    intensity *= 1 + settings.line_gain * rng.standard_normal((rows, 1))
+        bright = ABF_DIRECT + settings.background  # the detector's share of the direct beam
+        intensity = settings.signal * np.maximum(bright + ABF_CONTRAST * sampled, ABF_FLOOR)
+    gain = 1 + settings.line_gain * rng.standard_normal((rows, 1))
     electrons = settings.dose * s**2
-    counts = rng.poisson(np.maximum(intensity, 0) * electrons).astype(np.float32)
-    counts += rng.normal(0.0, settings.readout_noise, shape).astype(np.float32)
+    if noise:
+        intensity *= gain
+        counts = rng.poisson(np.maximum(intensity, 0) * electrons).astype(np.float32)
+        counts += rng.normal(0.0, settings.readout_noise, shape).astype(np.float32)
+    else:  # the noise is drawn last, so everything above is the same as with it
+        counts = (np.maximum(intensity, 0) * electrons).astype(np.float32)
 
     pixels = _to_image_pixels(positions, settings, dy, dx)
     keep = ((pixels[:, 0] >= -0.5) & (pixels[:, 0] <= rows - 0.5)

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-__all__ = ["MatchCounts", "match_columns"]
+__all__ = ["MatchCounts", "match_columns", "match_pairs"]
 
 #: A detection within this distance [Å] of a column can be matched to it.
 MATCH_RADIUS = 0.5
@@ -93,13 +93,7 @@ def match_columns(detected: np.ndarray, columns: np.ndarray, sampling: float,
     detected = np.asarray(detected, dtype=float).reshape(-1, 2)
     columns = np.asarray(columns, dtype=float).reshape(-1, 3)
     scored = columns[:, 2] >= min_atoms
-    if len(detected) == 0 or len(columns) == 0:
-        return MatchCounts(0, len(detected), int(scored.sum()), 0.0)
-    distance = cdist(detected, columns[:, :2]) * sampling
-    cost = np.where(distance <= radius, distance, 1e6)
-    rows, cols = linear_sum_assignment(cost)
-    matched = cost[rows, cols] <= radius
-    rows, cols = rows[matched], cols[matched]
+    _, cols, distance = match_pairs(detected, columns[:, :2], sampling, radius)
     true = scored[cols]
     tp = int(true.sum())
     ignored = int((~true).sum())
@@ -107,5 +101,38 @@ def match_columns(detected: np.ndarray, columns: np.ndarray, sampling: float,
         true_positives=tp,
         false_positives=len(detected) - tp - ignored,
         false_negatives=int(scored.sum()) - tp,
-        squared_error=float((distance[rows[true], cols[true]] ** 2).sum()),
+        squared_error=float((distance[true] ** 2).sum()),
     )
+
+
+def match_pairs(detected: np.ndarray, positions: np.ndarray, sampling: float,
+                radius: float = MATCH_RADIUS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one-to-one matching :func:`match_columns` counts: nearest pairs within `radius`.
+
+    Parameters
+    ----------
+    detected, positions : numpy.ndarray
+        (N, 2) detections and (M, 2) true columns (y, x) [px].
+    sampling : float
+        Pixel size [Å/px].
+    radius : float, optional
+        Matching radius [Å].
+
+    Returns
+    -------
+    detection, column : numpy.ndarray
+        Indices of the matched detections and of their columns.
+    distance : numpy.ndarray
+        Their distances [Å].
+    """
+    detected = np.asarray(detected, dtype=float).reshape(-1, 2)
+    positions = np.asarray(positions, dtype=float).reshape(-1, 2)
+    if len(detected) == 0 or len(positions) == 0:
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty, np.zeros(0)
+    distance = cdist(detected, positions) * sampling
+    cost = np.where(distance <= radius, distance, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    matched = cost[rows, cols] <= radius
+    rows, cols = rows[matched], cols[matched]
+    return rows, cols, distance[rows, cols]

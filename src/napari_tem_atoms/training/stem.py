@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..errors import ConfigError
@@ -37,8 +39,9 @@ from .data import Sample, column_targets, random_patch
 from .metrics import MatchCounts, match_columns
 from .pipeline import Log, Trained, TrainingData, optimisation_summary, run_training
 
-__all__ = ["StemColumnsTask", "StemConfig", "StemRun", "StemSampleMaker", "evaluate_stem",
-           "load_stem_config", "stem_card", "stem_run", "train_stem"]
+__all__ = ["HeldOutImage", "HeldOutSet", "StemColumnsTask", "StemConfig", "StemRun",
+           "StemSampleMaker", "evaluate_stem", "image_maxima", "load_stem_config",
+           "resolved_columns", "score", "stem_card", "stem_run", "train_stem"]
 
 #: Field of view of a training image [Å] (a little more than a 256-px patch at 0.15 Å/px).
 FIELD = 40.0
@@ -141,6 +144,17 @@ class StemSampleMaker:
         ``columns`` holds (y, x) at the model's sampling and 1 for a visible column (a
         target), 0 for a faint one (neither target nor error: e.g. oxygen in HAADF).
         """
+        return self.sample(*self.render(rng, settings, structure_index, field_of_view))
+
+    def render(self, rng: np.random.Generator, settings: StemSettings | None = None,
+               structure_index: int | None = None, field_of_view: float = FIELD,
+               noise: bool = True) -> tuple[StemSettings, np.ndarray, np.ndarray, np.ndarray]:
+        """Draw what :meth:`make` draws and record the image.
+
+        Returns the settings, the recorded image (`noise` False: the expected counts of the
+        same scan, see :func:`render_stem_image`), and every column inside the field: (row,
+        col) [recorded px] and its signal relative to the structure's brightest.
+        """
         if structure_index is None:
             group = self.groups[int(rng.integers(len(self.groups)))]
             structure_index = int(group[rng.integers(len(group))])
@@ -154,7 +168,12 @@ class StemSampleMaker:
             # The slab's edge inside the field: a surface, a hole, a wedge.
             offset = tuple(rng.uniform(-1, 1, 2) * (structure.extent + field_of_view / 4))
         recorded, columns, visibility = render_stem_image(structure, settings, (n, n), rng,
-                                                          offset)
+                                                          offset, noise)
+        return settings, recorded, columns, visibility
+
+    def sample(self, settings: StemSettings, recorded: np.ndarray, columns: np.ndarray,
+               visibility: np.ndarray) -> Sample:
+        """The :class:`Sample` of an image :meth:`render` recorded."""
         image = recorded if settings.mode == "HAADF" else flip_dark_columns(recorded)
         rescaled, factor = rescale_to_sampling(image, settings.sampling, self.model_sampling)
         image = normalise_image(rescaled)
@@ -172,9 +191,79 @@ class StemSampleMaker:
                             sample.mask[None])
 
 
-def score(detected: np.ndarray, columns: np.ndarray, sampling: float) -> MatchCounts:
-    """Match detections to the visible columns; faint ones are neither rewarded nor errors."""
+def score(detected: np.ndarray, columns: np.ndarray, sampling: float,
+          resolved_only: bool = False, noise_free: np.ndarray | None = None) -> MatchCounts:
+    """Match detections to the visible columns; faint ones are neither rewarded nor errors.
+
+    Parameters
+    ----------
+    detected : numpy.ndarray
+        (N, 2) detections (row, col) [px].
+    columns : numpy.ndarray
+        (M, 3) columns (row, col) [px] and 1 (target) or 0 (faint).
+    sampling : float
+        Pixel size [Å/px].
+    resolved_only : bool, optional
+        Score only the targets the probe resolves: those with a local maximum of their own
+        in `noise_free` (:func:`resolved_columns`); the others count as faint.
+    noise_free : numpy.ndarray, optional
+        The image without noise, columns bright (ABF negated); needed by `resolved_only`.
+    """
+    if resolved_only:
+        if noise_free is None:
+            raise ValueError("resolved_only needs the noise-free image")
+        columns = np.array(columns, dtype=float).reshape(-1, 3)
+        columns[:, 2] *= resolved_columns(noise_free, columns[:, :2], sampling)
     return match_columns(detected, columns, sampling, min_atoms=1)
+
+
+def image_maxima(image: np.ndarray, threshold: float = -np.inf) -> np.ndarray:
+    """(N, 2) positions (row, col) [px] of the local maxima of `image` above `threshold`.
+
+    A maximum is a connected group of pixels that are the largest of their 3 × 3
+    neighbourhood, at its centre: a flat top (a saturated column) is one maximum, and a flat
+    region's inside (a vacuum clipped at zero) none (it must exceed one of its neighbours).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    is_max = ((image == ndimage.maximum_filter(image, size=3, mode="nearest"))
+              & (image > ndimage.minimum_filter(image, size=3, mode="nearest"))
+              & (image > threshold))
+    labels, count = ndimage.label(is_max, structure=np.ones((3, 3)))
+    if count == 0:
+        return np.zeros((0, 2))
+    return np.asarray(ndimage.center_of_mass(is_max, labels, range(1, count + 1)))
+
+
+def resolved_columns(noise_free: np.ndarray, positions: np.ndarray, sampling: float,
+                     radius: float = 0.5) -> np.ndarray:
+    """Which columns have a local maximum of the noise-free image within `radius` [Å].
+
+    Two columns closer than the probe's width make one peak (or a ridge): only one of them,
+    or neither, has a maximum of its own, and a peak finder cannot separate them (a network
+    may still place them from the peak's shape and the lattice around it).
+
+    Parameters
+    ----------
+    noise_free : numpy.ndarray
+        (H, W) image without noise, columns bright (ABF negated).
+    positions : numpy.ndarray
+        (M, 2) columns (row, col) [px].
+    sampling : float
+        Pixel size [Å/px].
+    radius : float, optional
+        Largest distance [Å] from a column to its maximum (the matching radius).
+
+    Returns
+    -------
+    numpy.ndarray
+        (M,) bool.
+    """
+    positions = np.asarray(positions, dtype=float).reshape(-1, 2)
+    maxima = image_maxima(noise_free)
+    if len(maxima) == 0 or len(positions) == 0:
+        return np.zeros(len(positions), dtype=bool)
+    distance, _ = cKDTree(maxima).query(positions)
+    return distance * sampling <= radius
 
 
 @dataclass
@@ -339,6 +428,63 @@ def stem_card(metadata: dict[str, Any], sha256: str, validation: dict | None = N
     return "\n".join(lines) + "\n" + (("\n" + extra) if extra else "")
 
 
+@dataclass(frozen=True)
+class HeldOutImage:
+    """One image of :class:`HeldOutSet`, and its truth.
+
+    Attributes
+    ----------
+    settings : StemSettings
+        The microscope and scan (at the dose asked for).
+    structure : ProjectedStructure
+        The structure imaged.
+    recorded : numpy.ndarray
+        The recorded image (HAADF bright, ABF dark columns); without noise if so asked.
+    truth : numpy.ndarray
+        (M, 3) columns (row, col) [recorded px] as scored: 1 target, 0 faint.
+    columns : numpy.ndarray
+        (K, 2) every column inside the field (row, col) [recorded px] ...
+    visibility : numpy.ndarray
+        (K,) ... and its signal relative to the structure's brightest (what labels it).
+    """
+
+    settings: StemSettings
+    structure: ProjectedStructure
+    recorded: np.ndarray
+    truth: np.ndarray
+    columns: np.ndarray
+    visibility: np.ndarray
+
+
+class HeldOutSet:
+    """The images :func:`evaluate_stem` scores: the same structures and microscopes at every dose.
+
+    Parameters are :func:`evaluate_stem`'s.
+    """
+
+    def __init__(self, images: int, seed: int, specs: tuple = HELD_OUT_STRUCTURES,
+                 mode: str = "HAADF", model_sampling: float = 0.15) -> None:
+        rng = np.random.default_rng([seed, 7])
+        structures = structure_pool(specs, 1, seed + 10_000)
+        self.seed, self.model_sampling = seed, model_sampling
+        self.maker = StemSampleMaker(structures, model_sampling, StemEnvelope())
+        self.draws = [(self.maker.envelope.draw(rng, mode=mode), i % len(structures))
+                      for i in range(images)]
+
+    def image(self, index: int, dose: float, noise: bool = True) -> HeldOutImage:
+        """Image `index` at `dose` [e/Å²]; `noise` False: the same image without noise."""
+        settings, structure_index = self.draws[index]
+        settings, recorded, columns, visibility = self.maker.render(
+            np.random.default_rng([self.seed, index]), replace(settings, dose=dose),
+            structure_index, noise=noise)
+        truth = self.maker.sample(settings, recorded, columns, visibility).columns.copy()
+        # Model pixels -> recorded pixels (rescaling keeps pixel centres; the factor is
+        # exactly the ratio of the pixel sizes).
+        truth[:, :2] *= self.model_sampling / settings.sampling
+        return HeldOutImage(settings, self.maker.structures[structure_index], recorded, truth,
+                            columns, visibility)
+
+
 def evaluate_stem(detect: Any, doses: list[float], images_per_dose: int, seed: int,
                   specs: tuple = HELD_OUT_STRUCTURES, mode: str = "HAADF",
                   model_sampling: float = 0.15) -> list[dict[str, Any]]:
@@ -359,23 +505,14 @@ def evaluate_stem(detect: Any, doses: list[float], images_per_dose: int, seed: i
     mode : str
         ``"HAADF"`` or ``"ABF"``.
     """
-    rng = np.random.default_rng([seed, 7])
-    structures = structure_pool(specs, 1, seed + 10_000)
-    maker = StemSampleMaker(structures, model_sampling, StemEnvelope())
-    draws = [(maker.envelope.draw(rng, mode=mode), i % len(structures))
-             for i in range(images_per_dose)]
+    held_out = HeldOutSet(images_per_dose, seed, specs, mode, model_sampling)
     rows = []
     for dose in doses:
         counts = MatchCounts()
-        for index, (settings, structure_index) in enumerate(draws):
-            sample_rng = np.random.default_rng([seed, index])
-            sample = maker.make(sample_rng, replace(settings, dose=dose), structure_index)
-            positions = detect(sample.recorded, settings.sampling, mode)
-            truth = sample.columns.copy()
-            # Model pixels -> recorded pixels (rescaling keeps pixel centres; the factor is
-            # exactly the ratio of the pixel sizes).
-            truth[:, :2] *= model_sampling / settings.sampling
-            counts += score(positions, truth, settings.sampling)
+        for index in range(images_per_dose):
+            image = held_out.image(index, dose)
+            positions = detect(image.recorded, image.settings.sampling, mode)
+            counts += score(positions, image.truth, image.settings.sampling)
         rows.append({"dose": dose, "f1": counts.f1, "precision": counts.precision,
                      "recall": counts.recall, "rmse_pm": counts.rmse_pm,
                      "images": images_per_dose})
