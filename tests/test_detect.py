@@ -166,9 +166,19 @@ def _plateau_map() -> np.ndarray:
 def test_local_maxima_are_those_of_skimage(heat, threshold, distance):
     from skimage.feature import peak_local_max
 
+    offsets = np.arange(-distance, distance + 1)
+    disc = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= distance**2
     expected = peak_local_max(heat, min_distance=distance, threshold_abs=threshold,
-                              exclude_border=False)
+                              footprint=disc, p_norm=2, exclude_border=False)
     np.testing.assert_array_equal(_local_maxima(heat, threshold, distance), expected)
+
+
+def test_a_column_on_the_diagonal_is_not_suppressed_by_its_neighbour():
+    # Two peaks 3 px apart along the diagonal each way (4.2 px): outside a 3-px disc, inside a
+    # 3-px square, which lost the weaker one (a STEM dumbbell).
+    heat = np.zeros((20, 20), np.float32)
+    heat[5, 5], heat[8, 8] = 0.9, 0.7
+    np.testing.assert_array_equal(_local_maxima(heat, 0.5, 3), [[5, 5], [8, 8]])
 
 
 @pytest.mark.parametrize(("image", "sampling", "words"), [
