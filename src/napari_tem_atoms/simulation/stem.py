@@ -85,6 +85,13 @@ TRAINING_STRUCTURES = _specs([
     ("WS2", "monolayer", [(0, 0, 1)]),
     ("Au", "particle", [(1, 1, 0), (0, 0, 1)]),
     ("Pt", "particle", [(1, 1, 0)]),
+    # Added for the fine-tuning (configs/stem-columns-finetune.toml; the first stage names the
+    # materials above): weak columns next to heavy ones, and dumbbells 1.4-1.6 Å apart.
+    ("PbTiO3", "bulk", [(1, 1, 0), (0, 0, 1)]),
+    ("KTaO3", "bulk", [(1, 1, 0)]),
+    ("GaP", "bulk", [(1, 1, 0)]),
+    ("CdTe", "bulk", [(1, 1, 0)]),
+    ("ZnO", "bulk", [(1, 1, 0)]),
 ])
 #: Never trained on: the held-out evaluation (other perovskites, chalcogenides, metals and
 #: semiconductors).
@@ -103,10 +110,11 @@ HELD_OUT_STRUCTURES = _specs([
 
 _FCC = {"Au": 4.078, "Pt": 3.924, "Cu": 3.615, "Ag": 4.086, "Pd": 3.891}
 _PEROVSKITE = {"SrTiO3": ("Sr", "Ti", 3.905), "BaTiO3": ("Ba", "Ti", 4.00),
-               "LaAlO3": ("La", "Al", 3.79)}
+               "LaAlO3": ("La", "Al", 3.79), "PbTiO3": ("Pb", "Ti", 3.90),
+               "KTaO3": ("K", "Ta", 3.989)}
 _DIAMOND = {"Si": 5.431, "Ge": 5.658}
-_ZINCBLENDE = {"GaAs": 5.653, "InP": 5.869}
-_WURTZITE = {"GaN": (3.189, 5.185), "AlN": (3.112, 4.982)}
+_ZINCBLENDE = {"GaAs": 5.653, "InP": 5.869, "GaP": 5.451, "CdTe": 6.481}
+_WURTZITE = {"GaN": (3.189, 5.185), "AlN": (3.112, 4.982), "ZnO": (3.250, 5.207)}
 _TMD = {"MoS2": 3.18, "WS2": 3.18, "WSe2": 3.28, "MoSe2": 3.29}
 
 
