@@ -130,7 +130,10 @@ class UNet(nn.Module):
     counts : int
         1: a second head (a 3×3 and a 1×1 convolution on the last features, which it does not
         train) estimates log(atoms along the beam) at each column's centre, as one more output
-        channel after the `out_channels` maps (not a probability: no sigmoid).
+        channel after the `out_channels` maps (not a probability: no sigmoid). 2: the same
+        output from a count branch, a decoder of its own on the encoder's features (which it
+        does not train either): the column map's last features are trained to look alike for
+        every column height, the encoder's still hold each column's contrast.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 16,
@@ -161,7 +164,13 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(channels[0], out_channels, 1)
         # With counts: one more output, log(atoms along the beam) at each column's centre, read
         # from the last features without changing them (see forward).
+        if counts not in (0, 1, 2):
+            raise ValueError(f"counts must be 0, 1 or 2, not {counts}")
         self.counts = counts
+        if counts == 2:  # its own decoder, the column decoders' shapes (without refinement)
+            self.count_decoders = nn.ModuleList(
+                _block(channels[level + 1] + channels[level], channels[level])
+                for level in reversed(range(depth)))
         if counts:
             self.count_head = nn.Sequential(
                 nn.Conv2d(channels[0], channels[0], 3, padding=1), nn.ReLU(inplace=True),
@@ -212,12 +221,21 @@ class UNet(nn.Module):
             features = level(self.context, self.bottleneck(features))
         else:
             features = level(self.bottleneck, features)
+        if self.counts == 2:
+            # The count branch reads the encoder's features without training them (detached),
+            # so the column map is exactly the network's without it.
+            counted = features.detach()
+            for decoder, skip in zip(self.count_decoders, reversed(skips), strict=True):
+                counted = _run_layers(decoder, torch.cat([self.upsample(counted), skip.detach()],
+                                                          dim=1))
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
             upsampled = self.upsample(features)
             if isinstance(decoder[0], SplitInputConv):  # prepared for inference
                 features = level(list(decoder)[1:], decoder[0](upsampled, skip))
             else:
                 features = level(decoder, torch.cat([upsampled, skip], dim=1))
+        if self.counts == 2:
+            return torch.cat([self.head(features), self.count_head(counted)], dim=1)
         if self.counts:
             # The count head learns from the column map's features but does not train them:
             # its early, large errors flowed back and erased the column map (validation F1
@@ -251,6 +269,19 @@ class UNet(nn.Module):
             if not bool(torch.cat([gain for gain, _ in terms]).gt(0).all()):  # one sync on GPU
                 return None
         return terms
+
+    def start_count_branch(self) -> bool:
+        """Copy the column decoders' weights into the count branch's; False without one.
+
+        A warm start: the column decoders already turn the encoder's features into columns;
+        the count branch then learns their heights.
+        """
+        if self.counts != 2:
+            return False
+        for source, target in zip(self.decoders, self.count_decoders, strict=True):
+            target.load_state_dict({name: value for name, value in source.state_dict().items()
+                                    if name in target.state_dict()})
+        return True
 
     def _forward_film_folded(self, images: torch.Tensor,
                              terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

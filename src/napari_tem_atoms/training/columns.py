@@ -86,7 +86,7 @@ def column_architecture(model: ModelConfig) -> dict[str, Any]:
     if model.conditions:
         architecture["conditions"] = CONDITION_INPUTS
     if model.counts:
-        architecture["counts"] = 1
+        architecture["counts"] = int(model.counts)
     return architecture
 
 

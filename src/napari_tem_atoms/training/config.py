@@ -56,7 +56,7 @@ class ModelConfig:
     # in the weights: detection then says when the microscope does not transfer its lattice.
     crystal: str = ""
     # A second head that estimates the atoms along the beam of each column (n_atoms).
-    counts: bool = False
+    counts: int = 0  # 1: a count head on the last features; 2: a count branch (see UNet)
 
 
 @dataclass(frozen=True)

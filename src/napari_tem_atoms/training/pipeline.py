@@ -242,6 +242,9 @@ def run_training(task: TrainingTask, log: Log = print) -> Path:
     step = resume(output / CHECKPOINT_FILE, network, optimiser, scheduler, cfg.steps, log)
     if not step and cfg.init_from:
         log(initialise_from(network, cfg.init_from))
+        if (any(name.startswith("count_decoders") for name in _missing_from(network, cfg.init_from))
+                and network.start_count_branch()):
+            log("count branch started from the column decoders' weights")
     n_parameters = sum(p.numel() for p in network.parameters())
     log(f"training {task.model_name}: {n_parameters:,} parameters, {data.summary}, "
         f"{cfg.steps} steps of {cfg.batch_size}×{cfg.patch_size}²")
@@ -520,6 +523,15 @@ def training_runtime(cfg: Any) -> str:
 
     return (f"on {processor().describe()}: {torch.get_num_threads()} thread(s), "
             f"{'bf16 autocast' if cfg.use_bfloat16 else 'fp32'} (precision {cfg.precision})")
+
+
+def _missing_from(network: Any, weights: str | Path) -> set[str]:
+    """Names of the network's tensors that the weights file does not hold."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as stored:
+        present = set(stored.keys())
+    return set(network.state_dict()) - present
 
 
 def initialise_from(network: Any, weights: str | Path) -> str:
