@@ -382,3 +382,11 @@ def test_compare_has_a_row_for_the_sites_that_switch():
     assert again.loc["switching", "n_first"] == 15
     assert "switching" not in compare_transition_rates(slow.drop(columns="switching"),
                                                        fast)["layer"].to_list()
+
+
+def test_occupancy_without_a_pixel_size_is_refused_before_the_drift():
+    from napari_tem_atoms.analysis.video import iter_video_occupancy
+
+    stream = iter_video_occupancy(np.random.default_rng(0).random((3, 32, 32)))
+    with pytest.raises(TEMAtomsError, match="pixel size of the image is not known"):
+        next(stream)  # the first event would be the drift's

@@ -463,6 +463,20 @@ class DetectionStep:
     log_counts: np.ndarray | None = None
 
 
+def required_sampling(sampling: float | None) -> float:
+    """The pixel size [Å/px] a network needs, or an error that says how to give it."""
+    if sampling is None:
+        raise TEMAtomsError(
+            "the pixel size of the image is not known: give it in Å/px (sampling=..., "
+            "--sampling, or the Calibration widget); the network needs it to see atoms at the "
+            "size it was trained on"
+        )
+    sampling = float(sampling)
+    if not sampling > 0:
+        raise TEMAtomsError(f"the pixel size must be positive, not {sampling} Å/px")
+    return sampling
+
+
 def _as_frames(image: Any, sampling: float | None) -> tuple[Any, float | None, bool]:
     """Accept an array, a TEMImage or a path; return (frames, sampling, is a stack)."""
     from ..io import TEMImage, read_image
@@ -519,15 +533,7 @@ def iter_detect_atoms(
     if model is None or (isinstance(model, str) and model == "auto"):
         model, model_reason = choose_model(mode, mode_source)
     frames, sampling, is_stack = _as_frames(image, sampling)
-    if sampling is None:
-        raise TEMAtomsError(
-            "the pixel size of the image is not known: give it in Å/px (sampling=..., "
-            "--sampling, or the Calibration widget); the network needs it to see atoms at the "
-            "size it was trained on"
-        )
-    sampling = float(sampling)
-    if not sampling > 0:
-        raise TEMAtomsError(f"the pixel size must be positive, not {sampling} Å/px")
+    sampling = required_sampling(sampling)
     warning = sampling_warning(sampling)
     if warning:
         yield Notice("sampling", warning, {"sampling": sampling})

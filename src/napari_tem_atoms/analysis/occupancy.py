@@ -557,6 +557,8 @@ def evidence_occupancy(evidence: np.ndarray, sites: np.ndarray, observed: np.nda
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.clip(1.0 - fit.p_off - fit.p_on, 0.0, 0.99)
         effective = np.maximum(n_frames_seen * (1 - rho) / (1 + rho), 1.0)
+        if levels == "own":  # a column seen in every frame: as the detections method says it
+            effective = np.where(fit.switching, effective, n_frames_seen)
         low, high = _wilson_interval(occupancy * effective, effective)
         table = pd.DataFrame({
             "occupancy": occupancy, "occupancy_low": low, "occupancy_high": high,
@@ -580,8 +582,6 @@ def evidence_occupancy(evidence: np.ndarray, sites: np.ndarray, observed: np.nda
 def _constant_where_steady(fit: Any, keep: np.ndarray, switching: np.ndarray,
                            observed: np.ndarray) -> Any:
     """The fit of the kept sites, those that do not switch occupied in every observed frame."""
-    from .hmm import PRIOR_TRANSITIONS
-
     steady = ~switching
     posterior = fit.posterior[:, keep]
     posterior[:, steady] = np.where(observed[:, steady], 1.0, np.nan)
@@ -590,10 +590,10 @@ def _constant_where_steady(fit: Any, keep: np.ndarray, switching: np.ndarray,
     def pick(values: np.ndarray, constant: np.ndarray | float) -> np.ndarray:
         return np.where(steady, constant, np.asarray(values)[keep])
 
-    # A column seen present throughout: no transition, a rate of the prior's half pair only.
-    return replace(fit, posterior=posterior,
-                   p_off=pick(fit.p_off, PRIOR_TRANSITIONS / (pairs + 2 * PRIOR_TRANSITIONS)),
-                   p_on=pick(fit.p_on, 0.5), expected_off=pick(fit.expected_off, 0.0),
+    # A column seen present throughout: no transition; never empty, so no rate of return
+    # (as the detections method reports such a site).
+    return replace(fit, posterior=posterior, p_off=pick(fit.p_off, 0.0),
+                   p_on=pick(fit.p_on, np.nan), expected_off=pick(fit.expected_off, 0.0),
                    expected_on=pick(fit.expected_on, 0.0),
                    occupied_pairs=pick(fit.occupied_pairs, pairs),
                    empty_pairs=pick(fit.empty_pairs, 0.0), means=fit.means[keep],

@@ -28,7 +28,7 @@ from ..errors import TEMAtomsError
 from ..events import Events, Progress, map_events, run
 from ..io.imaging_mode import is_stem
 from .align import iter_estimate_drift
-from .detect import _as_frames, imaging_mode_of, iter_detect_atoms
+from .detect import _as_frames, imaging_mode_of, iter_detect_atoms, required_sampling
 from .occupancy import SiteOccupancy, evidence_occupancy, site_occupancy
 
 #: The detector occupancy uses by default: trained on adatoms and columns of every height
@@ -85,6 +85,8 @@ def iter_video_occupancy(
     # trained on against the file's (a DomainWarning) and negates ABF/BF for a STEM model.
     from_file = isinstance(video, TEMImage) and imaging_mode is None
     frames, sampling, is_stack = _as_frames(video, sampling)
+    if atoms is None:  # refused before the drift is measured, not after
+        sampling = required_sampling(sampling)
     detector_input, detector_mode = (video, None) if from_file else (frames, mode)
     if not is_stack or frames.shape[0] < 2:
         raise TEMAtomsError(f"an occupancy needs a video of at least 2 frames, got data of "
