@@ -85,8 +85,8 @@ TRAINING_STRUCTURES = _specs([
     ("WS2", "monolayer", [(0, 0, 1)]),
     ("Au", "particle", [(1, 1, 0), (0, 0, 1)]),
     ("Pt", "particle", [(1, 1, 0)]),
-    # Added for the fine-tuning (configs/stem-columns-finetune.toml; the first stage names the
-    # materials above): weak columns next to heavy ones, and dumbbells 1.4-1.6 Å apart.
+    # Added for a fine-tuning trial (configs/stem-columns-finetune.toml; the shipped model's
+    # configuration names the materials above): weak columns next to heavy ones, dumbbells.
     ("PbTiO3", "bulk", [(1, 1, 0), (0, 0, 1)]),
     ("KTaO3", "bulk", [(1, 1, 0)]),
     ("GaP", "bulk", [(1, 1, 0)]),

@@ -57,6 +57,10 @@ class StemConfig:
     abf_fraction: float = 0.35  # share of ABF images (the rest HAADF)
     vacuum_probability: float = 0.25  # a bulk structure only partly in the field
     materials: tuple[str, ...] = ()  # only these of the training structures (empty: all)
+    # Columns fainter than this share of the brightest are negatives (between it and
+    # VISIBLE_FRACTION, neither target nor error): raise it to teach a network not to mark
+    # columns a detector barely shows (oxygen in HAADF).
+    ignored_fraction: float = IGNORED_FRACTION
 
 
 @dataclass(frozen=True)
@@ -123,17 +127,21 @@ class StemSampleMaker:
         Microscopes, scans and doses.
     vacuum_probability : float
         Chance that a bulk structure is shifted so that part of the field is empty.
+    ignored_fraction : float
+        Columns between this share of the brightest and ``VISIBLE_FRACTION`` are neither
+        targets nor errors; fainter ones are negatives.
     """
 
     def __init__(self, structures: list[ProjectedStructure], model_sampling: float,
-                 envelope: StemEnvelope | None = None, vacuum_probability: float = 0.25
-                 ) -> None:
+                 envelope: StemEnvelope | None = None, vacuum_probability: float = 0.25,
+                 ignored_fraction: float = IGNORED_FRACTION) -> None:
         if not structures:
             raise ValueError("no structures to draw from")
         self.structures = structures
         self.model_sampling = model_sampling
         self.envelope = envelope or StemEnvelope()
         self.vacuum_probability = vacuum_probability
+        self.ignored_fraction = ignored_fraction
         labels = np.array([s.spec.label + s.spec.kind for s in structures])
         self.groups = [np.flatnonzero(labels == label) for label in np.unique(labels)]
 
@@ -177,7 +185,7 @@ class StemSampleMaker:
         image = recorded if settings.mode == "HAADF" else flip_dark_columns(recorded)
         rescaled, factor = rescale_to_sampling(image, settings.sampling, self.model_sampling)
         image = normalise_image(rescaled)
-        keep = visibility >= IGNORED_FRACTION
+        keep = visibility >= self.ignored_fraction
         labelled = np.column_stack([columns[keep] / factor,
                                     (visibility[keep] >= VISIBLE_FRACTION).astype(float)])
         target, mask = column_targets(image.shape, labelled, self.model_sampling, min_atoms=1)
@@ -327,9 +335,10 @@ class StemColumnsTask(ColumnTargetsTask):
         log(f"{len(structures)} training and {len(held_out)} validation structures built in "
             f"{time.time() - start:.0f} s")
         maker = StemSampleMaker(structures, run.model.sampling, run.envelope,
-                                run.stem.vacuum_probability)
+                                run.stem.vacuum_probability, run.stem.ignored_fraction)
         validation_maker = StemSampleMaker(held_out, run.model.sampling, run.envelope,
-                                           run.stem.vacuum_probability)
+                                           run.stem.vacuum_probability,
+                                           run.stem.ignored_fraction)
         return StemData(
             patches=maker,
             held_out=lambda rng, index: validation_maker.make(
@@ -414,7 +423,8 @@ def stem_card(metadata: dict[str, Any], sha256: str, validation: dict | None = N
         + ", ".join(data["held_out_structures"]) + ".",
         "- Targets: every column whose signal in the drawn mode reaches "
         f"{VISIBLE_FRACTION:.0%} of the structure's brightest columns; columns between "
-        f"{IGNORED_FRACTION:.1%} and that (oxygen in HAADF) are neither targets nor errors.",
+        f"{data.get('ignored_fraction', IGNORED_FRACTION):.1%} and that (oxygen in HAADF) are "
+        "neither targets nor errors; fainter ones are negatives.",
         "", "## Microscope and scan envelope (drawn anew for every image)", "",
         "| Parameter | Range |", "|---|---|",
         f"| Energy | {', '.join(f'{e / 1e3:g}' for e in envelope['energy'])} kV |",
