@@ -390,3 +390,21 @@ def test_occupancy_without_a_pixel_size_is_refused_before_the_drift():
     stream = iter_video_occupancy(np.random.default_rng(0).random((3, 32, 32)))
     with pytest.raises(TEMAtomsError, match="pixel size of the image is not known"):
         next(stream)  # the first event would be the drift's
+
+
+@pytest.mark.parametrize("engine", ["torch", "openvino"])
+def test_the_bundled_adatom_model_counts_atoms_through_either_engine(engine):
+    if engine == "openvino" and not _openvino():
+        pytest.skip("OpenVINO is not installed")
+    from napari_tem_atoms import detect_atoms
+    from napari_tem_atoms.models import load_model
+    from napari_tem_atoms.samples import synthetic_gold_stack
+
+    loaded = load_model("au-hrtem-adatoms", "cpu", "fp32", engine)
+    assert loaded.counts and loaded.threshold == 0.45
+    stack = synthetic_gold_stack(n_frames=1, shape=(160, 160), particle_radius=6.0, seed=1)
+    atoms = detect_atoms(stack.images[0], loaded, sampling=stack.sampling)
+    assert len(atoms) > 10
+    assert atoms["n_atoms"].between(1, 60).all()
+    assert (atoms["n_atoms"] == atoms["n_atoms"].round()).all()
+    assert atoms["n_atoms"].nunique() > 1  # a particle has thin and thick columns

@@ -78,7 +78,7 @@ REGISTRY: dict[str, ModelEntry] = {
         description="Atomic columns of any height in HRTEM images of gold nanoparticles, "
                     "single adatoms included (300 kV, any Cs sign)",
         filename="au-hrtem-adatoms.safetensors",
-        sha256="ffda09f053320762a618d7017e47d9c787f6939c5d2e90899a13dbf0d39c0ac7",
+        sha256="484c32ad76b76ef9eda7264904f65f14a26e6b5e0d69f4cdef134821ae049e5a",
         crystal="gold",
     ),
     "stem-columns": ModelEntry(
