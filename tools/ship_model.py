@@ -1,4 +1,4 @@
-"""Give trained weights the identity of the shipped model they replace, to bundle them.
+r"""Give trained weights the identity of the shipped model they replace, to bundle them.
 
 A second training stage that trains one branch alone (``train_only``), such as the count
 branch of ``au-hrtem-adatoms`` (configs/au-hrtem-adatoms-counts.toml), writes weights named
@@ -7,8 +7,8 @@ sets the metadata a user sees from the model they replace: its name, description
 threshold (the column map is the same, so its threshold is), keeping how the column map was
 trained under ``column_training``. Written to a temporary file and renamed.
 
-    python tools/ship_model.py build/au-hrtem-adatoms/count-branch/au-hrtem.safetensors \\
-        src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors \\
+    python tools/ship_model.py build/au-hrtem-adatoms/count-branch/au-hrtem.safetensors \
+        src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors \
         --like src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors
 """
 
