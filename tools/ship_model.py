@@ -28,6 +28,7 @@ KEY = "napari_tem_atoms"
 
 
 def main() -> None:
+    """Copy the weights with the replaced model's name, description and threshold."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, help="trained weights")
     parser.add_argument("destination", type=Path)
@@ -38,7 +39,7 @@ def main() -> None:
         like = json.loads(reference.metadata()[KEY])
     with safe_open(str(args.source), "pt") as source:
         metadata = json.loads(source.metadata()[KEY])
-        tensors = {name: source.get_tensor(name) for name in source.keys()}
+        tensors = {name: source.get_tensor(name) for name in source.keys()}  # noqa: SIM118 (not a dict)
     metadata.update(name=like["name"], description=like["description"],
                     threshold=like["threshold"],
                     column_training=like.get("column_training", like["training"]))
