@@ -201,7 +201,7 @@ class StemSampleMaker:
 
 #: Band along the field's edge that evaluate_stem does not score [Å]: a column just outside
 #: the field shows its peak on the edge, where the truth (columns inside the field) has none
-#: (a sixth of HAADF's and two thirds of ABF's held-out false detections were there).
+#: (a third of HAADF's and two thirds of ABF's held-out false detections were there).
 SCORED_BORDER = 0.5
 
 
