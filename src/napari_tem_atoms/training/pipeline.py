@@ -242,9 +242,6 @@ def run_training(task: TrainingTask, log: Log = print) -> Path:
     step = resume(output / CHECKPOINT_FILE, network, optimiser, scheduler, cfg.steps, log)
     if not step and cfg.init_from:
         log(initialise_from(network, cfg.init_from))
-        if (any(name.startswith("count_decoders") for name in _missing_from(network, cfg.init_from))
-                and network.start_count_branch()):
-            log("count branch started from the column decoders' weights")
     n_parameters = sum(p.numel() for p in network.parameters())
     log(f"training {task.model_name}: {n_parameters:,} parameters, {data.summary}, "
         f"{cfg.steps} steps of {cfg.batch_size}×{cfg.patch_size}²")
@@ -525,20 +522,13 @@ def training_runtime(cfg: Any) -> str:
             f"{'bf16 autocast' if cfg.use_bfloat16 else 'fp32'} (precision {cfg.precision})")
 
 
-def _missing_from(network: Any, weights: str | Path) -> set[str]:
-    """Names of the network's tensors that the weights file does not hold."""
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="pt") as stored:
-        present = set(stored.keys())
-    return set(network.state_dict()) - present
-
-
 def initialise_from(network: Any, weights: str | Path) -> str:
     """Copy the layers of a weights file into `network`; say what was new.
 
-    Layers the file lacks (e.g. added context blocks) keep their initialisation; a layer of the
-    file that the network lacks, or of another shape, is an error: it would be silently lost.
+    Layers the file lacks (e.g. added context blocks) keep their initialisation, except a count
+    branch, which starts from the column decoders' weights (:meth:`UNet.start_count_branch`);
+    a layer of the file that the network lacks, or of another shape, is an error: it would be
+    silently lost.
     """
     from safetensors.torch import load_file
 
@@ -553,5 +543,9 @@ def initialise_from(network: Any, weights: str | Path) -> str:
     if unexpected:
         raise TEMAtomsError(f"init_from {weights}: layers the network does not have: "
                             f"{', '.join(unexpected)}")
-    return (f"initialised from {weights} ({len(state)} tensors); new: "
-            f"{len(missing)} tensors" + (f" ({missing[0].split('.')[0]} …)" if missing else ""))
+    message = (f"initialised from {weights} ({len(state)} tensors); new: {len(missing)} "
+               "tensors" + (f" ({missing[0].split('.')[0]} …)" if missing else ""))
+    if (any(name.startswith("count_decoders") for name in missing)
+            and network.start_count_branch()):
+        message += "; count branch started from the column decoders' weights"
+    return message
