@@ -92,6 +92,21 @@ class TwoStateFit:
         return np.nan_to_num(self.posterior, nan=0.0) > 0.5
 
 
+def _checked(evidence: np.ndarray, observed: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, sites) evidence as floats and where it was observed, or an error in words."""
+    evidence = np.asarray(evidence, dtype=float)
+    if evidence.ndim != 2:
+        raise TEMAtomsError(f"evidence must be (frames, sites), not {evidence.shape}")
+    if evidence.shape[0] < 2:
+        raise TEMAtomsError(f"an occupancy needs at least 2 frames, got {evidence.shape[0]}")
+    observed = (np.isfinite(evidence) if observed is None
+                else np.asarray(observed, bool) & np.isfinite(evidence))
+    if not observed.any():
+        raise TEMAtomsError("no site was observed in any frame: nothing to fit")
+    return evidence, observed
+
+
 def _chain(p_off: np.ndarray, p_on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(S, 2, 2) transition matrices (row: from empty, occupied) and (S, 2) stationary starts."""
     transition = np.stack([np.stack([1 - p_on, p_on], 1),     # from empty
@@ -195,16 +210,8 @@ def fit_two_state(evidence: np.ndarray, observed: np.ndarray | None = None,
     >>> np.round(fit.occupancy, 2)
     array([0.5])
     """
-    evidence = np.asarray(evidence, dtype=float)
-    if evidence.ndim != 2:
-        raise TEMAtomsError(f"evidence must be (frames, sites), not {evidence.shape}")
-    if evidence.shape[0] < 2:
-        raise TEMAtomsError(f"an occupancy needs at least 2 frames, got {evidence.shape[0]}")
-    observed = (np.isfinite(evidence) if observed is None
-                else np.asarray(observed, bool) & np.isfinite(evidence))
+    evidence, observed = _checked(evidence, observed)
     values = evidence[observed]
-    if values.size == 0:
-        raise TEMAtomsError("no site was observed in any frame: nothing to fit")
     sites = evidence.shape[1]
     filled = np.where(observed, evidence, 0.0)
     # Start from a split at the threshold: the empty state from every frame below it, each
@@ -351,15 +358,7 @@ def fit_site_levels(evidence: np.ndarray, observed: np.ndarray | None = None,
     >>> np.round(fit.occupancy, 2), bool(fit.switching[0])
     (array([0.5]), True)
     """
-    evidence = np.asarray(evidence, dtype=float)
-    if evidence.ndim != 2:
-        raise TEMAtomsError(f"evidence must be (frames, sites), not {evidence.shape}")
-    if evidence.shape[0] < 2:
-        raise TEMAtomsError(f"an occupancy needs at least 2 frames, got {evidence.shape[0]}")
-    observed = (np.isfinite(evidence) if observed is None
-                else np.asarray(observed, bool) & np.isfinite(evidence))
-    if not observed.any():
-        raise TEMAtomsError("no site was observed in any frame: nothing to fit")
+    evidence, observed = _checked(evidence, observed)
     n_sites = evidence.shape[1]
     filled = np.where(observed, evidence, 0.0)
     seen_frames = observed.sum(axis=0)

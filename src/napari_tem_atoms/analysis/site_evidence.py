@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from ..errors import TEMAtomsError
 from .detect import MIN_COLUMN_DISTANCE, find_peaks
+from .occupancy import sites_in_view
 
 __all__ = [
     "SITE_THRESHOLD",
@@ -109,8 +110,7 @@ def site_evidence(maps: Sequence[np.ndarray], sites: np.ndarray, drift: np.ndarr
     for index, (frame_map, shift) in enumerate(zip(maps, np.asarray(drift, float), strict=True)):
         frame_map = np.asarray(frame_map, dtype=np.float32)
         positions = sites + shift
-        limits = np.asarray(frame_map.shape, dtype=float) - 1 - margin
-        inside = np.all((positions >= margin) & (positions <= limits), axis=1)
+        inside = sites_in_view(sites, shift[None], frame_map.shape, margin)[0]
         largest = ndimage.maximum_filter(frame_map, size=size, mode="nearest")
         values = ndimage.map_coordinates(largest, positions[inside].T, order=1, mode="nearest")
         values = np.clip(values, EPSILON, 1 - EPSILON)
@@ -168,8 +168,7 @@ def image_evidence(frames: Sequence[np.ndarray], sites: np.ndarray, drift: np.nd
             level = 1.0
         smooth = ndimage.gaussian_filter(frame, sigma / sampling, mode="nearest") / level
         positions = sites + drift[index]
-        limits = np.asarray(frame.shape, dtype=float) - 1 - margin
-        inside = np.all((positions >= margin) & (positions <= limits), axis=1)
+        inside = sites_in_view(sites, drift[index:index + 1], frame.shape, margin)[0]
         evidence[index, inside] = ndimage.map_coordinates(smooth, positions[inside].T, order=1)
         observed[index] = inside
     return evidence, observed
