@@ -48,3 +48,13 @@ def test_the_count_loss_trains_the_branch_alone_and_starts_from_the_column_decod
     assert not UNet(base_channels=4, depth=2, counts=1).start_count_branch()
     with pytest.raises(ValueError, match="counts must be"):
         UNet(base_channels=4, depth=2, counts=3)
+
+
+def test_a_count_branch_told_to_trains_the_encoder_but_not_the_column_decoders():
+    _, counted = _pair(base_channels=4, depth=2)
+    counted.count_trains_encoder = True
+    counted.train()
+    counted(torch.randn(2, 1, 16, 16))[:, 1].pow(2).mean().backward()
+    assert counted.encoders[0][0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for n, p in counted.named_parameters()
+               if n.startswith(("decoders.", "head.")))

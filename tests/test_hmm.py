@@ -241,8 +241,20 @@ def test_training_only_the_count_head_leaves_the_column_map_alone():
     before = {k: v.clone() for k, v in network.state_dict().items() if "running" in k}
     network(torch.randn(2, 1, 32, 32))
     assert all(torch.equal(before[k], network.state_dict()[k]) for k in before)
-    with pytest.raises(TEMAtomsError, match="no such layer"):
+    with pytest.raises(TEMAtomsError, match="no layer 'count_head'"):
         _freeze_all_but(UNet(base_channels=4, depth=2), "count_head")
+
+
+def test_training_the_column_decoders_alone_leaves_the_encoder_and_count_branch_alone():
+    from napari_tem_atoms.models.unet import UNet
+    from napari_tem_atoms.training.train import _freeze_all_but
+
+    network = UNet(base_channels=4, depth=2, counts=2)
+    _freeze_all_but(network, "decoders, head")
+    trained = {name.split(".")[0] for name, p in network.named_parameters() if p.requires_grad}
+    assert trained == {"decoders", "head"}
+    with pytest.raises(TEMAtomsError, match="no layer 'heads'"):
+        _freeze_all_but(network, "decoders,heads")
 
 
 # The evidence method: each site's own levels, lattice sites, the image as evidence.

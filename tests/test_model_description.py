@@ -35,9 +35,12 @@ def test_the_counting_adatom_model_is_described_as_version_2():
     assert described.threshold == metadata["threshold"] == 0.45
     assert described.counts and described.architecture["counts"] == 2
     assert described.imaging_modes == ("HRTEM",)
-    # How its column map was trained is kept beside the count branch's training.
-    assert metadata["column_training"]["steps"] == 1500
-    assert metadata["training"]["steps"] == 1200  # the count branch alone
+    # Four stages: columns, the count branch alone, both with the encoder, the column decoders.
+    earlier = metadata["earlier_training"]
+    assert [stage["steps"] for stage in earlier] == [1500, 1200, 1500]
+    assert earlier[2]["steps"] == 1500 and earlier[2]["learning_rate"] == 2e-4
+    assert metadata["training"]["steps"] == 800
+    assert metadata["training"]["train_only"] == "decoders,head"
 
 
 def test_attributes_say_what_the_keys_said():

@@ -223,3 +223,27 @@ def test_detect_on_a_local_dask_cluster_gives_the_same_csv(trained, made_files, 
     assert f"on scheduler {cluster.scheduler_address}" in result.stderr
     assert len(pd.read_csv(here)) > 0
     assert here.read_text() == there.read_text()
+
+
+@pytest.mark.slow
+def test_a_count_stage_records_which_layers_trained_and_needs_a_count_branch(trained):
+    from napari_tem_atoms.models import load_model
+
+    folder, _, _ = trained
+    counts = (TINY.replace("STEPS", "2").replace('output = "run"', 'output = "counts"')
+              .replace("depth = 2\n", "depth = 2\ncounts = 2\n")
+              .replace("workers = 0\n", 'workers = 0\ninit_from = "run/tiny.safetensors"\n'
+                       "counts_train_encoder = true\n"))
+    config = folder / "counts.toml"
+    config.write_text(counts)
+    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    training = load_model(folder / "counts" / "tiny.safetensors").metadata["training"]
+    assert training["counts_train_encoder"] is True and "train_only" not in training
+
+    config.write_text(counts.replace("counts = 2\n", "").replace('"counts"', '"nocounts"'))
+    failed = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                            timeout=600)
+    assert failed.returncode != 0
+    assert "counts_train_encoder" in failed.stderr and "Traceback" not in failed.stderr

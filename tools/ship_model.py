@@ -1,15 +1,20 @@
 r"""Give trained weights the identity of the shipped model they replace, to bundle them.
 
-A second training stage that trains one branch alone (``train_only``), such as the count
-branch of ``au-hrtem-adatoms`` (configs/au-hrtem-adatoms-counts.toml), writes weights named
-after its configuration and with a threshold calibrated again. This copies them unchanged and
-sets the metadata a user sees from the model they replace: its name, description and default
-threshold (the column map is the same, so its threshold is), keeping how the column map was
-trained under ``column_training``. Written to a temporary file and renamed.
+A later training stage (``au-hrtem-adatoms``: a count branch, configs/au-hrtem-adatoms-counts.toml;
+the count loss training the encoder, -joint.toml; the column decoders alone, -decoders.toml)
+writes weights named after its configuration. This copies them unchanged and sets the metadata a
+user sees from the model they replace: its name and description, and the replaced model's
+threshold (a stage that left the column map alone) or, with ``--own-threshold``, the one the
+stage calibrated for the column map it changed. ``--earlier`` keeps the training record of each
+earlier stage's weights under ``earlier_training`` (in order), besides the last stage's
+``training``. Written to a temporary file and renamed.
 
-    python tools/ship_model.py build/au-hrtem-adatoms/count-branch/au-hrtem.safetensors \
+    python tools/ship_model.py build/au-hrtem-adatoms/decoders/au-hrtem.safetensors \
         src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors \
-        --like src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors
+        --like src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors --own-threshold \
+        --earlier build/au-hrtem-adatoms/run/au-hrtem.safetensors \
+        build/au-hrtem-adatoms/count-branch/au-hrtem.safetensors \
+        build/au-hrtem-adatoms/joint/au-hrtem.safetensors
 """
 
 from __future__ import annotations
@@ -34,15 +39,27 @@ def main() -> None:
     parser.add_argument("destination", type=Path)
     parser.add_argument("--like", type=Path, required=True,
                         help="the weights they replace: name, description, threshold")
+    parser.add_argument("--own-threshold", action="store_true",
+                        help="keep the trained weights' threshold (their column map changed)")
+    parser.add_argument("--earlier", type=Path, nargs="*", default=[],
+                        help="earlier stages' weights, in order: their training records")
     args = parser.parse_args()
+    earlier = []
+    for path in args.earlier:
+        with safe_open(str(path), "pt") as stage:
+            earlier.append(json.loads(stage.metadata()[KEY])["training"])
     with safe_open(str(args.like), "pt") as reference:
         like = json.loads(reference.metadata()[KEY])
     with safe_open(str(args.source), "pt") as source:
         metadata = json.loads(source.metadata()[KEY])
         tensors = {name: source.get_tensor(name) for name in source.keys()}  # noqa: SIM118 (not a dict)
-    metadata.update(name=like["name"], description=like["description"],
-                    threshold=like["threshold"],
-                    column_training=like.get("column_training", like["training"]))
+    metadata.update(name=like["name"], description=like["description"])
+    if not args.own_threshold:
+        metadata["threshold"] = like["threshold"]
+    if earlier:
+        metadata["earlier_training"] = earlier
+    else:  # one earlier stage, the replaced model's: how its column map was trained
+        metadata["column_training"] = like.get("column_training", like["training"])
     handle, temporary = tempfile.mkstemp(dir=args.destination.parent, suffix=".part")
     os.close(handle)
     try:

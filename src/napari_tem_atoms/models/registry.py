@@ -78,7 +78,7 @@ REGISTRY: dict[str, ModelEntry] = {
         description="Atomic columns of any height in HRTEM images of gold nanoparticles, "
                     "single adatoms included (300 kV, any Cs sign)",
         filename="au-hrtem-adatoms.safetensors",
-        sha256="484c32ad76b76ef9eda7264904f65f14a26e6b5e0d69f4cdef134821ae049e5a",
+        sha256="8803360203cc173b17714c062fe6282cbd271b2feeb2447dc71d611cb93216bd",
         crystal="gold",
     ),
     "stem-columns": ModelEntry(

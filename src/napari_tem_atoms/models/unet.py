@@ -167,6 +167,9 @@ class UNet(nn.Module):
         if counts not in (0, 1, 2):
             raise ValueError(f"counts must be 0, 1 or 2, not {counts}")
         self.counts = counts
+        # A training choice, not architecture (inference is the same either way): whether the
+        # count branch's loss trains the encoder it shares with the column map.
+        self.count_trains_encoder = False
         if counts == 2:  # its own decoder, the column decoders' shapes (without refinement)
             self.count_decoders = nn.ModuleList(
                 _block(channels[level + 1] + channels[level], channels[level])
@@ -223,10 +226,14 @@ class UNet(nn.Module):
             features = level(self.bottleneck, features)
         if self.counts == 2:
             # The count branch reads the encoder's features without training them (detached),
-            # so the column map is exactly the network's without it.
-            counted = features.detach()
+            # so the column map is exactly the network's without it; unless training says
+            # otherwise (count_trains_encoder: the encoder learns what tells heights apart).
+            def shared(tensor: torch.Tensor) -> torch.Tensor:
+                return tensor if self.count_trains_encoder else tensor.detach()
+
+            counted = shared(features)
             for decoder, skip in zip(self.count_decoders, reversed(skips), strict=True):
-                counted = _run_layers(decoder, torch.cat([self.upsample(counted), skip.detach()],
+                counted = _run_layers(decoder, torch.cat([self.upsample(counted), shared(skip)],
                                                           dim=1))
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
             upsampled = self.upsample(features)

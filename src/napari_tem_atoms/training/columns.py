@@ -192,6 +192,9 @@ class ColumnsTask(ColumnTargetsTask):
             "training": {
                 **optimisation_summary(cfg),
                 "init_from": Path(cfg.init_from).name if cfg.init_from else None,
+                # Which layers trained: a stage that trained one branch alone says so.
+                **({"train_only": cfg.train_only} if cfg.train_only else {}),
+                **({"counts_train_encoder": True} if cfg.counts_train_encoder else {}),
                 **({"condition_learning_rate_factor": cfg.condition_learning_rate_factor}
                    if model.conditions and cfg.condition_learning_rate_factor != 1 else {}),
                 "balance_zones": run.data.balance_zones,

@@ -80,9 +80,13 @@ class TrainConfig:
     bfloat16: bool | None = None  # older configurations: true reads as "auto", false as "fp32"
     # Weights (.safetensors) to start from: layers the file lacks keep their initialisation.
     init_from: str = ""
-    # Train only the layers whose names start with this (e.g. "count_head"); the rest is
-    # frozen, batch norms included. Empty: every layer.
+    # Train only the layers whose names start with this (e.g. "count_head"; several separated
+    # by commas: "decoders,head"); the rest is frozen, batch norms included. Empty: every layer.
     train_only: str = ""
+    # With a count branch (model.counts = 2): its loss trains the encoder too, which the column
+    # map shares (the column map changes: judge it again). False: the branch reads the encoder's
+    # features detached, and the column map is exactly the network's without it.
+    counts_train_encoder: bool = False
     # Learning rate of the imaging-condition layers, as a multiple of learning_rate.
     condition_learning_rate_factor: float = 1.0
 

@@ -238,6 +238,11 @@ def run_training(task: TrainingTask, log: Log = print) -> Path:
     network = UNet(**architecture).to(memory_format=torch.channels_last)
     if cfg.train_only:
         _freeze_all_but(network, cfg.train_only)
+    if cfg.counts_train_encoder:
+        if getattr(network, "counts", 0) != 2:
+            raise TEMAtomsError("counts_train_encoder = true needs a count branch ([model] "
+                                "counts = 2)")
+        network.count_trains_encoder = True
     optimiser, scheduler = _optimiser(network, cfg)
     step = resume(output / CHECKPOINT_FILE, network, optimiser, scheduler, cfg.steps, log)
     if not step and cfg.init_from:
@@ -491,21 +496,24 @@ def optimise(network: Any, optimiser: Any, scheduler: Any, batches: Iterator, *,
 def _freeze_all_but(network: Any, prefix: str) -> None:
     """Train only the top-level layers named `prefix`…; the rest keeps its weights and stats.
 
-    Frozen layers stay in eval mode whenever the network is put in training mode, so their
-    batch norms neither learn nor update their running statistics.
+    `prefix` may name several, separated by commas (``"decoders,head"``). Frozen layers stay
+    in eval mode whenever the network is put in training mode, so their batch norms neither
+    learn nor update their running statistics.
     """
-    trained = [name for name, _ in network.named_children() if name.startswith(prefix)]
-    if not trained:
-        raise TEMAtomsError(f"train_only = {prefix!r}: the network has no such layer (it has "
-                            f"{', '.join(name for name, _ in network.named_children())})")
+    prefixes = tuple(part.strip() for part in prefix.split(",") if part.strip())
+    children = [name for name, _ in network.named_children()]
+    for part in prefixes:
+        if not any(name.startswith(part) for name in children):
+            raise TEMAtomsError(f"train_only = {prefix!r}: the network has no layer "
+                                f"{part!r} (it has {', '.join(children)})")
     for name, parameter in network.named_parameters():
-        parameter.requires_grad_(name.startswith(prefix))
+        parameter.requires_grad_(name.startswith(prefixes))
     original = network.train
 
     def train(mode: bool = True) -> Any:
         original(mode)
         for name, child in network.named_children():
-            if not name.startswith(prefix):
+            if not name.startswith(prefixes):
                 child.eval()
         return network
 
