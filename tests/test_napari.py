@@ -323,9 +323,17 @@ def test_atoms_are_drawn_as_thin_circles(make_napari_viewer):
     viewer = make_napari_viewer()
     image = viewer.add_image(np.zeros((32, 32)), name="image", scale=(0.1, 0.1),
                              units=("angstrom", "angstrom"))
-    atoms = pd.DataFrame({"frame": 0, "y": [5.0, 20.0], "x": [5.0, 20.0],
-                          "confidence": 0.9, "n_atoms": [2.0, 8.0]})
+    # Integer counts, as detection gives them: napari takes few integers for categories.
+    atoms = pd.DataFrame({"frame": 0, "y": [5.0, 12.0, 20.0], "x": [5.0, 12.0, 20.0],
+                          "confidence": 0.9, "n_atoms": [1, 2, 8]})
     points = show_atoms(viewer, image, atoms, (0.1, 0.1))
     assert np.all(points.face_color[:, 3] == 0)  # the column inside shows
     assert np.all(points.border_width <= 0.15)
-    assert not np.allclose(*points.border_color)  # coloured by the atoms along the beam
+    # Coloured by the atoms along the beam on one scale, not by a cycle of category colours
+    # (which gave 1 and 8 atoms the same colour): 1 and 2 atoms nearer than 1 and 8.
+    assert points.border_color_mode == "colormap"
+    colours = points.border_color[:, :3]
+    assert np.linalg.norm(colours[0] - colours[1]) < np.linalg.norm(colours[0] - colours[2])
+    points = show_atoms(viewer, image, atoms.iloc[::-1], (0.1, 0.1))  # a re-run, in place
+    assert points.border_color_mode == "colormap"
+    assert np.allclose(points.border_color[0, :3], colours[2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -106,10 +107,18 @@ def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, flo
         return points
     kwargs = points_layer_kwargs(image.ndim, pixel_size)
     kwargs.update(scale=image.scale, units=image.units)
-    if "n_atoms" in features.columns:  # circles coloured by the atoms along the beam
-        kwargs.update(border_color="n_atoms", border_colormap="plasma",
-                      border_contrast_limits=(1.0, 10.0))
-    return viewer.add_points(coordinates, name=name, features=features, **kwargs)
+    if "n_atoms" not in features.columns:
+        return viewer.add_points(coordinates, name=name, features=features, **kwargs)
+    # Circles coloured by the atoms along the beam, on one scale: napari would take a few
+    # integer values for categories and cycle two colours over them.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Feature 'n_atoms' looks like categorical")
+        points = viewer.add_points(coordinates, name=name, features=features,
+                                   **{**kwargs, "border_color": "n_atoms"})
+    points.border_colormap = "plasma"
+    points.border_color_mode = "colormap"
+    points.border_contrast_limits = (1.0, 10.0)
+    return points
 
 
 def atoms_layer_data(table: AtomsTable, name: str, source: str) -> tuple[Any, dict[str, Any], str]:
