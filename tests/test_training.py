@@ -45,13 +45,26 @@ carbon_thickness = [4.0, 6.0]
 TEM_ATOMS = str(Path(sys.executable).with_name("tem-atoms"))
 
 
+def _train(config: Path) -> subprocess.CompletedProcess:
+    """``tem-atoms train CONFIG``, its output captured."""
+    return subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def _later_stage(output: str, model: str = "", train: str = "") -> str:
+    """TINY as a 2-step stage from the first stage's weights, into `output`, with lines added
+    to its [model] and [train] tables."""
+    return (TINY.replace("STEPS", "2").replace('output = "run"', f'output = "{output}"')
+            .replace("depth = 2\n", f"depth = 2\n{model}")
+            .replace("workers = 0\n", f'workers = 0\ninit_from = "run/tiny.safetensors"\n{train}'))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("train")
     config = folder / "tiny.toml"
     config.write_text(TINY.replace("STEPS", "4"))
-    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
-                            timeout=600)
+    result = _train(config)
     assert result.returncode == 0, result.stderr
     return folder, config, result.stdout
 
@@ -79,8 +92,7 @@ def test_training_writes_safetensors_weights_and_a_summary(trained):
 def test_training_resumes_from_its_checkpoint(trained):
     _folder, config, _ = trained
     config.write_text(TINY.replace("STEPS", "6"))
-    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
-                            timeout=600)
+    result = _train(config)
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stdout and "at step 4" in result.stdout
     assert "schedule re-laid over 6 steps (the checkpoint planned 4)" in result.stdout
@@ -93,14 +105,11 @@ def test_a_second_stage_starts_from_weights_and_adds_context_blocks(trained):
     from napari_tem_atoms.models import load_model
 
     folder, _, _ = trained
-    stage2 = (TINY.replace("STEPS", "2").replace('output = "run"', 'output = "stage2"')
-              .replace("depth = 2\n", "depth = 2\ncontext = 1\n")
-              .replace("seed = 1\n", "seed = 1\nbalance_zones = true\n")
-              .replace("workers = 0\n", 'workers = 0\ninit_from = "run/tiny.safetensors"\n'))
+    stage2 = _later_stage("stage2", model="context = 1\n").replace(
+        "seed = 1\n", "seed = 1\nbalance_zones = true\n")
     config = folder / "stage2.toml"
     config.write_text(stage2)
-    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
-                            timeout=600)
+    result = _train(config)
     assert result.returncode == 0, result.stderr
     assert "initialised from" in result.stdout and "new: 10 tensors (context" in result.stdout
     loaded = load_model(folder / "stage2" / "tiny.safetensors")
@@ -110,8 +119,7 @@ def test_a_second_stage_starts_from_weights_and_adds_context_blocks(trained):
 
     config.write_text(stage2.replace("run/tiny.safetensors", "run/missing.safetensors")
                       .replace('output = "stage2"', 'output = "stage2b"'))
-    failed = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
-                            timeout=600)
+    failed = _train(config)
     assert failed.returncode != 0
     assert "missing.safetensors" in failed.stderr and "Traceback" not in failed.stderr
     assert "train the first stage first" in failed.stderr
@@ -122,15 +130,12 @@ def test_a_stage_with_conditions_learns_from_told_images_and_records_it(trained)
     from napari_tem_atoms.models import load_model
 
     folder, _, _ = trained
-    stage = (TINY.replace("STEPS", "2").replace('output = "run"', 'output = "told"')
-             .replace("depth = 2\n", "depth = 2\nconditions = true\n")
-             .replace("workers = 0\n", 'workers = 0\ninit_from = "run/tiny.safetensors"\n'
-                      "condition_learning_rate_factor = 5.0\n")
+    stage = (_later_stage("told", model="conditions = true\n",
+                          train="condition_learning_rate_factor = 5.0\n")
              + "[conditions]\ncs_known = 1.0\ndefocus_known = 0.5\ndefocus_error = 20.0\n")
     config = folder / "told.toml"
     config.write_text(stage)
-    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
-                            timeout=600)
+    result = _train(config)
     assert result.returncode == 0, result.stderr
     assert "new: 10 tensors (film" in result.stdout  # 5 levels: weight and bias each
     loaded = load_model(folder / "told" / "tiny.safetensors")
@@ -153,8 +158,7 @@ def test_a_stage_with_conditions_learns_from_told_images_and_records_it(trained)
 
     config.write_text(stage.replace("cs_known = 1.0", "cs_known = 2.0")
                       .replace('output = "told"', 'output = "told2"'))
-    failed = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
-                            timeout=600)
+    failed = _train(config)
     assert failed.returncode != 0 and "Traceback" not in failed.stderr
     assert "told.toml" in failed.stderr and "cs_known must be in 0 … 1" in failed.stderr
 
@@ -230,20 +234,16 @@ def test_a_count_stage_records_which_layers_trained_and_needs_a_count_branch(tra
     from napari_tem_atoms.models import load_model
 
     folder, _, _ = trained
-    counts = (TINY.replace("STEPS", "2").replace('output = "run"', 'output = "counts"')
-              .replace("depth = 2\n", "depth = 2\ncounts = 2\n")
-              .replace("workers = 0\n", 'workers = 0\ninit_from = "run/tiny.safetensors"\n'
-                       "counts_train_encoder = true\n"))
+    counts = _later_stage("counts", model="counts = 2\n",
+                          train="counts_train_encoder = true\n")
     config = folder / "counts.toml"
     config.write_text(counts)
-    result = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
-                            timeout=600)
+    result = _train(config)
     assert result.returncode == 0, result.stderr
     training = load_model(folder / "counts" / "tiny.safetensors").metadata["training"]
     assert training["counts_train_encoder"] is True and "train_only" not in training
 
     config.write_text(counts.replace("counts = 2\n", "").replace('"counts"', '"nocounts"'))
-    failed = subprocess.run([TEM_ATOMS, "train", str(config)], capture_output=True, text=True,
-                            timeout=600)
+    failed = _train(config)
     assert failed.returncode != 0
     assert "counts_train_encoder" in failed.stderr and "Traceback" not in failed.stderr
