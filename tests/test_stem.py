@@ -110,6 +110,8 @@ def test_the_model_follows_the_imaging_mode(mode, expected):
     name, reason = choose_model(mode, "Velox metadata")
     assert name == expected
     assert ("not recorded" in reason) if mode == "unknown" else reason.startswith(mode)
+    # The HRTEM default names the model that counts atoms and sees single adatoms.
+    assert ("au-hrtem-adatoms" in reason) == (expected == "au-hrtem")
 
 
 def _simulated(mode: str, seed: int = 0, dose: float = 1e6):

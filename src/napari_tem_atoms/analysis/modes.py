@@ -45,11 +45,14 @@ def choose_model(mode: str, source: str | None = None) -> tuple[str, str]:
     name = DEFAULT_MODELS.get(mode, "au-hrtem")
     where = "" if not source else (f" ({source})" if source.startswith("set by")
                                    else f" (from {source})")
+    # The HRTEM default does not count atoms or see single adatoms: say what does.
+    counting = ("; for single adatoms and atoms per column (n_atoms) choose au-hrtem-adatoms"
+                if name == "au-hrtem" else "")
     if mode == "unknown":
         return name, ("the imaging mode is not recorded in the file: the HRTEM model is used; "
                       "for a STEM image say so (--mode stem-haadf / stem-abf, or the Detect "
-                      "widget's Imaging mode)")
-    return name, f"{mode} image{where}"
+                      f"widget's Imaging mode){counting}")
+    return name, f"{mode} image{where}{counting}"
 
 
 def dark_column_modes(model: ModelDescription | Mapping[str, Any]) -> list[str]:
