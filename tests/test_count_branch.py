@@ -52,7 +52,7 @@ def test_the_count_loss_trains_the_branch_alone_and_starts_from_the_column_decod
 
 def test_a_count_branch_told_to_trains_the_encoder_but_not_the_column_decoders():
     _, counted = _pair(base_channels=4, depth=2)
-    counted.count_trains_encoder = True
+    counted.counts_train_encoder = True
     counted.train()
     counted(torch.randn(2, 1, 16, 16))[:, 1].pow(2).mean().backward()
     assert counted.encoders[0][0].weight.grad.abs().sum() > 0

@@ -169,7 +169,7 @@ class UNet(nn.Module):
         self.counts = counts
         # A training choice, not architecture (inference is the same either way): whether the
         # count branch's loss trains the encoder it shares with the column map.
-        self.count_trains_encoder = False
+        self.counts_train_encoder = False
         if counts == 2:  # its own decoder, the column decoders' shapes (without refinement)
             self.count_decoders = nn.ModuleList(
                 _block(channels[level + 1] + channels[level], channels[level])
@@ -227,9 +227,9 @@ class UNet(nn.Module):
         if self.counts == 2:
             # The count branch reads the encoder's features without training them (detached),
             # so the column map is exactly the network's without it; unless training says
-            # otherwise (count_trains_encoder: the encoder learns what tells heights apart).
+            # otherwise (counts_train_encoder: the encoder learns what tells heights apart).
             def shared(tensor: torch.Tensor) -> torch.Tensor:
-                return tensor if self.count_trains_encoder else tensor.detach()
+                return tensor if self.counts_train_encoder else tensor.detach()
 
             counted = shared(features)
             for decoder, skip in zip(self.count_decoders, reversed(skips), strict=True):

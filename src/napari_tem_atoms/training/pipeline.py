@@ -242,7 +242,7 @@ def run_training(task: TrainingTask, log: Log = print) -> Path:
         if getattr(network, "counts", 0) != 2:
             raise TEMAtomsError("counts_train_encoder = true needs a count branch ([model] "
                                 "counts = 2)")
-        network.count_trains_encoder = True
+        network.counts_train_encoder = True
     optimiser, scheduler = _optimiser(network, cfg)
     step = resume(output / CHECKPOINT_FILE, network, optimiser, scheduler, cfg.steps, log)
     if not step and cfg.init_from:
