@@ -7,11 +7,12 @@ user sees from the model they replace: its name and description, and the replace
 threshold (a stage that left the column map alone) or, with ``--own-threshold``, the one the
 stage calibrated for the column map it changed. ``--earlier`` keeps the training record of each
 earlier stage's weights under ``earlier_training`` (in order), besides the last stage's
-``training``. Written to a temporary file and renamed.
+``training``. Written to a temporary file and renamed. The bundled au-hrtem-adatoms was made
+by this command (it keeps the threshold 0.45 of the weights it replaced):
 
     python tools/ship_model.py build/au-hrtem-adatoms/decoders/au-hrtem.safetensors \
         src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors \
-        --like src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors --own-threshold \
+        --like src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors \
         --earlier build/au-hrtem-adatoms/run/au-hrtem.safetensors \
         build/au-hrtem-adatoms/count-branch/au-hrtem.safetensors \
         build/au-hrtem-adatoms/joint/au-hrtem.safetensors
