@@ -119,6 +119,28 @@ def test_points_export_to_csv_and_open_back(make_napari_viewer, tmp_path):
     assert reopened.features["species"].tolist() == ["Au", "Au", "Au"]
 
 
+def test_counted_atoms_open_coloured_by_their_count_and_save_back_as_counts(
+        make_napari_viewer, tmp_path):
+    from napari_tem_atoms.napari._layers import show_atoms
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((32, 32)), name="image", scale=(0.1, 0.1),
+                             units=("angstrom", "angstrom"))
+    atoms = pd.DataFrame({"frame": 0, "y": [5.0, 12.0, 20.0], "x": [5.0, 12.0, 20.0],
+                          "confidence": 0.9, "n_atoms": [1, 2, 8]})
+    path = tmp_path / "counted.csv"
+    show_atoms(viewer, image, atoms, (0.1, 0.1)).save(str(path), plugin=PLUGIN)
+    assert pd.read_csv(path)["n_atoms"].dtype.kind == "i"
+    [reopened] = viewer.open(path, plugin=PLUGIN)
+    assert reopened.border_color_mode == "colormap"
+    colours = reopened.border_color[:, :3]
+    assert np.linalg.norm(colours[0] - colours[1]) < np.linalg.norm(colours[0] - colours[2])
+    again = tmp_path / "again.csv"
+    reopened.save(str(again), plugin=PLUGIN)
+    assert pd.read_csv(again)["n_atoms"].tolist() == [1, 2, 8]
+    assert again.read_text().splitlines()[-1].endswith(",8")  # 8, not 8.000000
+
+
 def test_points_in_nanometres_export_angstrom(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     points = viewer.add_points(np.array([[2.0, 4.0]]), scale=(0.05, 0.05), units=("nm", "nm"))

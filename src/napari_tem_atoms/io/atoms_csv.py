@@ -48,6 +48,15 @@ class AtomsTable:
     pixel_size_angstrom: tuple[float, float] | None
 
 
+def _whole_as_int(values: np.ndarray) -> np.ndarray:
+    """`values` as integers when every one is a whole number, else as they are."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f" or not len(values):
+        return values
+    is_whole = np.all(np.isfinite(values)) and np.all(np.isclose(values, np.round(values)))
+    return np.round(values).astype(int) if is_whole else values
+
+
 def atoms_table(
     coordinates: np.ndarray,
     features: pd.DataFrame | None = None,
@@ -88,8 +97,7 @@ def atoms_table(
     leading = ("frame", "image")[: coordinates.shape[1] - 2]
     for axis, name in enumerate(leading):
         values = coordinates[:, axis]
-        is_whole = np.all(np.isclose(values, np.round(values)))
-        table[name] = np.round(values).astype(int) if is_whole else values
+        table[name] = _whole_as_int(values)
     table["y"] = coordinates[:, -2]
     table["x"] = coordinates[:, -1]
     if pixel_size_angstrom is not None:
@@ -103,7 +111,9 @@ def atoms_table(
             )
         for column in features.columns:
             if str(column) not in table.columns:
-                table[str(column)] = features[column].to_numpy()
+                values = features[column].to_numpy()
+                # Counts a layer holds as floats (to colour them on a scale) stay counts.
+                table[str(column)] = _whole_as_int(values) if column == "n_atoms" else values
     if "site" in table.columns:  # a sites table (occupancy) leads with the site number
         table = table[["site", *(c for c in table.columns if c != "site")]]
     return table

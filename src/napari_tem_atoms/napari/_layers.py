@@ -128,6 +128,12 @@ def atoms_layer_data(table: AtomsTable, name: str, source: str) -> tuple[Any, di
                   metadata={"source": source, "pixel_size_angstrom": table.pixel_size_angstrom})
     if "species" in table.features.columns:
         kwargs["border_color"] = "species"
+    elif "n_atoms" in table.features.columns:
+        # Coloured by the atoms along the beam as Detect draws them; as floats, or napari takes
+        # the few integer counts for categories (the writer writes them back as integers).
+        kwargs.update(features=table.features.astype({"n_atoms": float}),
+                      border_color="n_atoms", border_colormap="plasma",
+                      border_contrast_limits=(1.0, 10.0))
     return (table.coordinates, kwargs, "points")
 
 
