@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -87,6 +86,22 @@ def points_layer_kwargs(ndim: int, pixel_size: tuple[float, float] | None) -> di
             "border_width": ATOM_LINE_WIDTH, "opacity": 0.9}
 
 
+#: Circles of atoms with a count (a model with counts: atoms along the beam per column).
+N_ATOMS_COLOURS = {"border_color": "n_atoms", "border_colormap": "plasma",
+                   "border_contrast_limits": (1.0, 10.0)}
+
+
+def _counts_on_a_scale(features: Any) -> Any:
+    """`features` with ``n_atoms`` as floats, which napari colours on a scale.
+
+    A few integer values napari takes for categories, and cycles two colours over them. The
+    atoms CSV writer writes whole counts back as integers.
+    """
+    if "n_atoms" not in features.columns:
+        return features
+    return features.astype({"n_atoms": float})
+
+
 def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, float]) -> Any:
     """Show an atoms table (frame, y, x, confidence) over `image` as ``"<image> atoms"``.
 
@@ -98,7 +113,7 @@ def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, flo
     coordinates = atoms[columns].to_numpy(float).reshape(-1, len(columns))
     # n_atoms: a model with counts (atoms along the beam per column).
     kept = [c for c in ("frame", "confidence", "n_atoms") if c in atoms.columns]
-    features = atoms[kept].reset_index(drop=True)
+    features = _counts_on_a_scale(atoms[kept].reset_index(drop=True))
     name = f"{image.name} atoms"
     if name in viewer.layers:
         points = viewer.layers[name]
@@ -107,18 +122,9 @@ def show_atoms(viewer: Any, image: Any, atoms: Any, pixel_size: tuple[float, flo
         return points
     kwargs = points_layer_kwargs(image.ndim, pixel_size)
     kwargs.update(scale=image.scale, units=image.units)
-    if "n_atoms" not in features.columns:
-        return viewer.add_points(coordinates, name=name, features=features, **kwargs)
-    # Circles coloured by the atoms along the beam, on one scale: napari would take a few
-    # integer values for categories and cycle two colours over them.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Feature 'n_atoms' looks like categorical")
-        points = viewer.add_points(coordinates, name=name, features=features,
-                                   **{**kwargs, "border_color": "n_atoms"})
-    points.border_colormap = "plasma"
-    points.border_color_mode = "colormap"
-    points.border_contrast_limits = (1.0, 10.0)
-    return points
+    if "n_atoms" in features.columns:
+        kwargs.update(N_ATOMS_COLOURS)
+    return viewer.add_points(coordinates, name=name, features=features, **kwargs)
 
 
 def atoms_layer_data(table: AtomsTable, name: str, source: str) -> tuple[Any, dict[str, Any], str]:
@@ -128,12 +134,8 @@ def atoms_layer_data(table: AtomsTable, name: str, source: str) -> tuple[Any, di
                   metadata={"source": source, "pixel_size_angstrom": table.pixel_size_angstrom})
     if "species" in table.features.columns:
         kwargs["border_color"] = "species"
-    elif "n_atoms" in table.features.columns:
-        # Coloured by the atoms along the beam as Detect draws them; as floats, or napari takes
-        # the few integer counts for categories (the writer writes them back as integers).
-        kwargs.update(features=table.features.astype({"n_atoms": float}),
-                      border_color="n_atoms", border_colormap="plasma",
-                      border_contrast_limits=(1.0, 10.0))
+    elif "n_atoms" in table.features.columns:  # as Detect draws them
+        kwargs.update(N_ATOMS_COLOURS, features=_counts_on_a_scale(table.features))
     return (table.coordinates, kwargs, "points")
 
 
