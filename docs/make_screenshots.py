@@ -19,6 +19,7 @@ import napari
 import tifffile
 from qtpy.QtWidgets import QApplication
 
+from napari_tem_atoms.napari._layout import show_scale_bar
 from napari_tem_atoms.samples import synthetic_gold_stack
 
 PLUGIN = "napari-tem-atoms"
@@ -44,7 +45,7 @@ def _wait(condition, timeout: float = 300.0) -> None:
 def _viewer() -> napari.Viewer:
     viewer = napari.Viewer(title="napari-tem-atoms")
     viewer.window.resize(1500, 950)
-    viewer.scale_bar.visible = True
+    show_scale_bar(viewer)
     return viewer
 
 

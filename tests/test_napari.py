@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +180,11 @@ def test_calibration_widget_sets_a_pixel_size(make_napari_viewer, made_files, me
     assert not widget.apply_button.enabled
     widget.pixel_size.value = 0.2
     assert widget.apply_button.enabled
-    widget.apply_button.clicked.emit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        widget.apply_button.clicked.emit()
+    assert viewer.canvas.overlays.scale_bar.visible
     np.testing.assert_allclose(layer.scale, [1.0, 0.2, 0.2])
     assert _angstrom(layer) == [False, True, True]
     assert "Pixel size: 0.2 Å/px (set by hand)" in widget.summary.value

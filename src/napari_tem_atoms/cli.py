@@ -132,6 +132,8 @@ def _view(args: argparse.Namespace) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
+    from .napari._layout import show_scale_bar
+
     viewer = napari.Viewer(title="napari-tem-atoms")
     # Within the screen: a window taller than the screen hides its status bar.
     screen = QApplication.primaryScreen().availableGeometry()
@@ -142,12 +144,8 @@ def _view(args: argparse.Namespace) -> int:
     else:
         viewer.open_sample(PLUGIN_NAME, "synthetic_gold_stack")
     _dock_plugin_widgets(viewer)
-    # napari 0.9 moved the scale bar to the canvas's overlays (viewer.scale_bar is deprecated).
-    canvas = getattr(viewer, "canvas", None)
-    scale_bar = canvas.overlays.scale_bar if canvas is not None else viewer.scale_bar
-    scale_bar.visible = True
     # Bottom left: napari's notifications pop up over the bottom-right corner of the canvas.
-    scale_bar.position = "bottom_left"
+    show_scale_bar(viewer, "bottom_left")
     if args.screenshot:
         for _ in range(5):  # napari lays its status bar out on timers: one pass left it jumbled
             QApplication.processEvents()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_widget
 
 from ._layers import pixel_size_of_layer
-from ._layout import wrap_text
+from ._layout import show_scale_bar, wrap_text
 
 if TYPE_CHECKING:
     import napari
@@ -88,7 +88,7 @@ class CalibrationWidget(Container):
         layer.units = (*[str(u) for u in layer.units[:leading]], "angstrom", "angstrom")
         layer.metadata["pixel_size_angstrom"] = (size, size)
         layer.metadata["calibration"] = "user"
-        self._viewer.scale_bar.visible = True
+        show_scale_bar(self._viewer)
         self._viewer.reset_view()
         self._refresh()
 

@@ -99,3 +99,15 @@ def wrap_text(*labels: Any) -> None:
         policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         policy.setHeightForWidth(True)  # as tall as its lines at the width it gets
         label.native.setSizePolicy(policy)
+
+
+def show_scale_bar(viewer: Any, position: str | None = None) -> None:
+    """Show the viewer's scale bar, optionally at `position` (e.g. ``"bottom_left"``).
+
+    napari 0.9 keeps it in the canvas's overlays; the viewer's own ``scale_bar`` is deprecated.
+    """
+    canvas = getattr(viewer, "canvas", None)
+    scale_bar = canvas.overlays.scale_bar if canvas is not None else viewer.scale_bar
+    scale_bar.visible = True
+    if position is not None:
+        scale_bar.position = position

@@ -239,7 +239,7 @@ def run_training(task: TrainingTask, log: Log = print) -> Path:
     if cfg.train_only:
         _freeze_all_but(network, cfg.train_only)
     if cfg.counts_train_encoder:
-        if getattr(network, "counts", 0) != 2:
+        if network.counts != 2:
             raise TEMAtomsError("counts_train_encoder = true needs a count branch ([model] "
                                 "counts = 2)")
         network.counts_train_encoder = True
