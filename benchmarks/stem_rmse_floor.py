@@ -3,10 +3,10 @@
 The held-out images of ``benchmarks/stem_accuracy.py`` (the same structures, microscopes and
 seeds), each scored as drawn and again with parts of the scan's distortion taken away:
 
-- **no line jitter**: each scan line's random shift is 0. The truth is where a column's centre
-  appears in the distorted scan, i.e. the shift of the one line through its centre; the image
-  of the column averages the shifts of the ~10 lines its probe spans, which no detector can
-  undo: a floor on the RMSE of any detector that is measured this way;
+- **no line jitter**: each scan line's random shift is 0. The truth is where the column is in
+  the scan distorted by drift and fly-back alone; its image averages the random shifts of the
+  ~10 lines its probe spans, an error no detector can undo from one frame: a floor on the RMSE
+  of any detector;
 - **no scan distortion**: no jitter, no fly-back, no drift;
 
 and each of those without noise (the same image, no Poisson, read-out or line-gain noise): what

@@ -86,7 +86,7 @@ REGISTRY: dict[str, ModelEntry] = {
         description="Atomic columns in STEM images: HAADF/ADF (bright) and ABF/BF (dark, "
                     "negated before the network), any crystal",
         filename="stem-columns.safetensors",
-        sha256="4ccb7339a15a4dee1de3666fb3e9f3218eaac6588a5b00b0e4884358a4f92888",
+        sha256="a29298d103b244ddc7997f5171e1e979f28c1be66d84e4ce197cb6f9c98b4a6a",
     ),
     "mos2-focal": ModelEntry(
         name="mos2-focal",

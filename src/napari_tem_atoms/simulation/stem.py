@@ -28,15 +28,19 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 from .columns import column_labels
 from .microscope import _log_uniform, _uniform, wavelength
 
-__all__ = ["HELD_OUT_STRUCTURES", "STEM_MODES", "TRAINING_STRUCTURES", "ProjectedStructure",
-           "StemEnvelope", "StemSettings", "StemStructureSpec", "column_height",
-           "project_structure", "render_stem_image", "structure_pool"]
+__all__ = ["HAADF_LIGHT_Z", "HELD_OUT_STRUCTURES", "STEM_MODES", "TRAINING_STRUCTURES",
+           "ProjectedStructure", "StemEnvelope", "StemSettings", "StemStructureSpec",
+           "atom_weight", "column_height", "project_structure", "render_stem_image",
+           "structure_pool"]
 
 #: Imaging modes the simulator draws (bright columns; dark columns).
 STEM_MODES = ("HAADF", "ABF")
 #: A column is a target when its signal reaches this fraction of the structure's brightest
 #: columns; between IGNORED_FRACTION and this it is neither a target nor an error.
 VISIBLE_FRACTION, IGNORED_FRACTION = 0.10, 0.035
+#: HAADF: atoms much lighter than this atomic number scatter less to high angles than Z^γ
+#: says (see :func:`atom_weight`).
+HAADF_LIGHT_Z = 8.0
 #: ABF detector signal: ABF_DIRECT + background of the direct beam, less ABF_CONTRAST × the
 #: column image (1 for an isolated column of relative signal 1), and at least ABF_FLOOR.
 ABF_DIRECT, ABF_CONTRAST, ABF_FLOOR = 0.5, 0.6, 0.02
@@ -408,16 +412,35 @@ def probe_intensity_spectrum(shape: tuple[int, int], sampling: float,
     return (spectrum * source).astype(np.complex64)
 
 
+def atom_weight(elements: np.ndarray, settings: StemSettings) -> np.ndarray:
+    """One atom's signal in the drawn mode: Z^γ, in HAADF times Z⁴ / (Z⁴ + HAADF_LIGHT_Z⁴).
+
+    The light-atom factor (oxygen 0.5, sulfur 0.94, titanium 0.98) brings the oxygen columns
+    to what abTEM multislice and real HAADF images show: 0.03-0.04 of Sr in SrTiO3 [001] and
+    barely above the background in [110] (``benchmarks/stem_multislice.py``, the card), where
+    Z^γ alone gave twice that, which taught the network to mark them.
+    """
+    z = np.asarray(elements, dtype=float)
+    weight = z ** settings.z_exponent
+    if settings.mode == "HAADF":
+        weight = weight * z**4 / (z**4 + HAADF_LIGHT_Z**4)
+    return weight
+
+
 def column_signal(structure: ProjectedStructure, settings: StemSettings) -> np.ndarray:
-    """Each column's signal in the drawn mode: Σ Z^γ × n^(β-1), before scaling."""
-    weights = structure.counts @ structure.elements.astype(float) ** settings.z_exponent
+    """Each column's signal in the drawn mode: Σ atom_weight(Z) × n^(β-1), before scaling."""
+    weights = structure.counts @ atom_weight(structure.elements, settings)
     n_atoms = np.maximum(structure.n_atoms, 1)
     return weights * n_atoms ** (settings.length_exponent - 1.0)
 
 
 def _scan_offsets(rng: np.random.Generator, shape: tuple[int, int],
-                  settings: StemSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Where each pixel's probe really was, minus where it should have been: (dy, dx) [Å]."""
+                  settings: StemSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each pixel's probe really was, minus where it should have been [Å].
+
+    Returns dy and dx of the smooth distortions (drift, fly-back), and each line's random
+    shift along it (line jitter): the probe was at dx + jitter[:, None].
+    """
     rows, cols = shape
     jitter = rng.normal(0.0, settings.line_jitter, rows)
     jitter = gaussian_filter(jitter, 0.7)  # lines are a little correlated
@@ -425,8 +448,8 @@ def _scan_offsets(rng: np.random.Generator, shape: tuple[int, int],
     flyback = settings.flyback * np.exp(-col / max(settings.flyback_decay, 1e-3))
     line_time = np.arange(rows, dtype=float)[:, None] + col[None, :] / cols
     dy = settings.drift[0] * line_time
-    dx = settings.drift[1] * line_time + jitter[:, None] + flyback[None, :]
-    return dy, dx
+    dx = settings.drift[1] * line_time + flyback[None, :]
+    return dy, dx, jitter
 
 
 def _to_image_pixels(positions: np.ndarray, settings: StemSettings, dy: np.ndarray,
@@ -483,7 +506,8 @@ def render_stem_image(structure: ProjectedStructure, settings: StemSettings,
     image : numpy.ndarray
         (rows, cols) float32 detector signal (HAADF: bright columns; ABF: dark columns).
     columns : numpy.ndarray
-        (M, 2) (row, col) [px] of the columns inside the field (distortions included).
+        (M, 2) (row, col) [px] of the columns inside the field, in the scan distorted by drift
+        and fly-back (not by each line's random shift, which blurs a column's image).
     visibility : numpy.ndarray
         (M,) each column's signal relative to the structure's brightest columns (its 95th
         percentile) in this mode.
@@ -498,7 +522,8 @@ def render_stem_image(structure: ProjectedStructure, settings: StemSettings,
     reference = np.percentile(signal, 95) if len(signal) else 1.0
     relative = signal / reference
 
-    dy, dx = _scan_offsets(rng, shape, settings)
+    dy, smooth_dx, jitter = _scan_offsets(rng, shape, settings)
+    dx = smooth_dx + jitter[:, None]
     margin = 3.0 + float(np.abs(dy).max() + np.abs(dx).max())
     # The probe's intensity holds frequencies up to 2α/λ (3.6 1/Å at 300 kV, 35 mrad): a
     # grid of 0.1 Å or finer carries it; coarser scans sample a finer grid (an integer factor).
@@ -555,7 +580,9 @@ def render_stem_image(structure: ProjectedStructure, settings: StemSettings,
     else:  # the noise is drawn last, so everything above is the same as with it
         counts = (np.maximum(intensity, 0) * electrons).astype(np.float32)
 
-    pixels = _to_image_pixels(positions, settings, dy, dx)
+    # Where the column is in the smoothly distorted scan: its image averages the random shifts
+    # of the lines the probe spans, an error of the measurement, not where the column is.
+    pixels = _to_image_pixels(positions, settings, dy, smooth_dx)
     keep = ((pixels[:, 0] >= -0.5) & (pixels[:, 0] <= rows - 0.5)
             & (pixels[:, 1] >= -0.5) & (pixels[:, 1] <= cols - 0.5))
     return counts, pixels[keep], relative[keep]

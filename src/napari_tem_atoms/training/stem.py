@@ -23,6 +23,7 @@ from scipy.spatial import cKDTree
 from ..analysis.detect import normalise_image, rescale_to_sampling
 from ..errors import ConfigError
 from ..simulation.stem import (
+    HAADF_LIGHT_Z,
     HELD_OUT_STRUCTURES,
     IGNORED_FRACTION,
     TRAINING_STRUCTURES,
@@ -368,7 +369,7 @@ class StemColumnsTask(ColumnTargetsTask):
                          "held_out_structures": sorted({s.label + f" ({s.kind})"
                                                         for s in HELD_OUT_STRUCTURES}),
                          **asdict(run.stem)},
-                "envelope": run.envelope.as_dict(),
+                "envelope": {**run.envelope.as_dict(), "haadf_light_z": HAADF_LIGHT_Z},
             },
         }
 
@@ -386,6 +387,12 @@ def train_stem(run: StemRun, log: Log = print) -> Path:
 def _span(bounds: Any, unit: str = "", scale: float = 1.0) -> str:
     low, high = (float(v) * scale for v in bounds)
     return f"{low:g} … {high:g}{' ' + unit if unit else ''}"
+
+
+def _light_atoms(envelope: dict[str, Any]) -> str:
+    """The HAADF light-atom factor the weights were trained with (none before it existed)."""
+    light_z = envelope.get("haadf_light_z")
+    return "" if light_z is None else f" (HAADF × Z⁴ / (Z⁴ + {light_z:g}⁴): light atoms weaker)"
 
 
 def stem_card(metadata: dict[str, Any], sha256: str, validation: dict | None = None,
@@ -435,8 +442,8 @@ def stem_card(metadata: dict[str, Any], sha256: str, validation: dict | None = N
         f"| Axial coma | {_span(envelope['coma'], 'Å')}, any angle |",
         f"| Source size (σ) | {_span(envelope['source_size'], 'Å')} |",
         f"| Column width (σ) | {_span(envelope['column_width'], 'Å')} |",
-        f"| HAADF signal ∝ Σ Z^γ | γ {_span(envelope['z_exponent'])}; ABF "
-        f"{_span(envelope['abf_z_exponent'])} |",
+        f"| Column signal ∝ Σ Z^γ{_light_atoms(envelope)} | γ {_span(envelope['z_exponent'])}; "
+        f"ABF {_span(envelope['abf_z_exponent'])} |",
         f"| Channelling: × n^(β-1) | β {_span(envelope['length_exponent'])} |",
         f"| Scan sampling | {_span(envelope['sampling'], 'Å/px')} (log-uniform) |",
         f"| Dose | {_span(envelope['dose'], 'e/Å²')} (log-uniform), Poisson noise |",
@@ -514,6 +521,13 @@ class HeldOutSet:
         return HeldOutImage(settings, self.maker.structures[structure_index], recorded, truth,
                             columns, visibility)
 
+    def bright_noise_free(self, index: int, dose: float) -> np.ndarray:
+        """Image `index` without noise, columns bright (ABF negated): what resolves a column."""
+        image = self.image(index, dose, noise=False)
+        if image.settings.mode == "HAADF":
+            return image.recorded
+        return flip_dark_columns(image.recorded)
+
 
 def evaluate_stem(detect: Any, doses: list[float], images_per_dose: int, seed: int,
                   specs: tuple = HELD_OUT_STRUCTURES, mode: str = "HAADF",
@@ -535,18 +549,33 @@ def evaluate_stem(detect: Any, doses: list[float], images_per_dose: int, seed: i
     mode : str
         ``"HAADF"`` or ``"ABF"``.
 
+    Returns
+    -------
+    list of dict
+        Per dose: ``f1``, ``precision``, ``recall``, ``rmse_pm`` against every visible column,
+        and the same with ``_resolved`` against those the probe resolves (a maximum of their
+        own in the noise-free image, :func:`resolved_columns`; the others neither target nor
+        error): a column the probe merges into its neighbour's peak cannot be told from it.
+
     The outer :data:`SCORED_BORDER` of every image is not scored.
     """
     held_out = HeldOutSet(images_per_dose, seed, specs, mode, model_sampling)
+    noise_free: dict[int, np.ndarray] = {}  # where its maxima are does not depend on the dose
     rows = []
     for dose in doses:
-        counts = MatchCounts()
+        counts, counts_resolved = MatchCounts(), MatchCounts()
         for index in range(images_per_dose):
             image = held_out.image(index, dose)
+            if index not in noise_free:
+                noise_free[index] = held_out.bright_noise_free(index, dose)
             positions = detect(image.recorded, image.settings.sampling, mode)
-            counts += score(positions, image.truth, image.settings.sampling,
-                            shape=image.recorded.shape, border=SCORED_BORDER)
-        rows.append({"dose": dose, "f1": counts.f1, "precision": counts.precision,
-                     "recall": counts.recall, "rmse_pm": counts.rmse_pm,
-                     "images": images_per_dose})
+            for tally, resolved_only in ((counts, False), (counts_resolved, True)):
+                tally += score(positions, image.truth, image.settings.sampling,
+                               resolved_only=resolved_only, noise_free=noise_free[index],
+                               shape=image.recorded.shape, border=SCORED_BORDER)
+        row = {"dose": dose, "images": images_per_dose}
+        for suffix, tally in (("", counts), ("_resolved", counts_resolved)):
+            row.update({f"f1{suffix}": tally.f1, f"precision{suffix}": tally.precision,
+                        f"recall{suffix}": tally.recall, f"rmse{suffix}_pm": tally.rmse_pm})
+        rows.append(row)
     return rows
