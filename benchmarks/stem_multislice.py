@@ -77,7 +77,8 @@ def _structures() -> dict[str, tuple]:
 def _columns(cell) -> ProjectedStructure:
     """The cell's columns (one period), positions (y, x) [Å] from the cell's origin."""
     period = np.diag(cell.cell)[:2]
-    xy = (cell.positions[:, :2] + 1e-3) % period - 1e-3  # an atom a hair below the edge is at 0
+    xy = cell.positions[:, :2] % period
+    xy = np.where(period - xy < 1e-3, 0.0, xy)  # an atom a hair below the cell's edge is at 0
     label = column_labels(np.column_stack([xy, cell.positions[:, 2]]))
     elements = np.unique(cell.numbers)
     counts = np.zeros((label.max() + 1, len(elements)), dtype=int)
