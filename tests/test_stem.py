@@ -113,7 +113,8 @@ def test_held_out_scoring_also_counts_only_the_columns_the_probe_resolves():
         return image_maxima(gaussian_filter(bright, 0.3 / sampling), np.percentile(bright, 60))
 
     [row] = evaluate_stem(smoothed_maxima, [1e6], 3, seed=5)
-    assert row["recall_resolved"] >= row["recall"]
+    # Maxima of the image cannot find a column without a maximum of its own: not asked of them.
+    assert row["recall_resolved"] > row["recall"] + 0.02
     assert 0.0 < row["f1_resolved"] <= 1.0 and np.isfinite(row["rmse_resolved_pm"])
 
 
