@@ -140,19 +140,24 @@ def tiled_columns(structure: ProjectedStructure, period: np.ndarray) -> Projecte
                    counts=np.tile(structure.counts, (len(shifts), 1)))
 
 
+def incoherent_settings(mode: str) -> StemSettings:
+    """The simulator's microscope for `mode` at the multislice probe and scan, without noise."""
+    return StemSettings(mode=mode, energy=ENERGY, convergence=CONVERGENCE, defocus=0.0,
+                        source_size=0.02, column_width=0.08, z_exponent=1.7 if mode ==
+                        "HAADF" else 0.5, length_exponent=0.8, sampling=SCAN_SAMPLING,
+                        dose=1e14, signal=0.1, background=0.0, amorphous=0.0,
+                        readout_noise=0.0, line_jitter=0.0, flyback=0.0, drift=(0.0, 0.0),
+                        line_gain=0.0)
+
+
 def incoherent(structure: ProjectedStructure, period: np.ndarray, mode: str) -> np.ndarray:
     """The simulator's noise-free image of the same columns, probe and scan, on the grid."""
     n = round(FIELD / SCAN_SAMPLING)
     tiled = tiled_columns(structure, period)
     centre = (n - 1) * SCAN_SAMPLING / 2
     tiled = replace(tiled, positions=tiled.positions - centre)
-    settings = StemSettings(mode=mode, energy=ENERGY, convergence=CONVERGENCE, defocus=0.0,
-                            source_size=0.02, column_width=0.08, z_exponent=1.7 if mode ==
-                            "HAADF" else 0.5, length_exponent=0.8, sampling=SCAN_SAMPLING,
-                            dose=1e14, signal=0.1, background=0.0, amorphous=0.0,
-                            readout_noise=0.0, line_jitter=0.0, flyback=0.0,
-                            drift=(0.0, 0.0), line_gain=0.0)
-    image, _, _ = render_stem_image(tiled, settings, (n, n), np.random.default_rng(0))
+    image, _, _ = render_stem_image(tiled, incoherent_settings(mode), (n, n),
+                                    np.random.default_rng(0))
     return image
 
 
@@ -178,8 +183,7 @@ def score(image: np.ndarray, structure: ProjectedStructure, period: np.ndarray, 
                          imaging_mode="STEM-HAADF" if mode == "HAADF" else "STEM-ABF")
     visible = structure
     if mode == "HAADF":  # light columns (oxygen) are not scored in HAADF
-        weight = structure.counts @ atom_weight(structure.elements,
-                                                StemSettings(mode="HAADF", z_exponent=1.7))
+        weight = structure.counts @ atom_weight(structure.elements, incoherent_settings(mode))
         keep = weight >= 0.1 * weight.max()
         visible = replace(structure, positions=structure.positions[keep],
                           counts=structure.counts[keep])
