@@ -66,12 +66,17 @@ def test_an_abf_column_is_a_dark_dip():
     assert image[dip] < 0.8 * np.median(image)
 
 
+def _nine_gold_columns() -> ProjectedStructure:
+    """A 3 × 3 grid of gold columns 6 Å apart, centred on 0."""
+    spec = StemStructureSpec("Au", "bulk", (0, 0, 1))
+    positions = np.array([[y, x] for y in (-6.0, 0.0, 6.0) for x in (-6.0, 0.0, 6.0)])
+    return ProjectedStructure(spec, positions, np.full((9, 1), 10), np.array([79]), 8.0)
+
+
 def test_labels_follow_the_scan_distortions():
     """With drift and a fly-back shift, each column's label is where its peak appears."""
     rng = np.random.default_rng(3)
-    spec = StemStructureSpec("Au", "bulk", (0, 0, 1))
-    positions = np.array([[y, x] for y in (-6.0, 0.0, 6.0) for x in (-6.0, 0.0, 6.0)])
-    structure = ProjectedStructure(spec, positions, np.full((9, 1), 10), np.array([79]), 8.0)
+    structure = _nine_gold_columns()
     settings = replace(_quiet(StemSettings(mode="HAADF", sampling=0.1)), drift=(0.004, 0.006),
                        flyback=0.6, flyback_decay=15.0)
     image, columns, _ = render_stem_image(structure, settings, (200, 200), rng)
@@ -86,12 +91,10 @@ def test_labels_are_where_the_column_is_not_where_one_jittered_line_put_it():
     """Line jitter shifts each line at random: the image of a column averages the lines the
     probe spans, so the label stays on the column (no smooth distortion here: its position)."""
     rng = np.random.default_rng(4)
-    spec = StemStructureSpec("Au", "bulk", (0, 0, 1))
-    positions = np.array([[y, x] for y in (-6.0, 0.0, 6.0) for x in (-6.0, 0.0, 6.0)])
-    structure = ProjectedStructure(spec, positions, np.full((9, 1), 10), np.array([79]), 8.0)
+    structure = _nine_gold_columns()
     settings = replace(_quiet(StemSettings(mode="HAADF", sampling=0.1)), line_jitter=0.2)
     image, columns, _ = render_stem_image(structure, settings, (200, 200), rng)
-    expected = (positions + 99.5 * 0.1) / 0.1  # the field's centre is pixel 99.5
+    expected = (structure.positions + 99.5 * 0.1) / 0.1  # the field's centre: pixel 99.5
     order = np.lexsort(columns.T[::-1])
     assert columns[order] == pytest.approx(expected[np.lexsort(expected.T[::-1])], abs=1e-9)
     quiet, _, _ = render_stem_image(structure, replace(settings, line_jitter=0.0), (200, 200),
