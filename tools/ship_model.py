@@ -30,6 +30,8 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from napari_tem_atoms.models.registry import model_metadata
+
 KEY = "napari_tem_atoms"
 
 
@@ -45,14 +47,10 @@ def main() -> None:
     parser.add_argument("--earlier", type=Path, nargs="*", default=[],
                         help="earlier stages' weights, in order: their training records")
     args = parser.parse_args()
-    earlier = []
-    for path in args.earlier:
-        with safe_open(str(path), "pt") as stage:
-            earlier.append(json.loads(stage.metadata()[KEY])["training"])
-    with safe_open(str(args.like), "pt") as reference:
-        like = json.loads(reference.metadata()[KEY])
+    earlier = [model_metadata(path)["training"] for path in args.earlier]
+    like = model_metadata(args.like)
+    metadata = model_metadata(args.source)
     with safe_open(str(args.source), "pt") as source:
-        metadata = json.loads(source.metadata()[KEY])
         tensors = {name: source.get_tensor(name) for name in source.keys()}  # noqa: SIM118 (not a dict)
     metadata.update(name=like["name"], description=like["description"])
     if not args.own_threshold:
