@@ -7,8 +7,9 @@ user sees from the model they replace: its name and description, and the replace
 threshold (a stage that left the column map alone) or, with ``--own-threshold``, the one the
 stage calibrated for the column map it changed. ``--earlier`` keeps the training record of each
 earlier stage's weights under ``earlier_training`` (in order), besides the last stage's
-``training``. Written to a temporary file and renamed. The bundled au-hrtem-adatoms was made
-by this command (it keeps the threshold 0.45 of the weights it replaced):
+``training``. Written as every writer of the package writes (io._atomic.atomic_write). The
+bundled au-hrtem-adatoms was made by this command (it keeps the threshold 0.45 of the weights it
+replaced):
 
     python tools/ship_model.py build/au-hrtem-adatoms/decoders/au-hrtem.safetensors \
         src/napari_tem_atoms/models/weights/au-hrtem-adatoms.safetensors \
@@ -23,13 +24,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from napari_tem_atoms.io._atomic import atomic_write
 from napari_tem_atoms.models.registry import model_metadata
 
 KEY = "napari_tem_atoms"
@@ -59,14 +59,8 @@ def main() -> None:
         metadata["earlier_training"] = earlier
     else:  # one earlier stage, the replaced model's: how its column map was trained
         metadata["column_training"] = like.get("column_training", like["training"])
-    handle, temporary = tempfile.mkstemp(dir=args.destination.parent, suffix=".part")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={KEY: json.dumps(metadata)})
-        os.replace(temporary, args.destination)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_write(args.destination, "wb") as handle:
+        handle.write(save(tensors, metadata={KEY: json.dumps(metadata)}))
     digest = hashlib.sha256(args.destination.read_bytes()).hexdigest()
     print(f"wrote {args.destination} ({args.destination.stat().st_size / 1e6:.1f} MB), "
           f"SHA-256 {digest}")
